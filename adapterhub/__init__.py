@@ -1,0 +1,1 @@
+"""adapterhub: a registry for LoRA adapters."""

@@ -1,0 +1,193 @@
+"""The domain types: what the registry records and returns. Pydantic models, serialisable to JSON Schema (schemas/)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import InvalidReference
+
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+_REF = re.compile(rf"^(?P<ns>{_SEGMENT})/(?P<name>{_SEGMENT})(?:@(?P<sel>[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}))?$")
+ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+LATEST = "latest"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class AdapterMethod(str, Enum):
+    LORA = "lora"
+    DORA = "dora"
+
+
+class AdapterRef(_Model):
+    """`namespace/name`, optionally pinned to a version number or an alias (`@3`, `@prod`)."""
+
+    namespace: str
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> AdapterRef:
+        m = _REF.match(text.strip())
+        if not m or ".." in text:
+            raise InvalidReference(text, "expected namespace/name[@version|@alias]")
+        sel = m.group("sel")
+        if sel is None:
+            return cls(namespace=m.group("ns"), name=m.group("name"))
+        if sel.isdigit():
+            return cls(namespace=m.group("ns"), name=m.group("name"), version=int(sel))
+        if not ALIAS_PATTERN.match(sel):
+            raise InvalidReference(text, "an alias starts with a letter")
+        return cls(namespace=m.group("ns"), name=m.group("name"), alias=sel)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.full_name}@{self.version}"
+        if self.alias is not None:
+            return f"{self.full_name}@{self.alias}"
+        return self.full_name
+
+
+class EvalScore(_Model):
+    dataset: str
+    metric: str
+    value: float
+    split: str = "test"
+    higher_is_better: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.metric}"
+
+
+class FileEntry(_Model):
+    """A file of an adapter as stored: its path inside the adapter folder, sha256 and size in bytes."""
+
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class Fingerprint(_Model):
+    """A base model's identity computed from its weights, not its name."""
+
+    arch_hash: str  # sha256 over sorted (name, shape, dtype) from the safetensors headers
+    content_hash: str  # sha256 over tensor bytes in sorted name order, independent of sharding
+    parameter_count: int
+    dtype: str  # the most common dtype, by parameter count
+    tensor_count: int
+
+
+class ParentLink(_Model):
+    """One parent of an adapter or merged model, with the weight it was combined with."""
+
+    ref: str  # namespace/name@version
+    weight: float = 1.0
+
+
+class Lineage(_Model):
+    """How something was derived: the method, its parameters, and the parents with their weights."""
+
+    method: str  # e.g. "merge", "compose:cat", "compose:ties", "extract"
+    parents: list[ParentLink] = Field(default_factory=list)
+    base: str | None = None  # content hash of the base it was derived on
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class BaseModelInfo(_Model):
+    id: int
+    name: str
+    arch_hash: str
+    content_hash: str
+    parameter_count: int
+    dtype: str
+    model_type: str | None = None
+    lineage: Lineage | None = None
+    created_at: datetime
+
+
+class BaseModelRefInfo(_Model):
+    """The base an adapter was registered against, as shown on the adapter's card."""
+
+    name: str
+    arch_hash: str
+    content_hash: str
+
+
+class AdapterCard(_Model):
+    """Everything the registry knows about one version of one adapter."""
+
+    namespace: str
+    name: str
+    version: int = Field(ge=1)
+    aliases: list[str] = Field(default_factory=list)
+    task: str
+    method: AdapterMethod = AdapterMethod.LORA
+    rank: int  # the config's default rank `r`
+    rank_pattern: dict[str, int] = Field(default_factory=dict)  # per-module ranks that differ from `rank`
+    alpha: float
+    use_rslora: bool = False
+    target_modules: list[str] = Field(default_factory=list)
+    description: str = ""
+    license: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    base_model: BaseModelRefInfo | None = None
+    base_model_name_or_path: str | None = None  # what the adapter's config says, unverified
+    peft_task_type: str | None = None
+    scores: list[EvalScore] = Field(default_factory=list)
+    files: list[FileEntry] = Field(default_factory=list)
+    lineage: Lineage | None = None
+    created_at: datetime
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.full_name}@{self.version}"
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def score(self, key: str) -> float | None:
+        """The value of `DATASET/METRIC`, or None when not recorded."""
+        for s in self.scores:
+            if s.key == key:
+                return s.value
+        return None
+
+
+class SearchQuery(_Model):
+    """Filters for `search`: all given filters must hold."""
+
+    text: str | None = None
+    task: str | None = None
+    base: str | None = None  # an arch or content hash (prefix allowed), or a registered base name
+    rank_min: int | None = None
+    rank_max: int | None = None
+    min_scores: dict[str, float] = Field(default_factory=dict)  # "dataset/metric" -> threshold
+    tags: list[str] = Field(default_factory=list)
+    method: AdapterMethod | None = None
+    sort: str | None = None  # "dataset/metric": best first (respects higher_is_better); default newest first
+    limit: int = Field(20, ge=1, le=1000)
+    all_versions: bool = False  # False: only the newest version of each name
+
+
+class SearchResult(_Model):
+    query: SearchQuery
+    total: int  # matches before `limit`
+    items: list[AdapterCard]

@@ -1,0 +1,160 @@
+"""Every error adapterhub raises on purpose.
+
+Each class inherits `AdapterHubError` and the built-in exception it is closest to, so callers can catch either.
+The message is one line: what is wrong, then what to do about it (`hint`). The CLI prints `str(err)` and exits 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class AdapterHubError(Exception):
+    """Base class: a failure adapterhub anticipated and can explain in one line."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        if hint is not None:
+            self.hint = hint
+        self.message = message
+        super().__init__(f"{message}; {self.hint}" if self.hint else message)
+
+
+class UsageError(AdapterHubError, ValueError):
+    """An argument has the wrong form (a bad reference, an unknown method): exit 2 in the CLI."""
+
+
+class InvalidReference(UsageError):
+    """A name or reference that is not `namespace/name[@version|@alias]` or contains unsafe characters."""
+
+    def __init__(self, ref: str, why: str) -> None:
+        self.ref = ref
+        super().__init__(
+            f"invalid reference {ref!r}: {why}",
+            hint="use namespace/name[@version|@alias] with letters, digits, '-', '_' and '.'",
+        )
+
+
+class NotFound(AdapterHubError, LookupError):
+    """Something looked up by name does not exist."""
+
+
+class AdapterNotFound(NotFound):
+    def __init__(self, ref: str, *, hint: str | None = None) -> None:
+        self.ref = ref
+        super().__init__(
+            f"adapter {ref!r} not found", hint=hint or "run `adapterhub ls` or `adapterhub search` to see what exists"
+        )
+
+
+class BaseModelNotFound(NotFound):
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        super().__init__(
+            f"base model {ref!r} not found",
+            hint="pass a model folder or .safetensors file, or a hash/name of a base already registered",
+        )
+
+
+class InvalidFile(AdapterHubError, ValueError):
+    """A file or folder that cannot be used as it is: lists every problem found."""
+
+    default_hint = "check the file; re-save it with safetensors and try again"
+
+    def __init__(self, path: str, problems: Sequence[str], *, hint: str | None = None) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        shown = "; ".join(self.problems[:5]) + (f"; and {len(self.problems) - 5} more" if len(self.problems) > 5 else "")
+        super().__init__(f"{self.what} at {self.path}: {shown}", hint=hint or self.default_hint)
+
+    what = "invalid file"
+
+
+class InvalidAdapter(InvalidFile):
+    """An adapter folder that is not a usable PEFT LoRA adapter."""
+
+    what = "invalid adapter"
+    default_hint = "re-save it with PEFT's save_pretrained (safetensors) and try again"
+
+
+class InvalidModel(InvalidFile):
+    """A base-model path that is not a readable safetensors model."""
+
+    what = "cannot read model"
+    default_hint = "pass a folder with model.safetensors (or an index), or a single .safetensors file"
+
+
+class PickleRefused(InvalidFile):
+    """A pickle checkpoint: loading one can run arbitrary code, so adapterhub never does."""
+
+    what = "refused pickle checkpoint"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            path,
+            ["pickle checkpoints (.bin/.pt) are refused because unpickling can execute arbitrary code"],
+            hint="convert it once, in a trusted environment, with save_pretrained(..., safe_serialization=True)",
+        )
+
+
+class IncompatibleAdapter(AdapterHubError, ValueError):
+    """The adapter does not fit the base model: names each mismatching module."""
+
+    def __init__(self, adapter: str, base: str, problems: Sequence[str]) -> None:
+        self.adapter = adapter
+        self.base = base
+        self.problems = list(problems)
+        shown = "; ".join(self.problems[:5]) + (f"; and {len(self.problems) - 5} more" if len(self.problems) > 5 else "")
+        super().__init__(
+            f"adapter {adapter} does not fit base {base}: {shown}",
+            hint="use the base model it was trained on (see `adapterhub show`)",
+        )
+
+
+class UnsupportedFeature(AdapterHubError, NotImplementedError):
+    """A PEFT feature adapterhub cannot apply; raised before anything is changed."""
+
+    def __init__(self, feature: str, *, where: str = "", hint: str | None = None) -> None:
+        self.feature = feature
+        super().__init__(
+            f"unsupported: {feature}" + (f" ({where})" if where else ""),
+            hint=hint or "use plain LoRA/DoRA on Linear, Conv1D or Embedding layers",
+        )
+
+
+class IntegrityError(AdapterHubError, ValueError):
+    """Bytes that do not match their recorded size or sha256."""
+
+    def __init__(self, what: str, expected: str, found: str) -> None:
+        self.what = what
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            f"integrity check failed for {what}: expected {expected}, found {found}",
+            hint="nothing was registered; fetch it again or run `adapterhub fsck`",
+        )
+
+
+class AlreadyExists(AdapterHubError, FileExistsError):
+    def __init__(self, what: str, *, hint: str | None = None) -> None:
+        self.what = what
+        super().__init__(f"{what} already exists", hint=hint or "choose another name or remove the old one first")
+
+
+class StoreError(AdapterHubError, RuntimeError):
+    """The metadata store or blob store is unusable (bad URL, migration failure)."""
+
+
+class RemoteError(AdapterHubError, ConnectionError):
+    """A hub could not be reached or answered with an error."""
+
+    def __init__(self, url: str, why: str, *, hint: str | None = None) -> None:
+        self.url = url
+        super().__init__(f"hub {url}: {why}", hint=hint or "check the URL, the server and your token, then retry")
+
+
+class PermissionDenied(AdapterHubError, PermissionError):
+    def __init__(self, what: str, *, hint: str | None = None) -> None:
+        self.what = what
+        super().__init__(f"permission denied: {what}", hint=hint or "use a token with write scope for that namespace")

@@ -1,0 +1,1 @@
+"""Sharing adapters: push/pull clients, model cards, and the self-hosted hub server."""

@@ -1,0 +1,40 @@
+"""The weight change a LoRA module makes, laid out like the base weight, for plain LoRA and DoRA.
+
+Shared by fuse (attach), merge, compose and extract so every path computes the same numbers PEFT does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import UnsupportedFeature
+from ..peft_format import LayerKind, LoraModule
+
+
+def delta_weight(m: LoraModule, *, fan_in_fan_out: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """scaling * B @ A in the base weight's layout: [out, in] (Linear), [in, out] (Conv1D), [num_emb, dim] (Embedding)."""
+    d = (m.lora_B.to(dtype) @ m.lora_A.to(dtype)) * m.scaling
+    return d.T if (fan_in_fan_out or m.kind is LayerKind.EMBEDDING) else d
+
+
+def merged_weight(
+    base: torch.Tensor, m: LoraModule, *, fan_in_fan_out: bool = False, weight: float = 1.0
+) -> torch.Tensor:
+    """The base weight with `weight` x this module folded in, computed in float32, returned in float32.
+
+    DoRA: W' = m / ||W + s·BA||_row · (W + s·BA), the norm taken per output feature as PEFT does; with a
+    weight other than 1 the LoRA delta is scaled first (PEFT's weighted-merge convention).
+    """
+    w = base.to(torch.float32)
+    d = delta_weight(m, fan_in_fan_out=fan_in_fan_out) * weight
+    if m.magnitude is None:
+        return w + d
+    if m.kind is LayerKind.EMBEDDING:
+        raise UnsupportedFeature("DoRA on an Embedding layer", where=m.module)
+    # work in [out, in] layout
+    w_oi = w.T if fan_in_fan_out else w
+    d_oi = d.T if fan_in_fan_out else d
+    combined = w_oi + d_oi
+    norm = torch.linalg.norm(combined, dim=1)
+    merged = (m.magnitude.to(torch.float32) / norm).unsqueeze(1) * combined
+    return merged.T if fan_in_fan_out else merged

@@ -1,0 +1,88 @@
+"""Shared fixtures: an isolated ADAPTERHUB_HOME per test, and real models/adapters built once per session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def adapterhub_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own registry: a temp ADAPTERHUB_HOME and no inherited database URL."""
+    home = tmp_path / "adapterhub-home"
+    monkeypatch.setenv("ADAPTERHUB_HOME", str(home))
+    monkeypatch.delenv("ADAPTERHUB_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    return home
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    return factories.minilm_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return factories.build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return factories.build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def minilm_adapter_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    """A PEFT LoRA for MiniLM (query/value, r=4), trained a few steps."""
+    return factories.make_peft_adapter(
+        minilm_dir, tmp_path_factory.mktemp("minilm-lora") / "a", target_modules=["query", "value"], train_steps=3
+    )
+
+
+@pytest.fixture(scope="session")
+def llama_adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Path:
+    return factories.make_peft_adapter(
+        tiny_llama_dir, tmp_path_factory.mktemp("llama-lora") / "a", target_modules=["q_proj", "v_proj"], seed=1
+    )
+
+
+@pytest.fixture(scope="session")
+def gpt2_adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_gpt2_dir: Path) -> Path:
+    return factories.make_peft_adapter(
+        tiny_gpt2_dir, tmp_path_factory.mktemp("gpt2-lora") / "a", target_modules=["c_attn"], fan_in_fan_out=True, seed=2
+    )
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server named by ADAPTERHUB_TEST_POSTGRES_URL (CI starts one).
+
+    Outside CI a missing server skips with the reason; under CI (CI=true) it fails, so these tests always run there.
+    """
+    base = os.environ.get("ADAPTERHUB_TEST_POSTGRES_URL")
+    if not base:
+        if os.environ.get("CI"):
+            pytest.fail("CI=true but ADAPTERHUB_TEST_POSTGRES_URL is not set: .ci/run must start PostgreSQL")
+        pytest.skip("PostgreSQL tests need ADAPTERHUB_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5433/postgres); `make test-pg` starts one")
+    import uuid
+
+    import sqlalchemy as sa
+
+    dbname = f"ah_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{dbname}"'))
+    url = sa.engine.make_url(base).set(database=dbname).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+        admin.dispose()
