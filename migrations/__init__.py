@@ -1,0 +1,1 @@
+"""Alembic migrations for the adapterhub metadata store (installed as `adapterhub.migrations`)."""

@@ -86,3 +86,20 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs twice: on a SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / 'registry.db'}"
+
+
+@pytest.fixture
+def registry(database_url: str, tmp_path: Path) -> Iterator[object]:
+    from adapterhub.store.registry import Registry
+
+    reg = Registry(home=tmp_path / "registry-home", database_url=database_url)
+    yield reg
+    reg.db.dispose()

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "export": "adapterhub.cli.registry:export",
     "gc": "adapterhub.cli.registry:gc",
     "bases": "adapterhub.cli.registry:bases",
+    "fsck": "adapterhub.cli.registry:fsck",
     "db": "adapterhub.cli.db:db",
     "hash": "adapterhub.cli.hash:hash_cmd",
     "demo": "adapterhub.cli.demo:demo",

@@ -1,0 +1,228 @@
+"""Registry commands: add, ls, show, search, rm, tag, export, gc, fsck, bases. None of them imports torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..card import AdapterCard, EvalScore, SearchQuery
+from ..errors import UsageError
+from ._common import handle_errors, json_option, print_json, print_table
+
+# Metrics where smaller is better; anything else is taken as higher-is-better.
+LOWER_IS_BETTER = {"loss", "perplexity", "ppl", "error", "wer", "cer", "mse", "mae", "rmse", "eval_loss"}
+
+
+def _registry():  # type: ignore[no-untyped-def]
+    from ..store.registry import Registry
+
+    return Registry()
+
+
+def parse_metric(text: str) -> EvalScore:
+    """`DATASET/METRIC[:SPLIT]=VALUE`, e.g. `sst2/accuracy=0.91` or `wikitext/perplexity:validation=12.3`."""
+    key, sep, value = text.rpartition("=")
+    dataset, slash, metric = key.partition("/")
+    metric, _, split = metric.partition(":")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not sep or not slash or not dataset or not metric or number is None:
+        raise UsageError(f"bad metric {text!r}", hint="use DATASET/METRIC[:SPLIT]=VALUE, e.g. sst2/accuracy=0.91")
+    return EvalScore(dataset=dataset, metric=metric, split=split or "test", value=number, higher_is_better=metric.lower() not in LOWER_IS_BETTER)
+
+
+def _parse_threshold(text: str) -> tuple[str, float]:
+    s = parse_metric(text)
+    return s.key, s.value
+
+
+def _rows(cards: list[AdapterCard]) -> list[list[object]]:
+    return [
+        [c.ref, ",".join(a for a in c.aliases if a != "latest"), c.task, c.method.value, c.rank,
+         (c.base_model.name if c.base_model else ""), " ".join(f"{s.key}={s.value:.4g}" for s in c.scores)]
+        for c in cards
+    ]  # fmt: skip
+
+
+HEADERS = ["adapter", "aliases", "task", "method", "rank", "base", "scores"]
+
+
+@click.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", required=True, help="namespace/name; each add creates the next version.")
+@click.option("--task", required=True, help="What the adapter is for, e.g. sentiment.")
+@click.option("--base", type=click.Path(exists=True, path_type=Path), help="Base model folder/file: fingerprint it and check shapes.")
+@click.option("--metric", "metrics", multiple=True, help="DATASET/METRIC[:SPLIT]=VALUE (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--alias", "aliases", multiple=True, help="Point an alias (e.g. prod) at the new version.")
+@click.option("--description", default="", help="One line about the adapter.")
+@click.option("--license", "license_", default=None, help="SPDX license id, e.g. apache-2.0.")
+@json_option
+@handle_errors
+def add(folder: Path, name: str, task: str, base: Path | None, metrics: tuple[str, ...], tags: tuple[str, ...],
+        aliases: tuple[str, ...], description: str, license_: str | None, as_json: bool) -> None:  # fmt: skip
+    """Register the PEFT adapter in FOLDER as the next version of NAME."""
+    scores = [parse_metric(m) for m in metrics]
+    card = _registry().add(
+        folder, name, task, base=base, scores=scores, tags=tags, description=description, license=license_, aliases=aliases
+    )
+    print_json(card) if as_json else click.echo(card.ref)
+
+
+@click.command()
+@click.option("--all", "all_versions", is_flag=True, help="Every version, not only the newest of each name.")
+@click.option("--namespace", default=None, help="Only this namespace.")
+@json_option
+@handle_errors
+def ls(all_versions: bool, namespace: str | None, as_json: bool) -> None:
+    """List adapters, newest first."""
+    cards = _registry().list(namespace=namespace, all_versions=all_versions)
+    print_json(cards) if as_json else print_table(HEADERS, _rows(cards))
+
+
+@click.command()
+@click.argument("ref")
+@json_option
+@handle_errors
+def show(ref: str, as_json: bool) -> None:
+    """Show one adapter's card: NAME[@VERSION|@ALIAS]."""
+    card = _registry().get(ref)
+    if as_json:
+        print_json(card)
+        return
+    click.echo(click.style(card.ref, bold=True) + (f"  ({', '.join(card.aliases)})" if card.aliases else ""))
+    pairs = [
+        ("task", card.task), ("method", card.method.value), ("rank", card.rank), ("alpha", card.alpha),
+        ("rsLoRA", card.use_rslora), ("targets", ", ".join(card.target_modules)),
+        ("rank pattern", ", ".join(f"{k}={v}" for k, v in card.rank_pattern.items()) or "-"),
+        ("base", f"{card.base_model.name} (content {card.base_model.content_hash[:12]}, arch {card.base_model.arch_hash[:12]})"
+         if card.base_model else f"not fingerprinted (config says {card.base_model_name_or_path or '-'})"),
+        ("description", card.description or "-"), ("license", card.license or "-"), ("tags", ", ".join(card.tags) or "-"),
+        ("created", card.created_at.isoformat(timespec="seconds")),
+    ]  # fmt: skip
+    if card.lineage:
+        parents = ", ".join(f"{p.ref}×{p.weight:g}" for p in card.lineage.parents)
+        pairs.append(("lineage", f"{card.lineage.method}({parents})"))
+    for k, v in pairs:
+        click.echo(f"  {k:<13}{v}")
+    click.echo("  scores")
+    for s in card.scores or []:
+        click.echo(f"    {s.dataset}/{s.metric} [{s.split}] = {s.value:.4g}{'' if s.higher_is_better else ' (lower is better)'}")
+    click.echo("  files")
+    for f in card.files:
+        click.echo(f"    {f.path:<28}{f.size:>12,} B  sha256:{f.sha256[:16]}")
+
+
+@click.command()
+@click.argument("text", required=False)
+@click.option("--task", default=None)
+@click.option("--base", default=None, help="Base model path, hash prefix (6+ hex) or registered name.")
+@click.option("--rank-min", type=int, default=None)
+@click.option("--rank-max", type=int, default=None)
+@click.option("--min", "mins", multiple=True, help="DATASET/METRIC=VALUE: at least this good (repeatable).")
+@click.option("--tag", "tags", multiple=True)
+@click.option("--sort", default=None, help="DATASET/METRIC: best first.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20)
+@click.option("--all-versions", is_flag=True)
+@json_option
+@handle_errors
+def search(text: str | None, task: str | None, base: str | None, rank_min: int | None, rank_max: int | None,
+           mins: tuple[str, ...], tags: tuple[str, ...], sort: str | None, limit: int, all_versions: bool,
+           as_json: bool) -> None:  # fmt: skip
+    """Find adapters by text, task, base model, rank, scores and tags."""
+    query = SearchQuery(
+        text=text, task=task, base=base, rank_min=rank_min, rank_max=rank_max,
+        min_scores=dict(_parse_threshold(m) for m in mins), tags=list(tags), sort=sort, limit=limit, all_versions=all_versions,
+    )  # fmt: skip
+    result = _registry().search(query)
+    if as_json:
+        print_json(result)
+        return
+    print_table(HEADERS, _rows(result.items))
+    if result.total > len(result.items):
+        click.echo(f"({len(result.items)} of {result.total} shown; use --limit)")
+
+
+@click.command()
+@click.argument("ref")
+@json_option
+@handle_errors
+def rm(ref: str, as_json: bool) -> None:
+    """Remove NAME@VERSION, NAME@ALIAS, or every version of NAME. Files are freed by `adapterhub gc`."""
+    removed = _registry().remove(ref)
+    print_json(removed) if as_json else click.echo("removed " + ", ".join(c.ref for c in removed))
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("alias")
+@json_option
+@handle_errors
+def tag(ref: str, alias: str, as_json: bool) -> None:
+    """Point ALIAS (e.g. prod) at REF; it moves if it pointed elsewhere."""
+    card = _registry().tag(ref, alias)
+    print_json(card) if as_json else click.echo(f"{card.full_name}@{alias} -> {card.ref}")
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace DEST if it exists.")
+@handle_errors
+def export(ref: str, dest: Path, force: bool) -> None:
+    """Write REF's PEFT files to DEST (loadable by PeftModel.from_pretrained)."""
+    click.echo(str(_registry().export(ref, dest, overwrite=force)))
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--grace", type=float, default=600.0, show_default=True, help="Keep blobs younger than this many seconds.")
+@json_option
+@handle_errors
+def gc(dry_run: bool, grace: float, as_json: bool) -> None:
+    """Remove stored files that no adapter version points at."""
+    report = _registry().gc(grace_seconds=grace, dry_run=dry_run)
+    if as_json:
+        print_json({"removed": report.removed, "freed_bytes": report.freed_bytes, "dry_run": dry_run})
+    else:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {len(report.removed)} blobs, {report.freed_bytes:,} bytes")
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Check sizes only, not sha256.")
+@json_option
+@handle_errors
+def fsck(quick: bool, as_json: bool) -> None:
+    """Check every recorded file is present with the right sha256; exit 1 when something is missing or corrupt."""
+    report = _registry().fsck(verify_hashes=not quick)
+    if as_json:
+        print_json({"clean": report.clean, "checked": report.checked, "missing": report.missing,
+                    "corrupt": report.corrupt, "orphans": report.orphans})  # fmt: skip
+    else:
+        click.echo(f"checked {report.checked} files: {len(report.missing)} missing, {len(report.corrupt)} corrupt, "
+                   f"{len(report.orphans)} orphan blobs (remove with `adapterhub gc`)")  # fmt: skip
+        for line in report.missing:
+            click.echo(f"  missing  {line}")
+        for line in report.corrupt:
+            click.echo(f"  corrupt  {line}")
+    if not report.clean:
+        raise SystemExit(1)
+
+
+@click.command()
+@json_option
+@handle_errors
+def bases(as_json: bool) -> None:
+    """List registered base models with their fingerprints."""
+    infos = _registry().list_bases()
+    if as_json:
+        print_json(infos)
+    else:
+        print_table(
+            ["name", "content", "arch", "params", "dtype", "type", "derived from"],
+            [[b.name, b.content_hash[:12], b.arch_hash[:12], f"{b.parameter_count:,}", b.dtype, b.model_type or "",
+              b.lineage.method if b.lineage else ""] for b in infos],
+        )  # fmt: skip

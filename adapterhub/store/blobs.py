@@ -1,0 +1,128 @@
+"""Content-addressed file storage: each file kept once under its sha256, written via temp file + fsync + rename."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import IntegrityError
+from ..fsutil import TMP_PREFIX, fsync_dir
+
+CHUNK = 1 << 20
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobStore:
+    """Files by sha256 under `root/sha256/ab/cdef...`; read-only once written, deduplicated."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._tmp = self.root / "tmp"
+
+    def path(self, sha256: str) -> Path:
+        if not _SHA256.match(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.root / "sha256" / sha256[:2] / sha256[2:]
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def open(self, sha256: str) -> BinaryIO:
+        return open(self.path(sha256), "rb")
+
+    def put_file(self, src: Path | str, *, expected_sha256: str | None = None) -> tuple[str, int]:
+        with open(src, "rb") as fh:
+            return self.put_stream(fh, expected_sha256=expected_sha256, what=str(src))
+
+    def put_bytes(self, data: bytes, *, expected_sha256: str | None = None) -> tuple[str, int]:
+        import io
+
+        return self.put_stream(io.BytesIO(data), expected_sha256=expected_sha256)
+
+    def put_stream(self, stream: BinaryIO, *, expected_sha256: str | None = None, what: str = "upload") -> tuple[str, int]:
+        """Copy a stream into the store while hashing it; an `expected_sha256` mismatch stores nothing."""
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        h = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self._tmp)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = h.hexdigest()
+            if expected_sha256 is not None and digest != expected_sha256:
+                raise IntegrityError(what, f"sha256 {expected_sha256}", f"sha256 {digest}")
+            final = self.path(digest)
+            if final.is_file():
+                os.unlink(tmp)  # already stored: deduplicated
+            else:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, final)
+                fsync_dir(final.parent)
+            return digest, size
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def copy_to(self, sha256: str, dest: Path, *, expected_size: int | None = None) -> None:
+        """Write the blob to `dest` (in a folder the caller renames into place), verifying its sha256 on the way."""
+        h = hashlib.sha256()
+        size = 0
+        with self.open(sha256) as src, open(dest, "wb") as out:
+            while chunk := src.read(CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        if h.hexdigest() != sha256 or (expected_size is not None and size != expected_size):
+            raise IntegrityError(f"blob {sha256[:12]} (for {dest.name})", f"sha256 {sha256}", f"sha256 {h.hexdigest()}, {size} bytes")
+
+    def verify(self, sha256: str) -> bool:
+        h = hashlib.sha256()
+        try:
+            with self.open(sha256) as fh:
+                while chunk := fh.read(CHUNK):
+                    h.update(chunk)
+        except FileNotFoundError:
+            return False
+        return h.hexdigest() == sha256
+
+    def iter_digests(self) -> Iterator[str]:
+        base = self.root / "sha256"
+        if not base.is_dir():
+            return
+        for sub in base.iterdir():
+            if sub.is_dir():
+                for f in sub.iterdir():
+                    if _SHA256.match(sub.name + f.name):
+                        yield sub.name + f.name
+
+    def delete(self, digests: Iterable[str], *, older_than_s: float = 0.0) -> list[str]:
+        """Remove blobs (and stale temp files) older than `older_than_s`; returns the digests removed."""
+        now = time.time()
+        removed = []
+        for d in digests:
+            p = self.path(d)
+            with contextlib.suppress(FileNotFoundError):
+                if now - p.stat().st_mtime >= older_than_s:
+                    p.unlink()
+                    removed.append(d)
+        if self._tmp.is_dir():
+            for t in self._tmp.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if now - t.stat().st_mtime >= older_than_s:
+                        shutil.rmtree(t) if t.is_dir() else t.unlink()
+        return removed

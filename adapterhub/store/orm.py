@@ -1,0 +1,149 @@
+"""The metadata tables (SQLAlchemy 2 typed ORM). Rows never leave the store package: registry.py converts them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RepoRow(Base):
+    """One adapter name (`namespace/name`): owns its version counter so concurrent adds never collide."""
+
+    __tablename__ = "repos"
+    __table_args__ = (UniqueConstraint("namespace", "name", name="uq_repos_namespace_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(96))
+    name: Mapped[str] = mapped_column(String(96))
+    last_version: Mapped[int] = mapped_column(Integer, default=0)  # highest version ever issued (never reused)
+    private: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    adapters: Mapped[list[AdapterRow]] = relationship(back_populates="repo", cascade="all, delete-orphan")
+    aliases: Mapped[list[AliasRow]] = relationship(back_populates="repo", cascade="all, delete-orphan")
+
+
+class BaseModelRow(Base):
+    __tablename__ = "base_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    arch_hash: Mapped[str] = mapped_column(String(64), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    parameter_count: Mapped[int] = mapped_column(BigInteger)
+    dtype: Mapped[str] = mapped_column(String(16))
+    model_type: Mapped[str | None] = mapped_column(String(64))
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AdapterRow(Base):
+    """One version of one adapter."""
+
+    __tablename__ = "adapters"
+    __table_args__ = (
+        UniqueConstraint("repo_id", "version", name="uq_adapters_repo_version"),
+        Index("ix_adapters_task_created", "task", "created_at"),
+        Index("ix_adapters_latest_created", "is_latest", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    is_latest: Mapped[bool] = mapped_column(Boolean, default=True)  # newest surviving version of its repo
+    task: Mapped[str] = mapped_column(String(128))
+    method: Mapped[str] = mapped_column(String(16))
+    rank: Mapped[int] = mapped_column(Integer, index=True)
+    rank_pattern: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    alpha: Mapped[float] = mapped_column(Float)
+    use_rslora: Mapped[bool] = mapped_column(Boolean, default=False)
+    target_modules: Mapped[list[str]] = mapped_column(JSON, default=list)
+    description: Mapped[str] = mapped_column(Text, default="")
+    license: Mapped[str | None] = mapped_column(String(64))
+    base_model_id: Mapped[int | None] = mapped_column(ForeignKey("base_models.id", ondelete="SET NULL"), index=True)
+    base_model_name_or_path: Mapped[str | None] = mapped_column(String(512))
+    peft_task_type: Mapped[str | None] = mapped_column(String(64))
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    repo: Mapped[RepoRow] = relationship(back_populates="adapters")
+    base_model: Mapped[BaseModelRow | None] = relationship()
+    scores: Mapped[list[EvalScoreRow]] = relationship(back_populates="adapter", cascade="all, delete-orphan")
+    files: Mapped[list[FileRow]] = relationship(back_populates="adapter", cascade="all, delete-orphan")
+    tags: Mapped[list[TagRow]] = relationship(back_populates="adapter", cascade="all, delete-orphan")
+
+
+class AliasRow(Base):
+    """A movable name for one version (`latest` is implicit; `prod`, `stable`... are stored here)."""
+
+    __tablename__ = "aliases"
+    __table_args__ = (UniqueConstraint("repo_id", "alias", name="uq_aliases_repo_alias"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"), index=True)
+    alias: Mapped[str] = mapped_column(String(64))
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"), index=True)
+
+    repo: Mapped[RepoRow] = relationship(back_populates="aliases")
+    adapter: Mapped[AdapterRow] = relationship()
+
+
+class EvalScoreRow(Base):
+    __tablename__ = "eval_scores"
+    __table_args__ = (Index("ix_eval_scores_key_value", "dataset", "metric", "value"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"), index=True)
+    dataset: Mapped[str] = mapped_column(String(128))
+    metric: Mapped[str] = mapped_column(String(64))
+    split: Mapped[str] = mapped_column(String(32), default="test")
+    value: Mapped[float] = mapped_column(Float)
+    higher_is_better: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    adapter: Mapped[AdapterRow] = relationship(back_populates="scores")
+
+
+class FileRow(Base):
+    """A file of an adapter version; its bytes live in the blob store under `sha256`."""
+
+    __tablename__ = "adapter_files"
+    __table_args__ = (UniqueConstraint("adapter_id", "path", name="uq_adapter_files_adapter_path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(512))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+    adapter: Mapped[AdapterRow] = relationship(back_populates="files")
+
+
+class TagRow(Base):
+    __tablename__ = "adapter_tags"
+    __table_args__ = (UniqueConstraint("adapter_id", "tag", name="uq_adapter_tags_adapter_tag"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"), index=True)
+    tag: Mapped[str] = mapped_column(String(64), index=True)
+
+    adapter: Mapped[AdapterRow] = relationship(back_populates="tags")
+
+
+def all_metadata():  # type: ignore[no-untyped-def]
+    """The metadata with every table adapterhub declares, the hub's included (they live in their own module)."""
+    import contextlib
+
+    with contextlib.suppress(ImportError):
+        from . import hub_orm  # noqa: F401
+    return Base.metadata

@@ -1,0 +1,416 @@
+"""The Registry: add, find, tag, export and remove adapters; register base models. Returns pydantic cards only.
+
+`add` does its slow work (reading headers, hashing, copying bytes into the blob store) before it opens a write
+transaction, then records everything in that one transaction: a failure anywhere leaves no row behind, and the
+blobs it already wrote are unreferenced until `gc` removes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..card import AdapterCard, AdapterRef, BaseModelInfo, EvalScore, FileEntry, Lineage, SearchQuery, SearchResult
+from ..errors import AdapterNotFound, BaseModelNotFound, IncompatibleAdapter, InvalidAdapter, UsageError
+from ..fsutil import atomic_directory, check_relative_path
+from ..paths import adapterhub_home
+from . import convert
+from .blobs import BlobStore
+from .db import Database, default_database_url
+from .orm import AdapterRow, AliasRow, BaseModelRow, EvalScoreRow, FileRow, RepoRow, TagRow
+from .search import run_search
+
+RESERVED_ALIASES = {"latest"}
+# Files never stored with an adapter: pickles are refused at read time, editor/OS droppings are noise.
+SKIP_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+@dataclass
+class GcReport:
+    removed: list[str] = field(default_factory=list)
+    kept: int = 0
+    freed_bytes: int = 0
+
+
+@dataclass
+class FsckReport:
+    checked: int = 0
+    missing: list[str] = field(default_factory=list)  # "ns/name@v path sha256"
+    corrupt: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.corrupt)
+
+
+class Registry:
+    """A local adapter registry: a metadata database plus a content-addressed blob store under one home folder."""
+
+    def __init__(self, home: Path | str | None = None, database_url: str | None = None, *, auto_migrate: bool = True) -> None:
+        self.home = Path(home) if home is not None else adapterhub_home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.db = Database(database_url or default_database_url(self.home), lock_dir=self.home, auto_migrate=auto_migrate)
+        self.blobs = BlobStore(self.home / "blobs")
+
+    def __repr__(self) -> str:
+        return f"Registry(home={str(self.home)!r}, database={self.db.engine.url.render_as_string(hide_password=True)!r})"
+
+    # --- base models -------------------------------------------------------------------------------------
+
+    def register_base(self, path: Path | str, name: str | None = None, *, lineage: Lineage | None = None) -> BaseModelInfo:
+        """Fingerprint a model's weights and record it (idempotent by content hash)."""
+        from ..fingerprint import fingerprint, model_type
+
+        fp = fingerprint(Path(path))
+        with self.db.write() as s:
+            row = self._upsert_base(s, Path(path), fp, name, model_type(Path(path)), lineage)
+            return convert.base_info(row)
+
+    def _upsert_base(self, s: Session, path: Path, fp, name: str | None, mtype: str | None, lineage: Lineage | None) -> BaseModelRow:  # type: ignore[no-untyped-def]
+        row = s.scalar(sa.select(BaseModelRow).where(BaseModelRow.content_hash == fp.content_hash))
+        if row is None:
+            row = BaseModelRow(
+                name=name or _model_name(path), arch_hash=fp.arch_hash, content_hash=fp.content_hash,
+                parameter_count=fp.parameter_count, dtype=fp.dtype, model_type=mtype,
+                lineage=lineage.model_dump(mode="json") if lineage else None,
+            )  # fmt: skip
+            s.add(row)
+            s.flush()
+        else:
+            if name and row.name != name:
+                row.name = name
+            if lineage and not row.lineage:
+                row.lineage = lineage.model_dump(mode="json")
+        return row
+
+    def get_base(self, key: str) -> BaseModelInfo:
+        """A registered base by name, or by a prefix (6+ hex characters) of its content or arch hash."""
+        with self.db.session() as s:
+            return convert.base_info(_find_base(s, key))
+
+    def list_bases(self) -> list[BaseModelInfo]:
+        with self.db.session() as s:
+            return [convert.base_info(r) for r in s.scalars(sa.select(BaseModelRow).order_by(BaseModelRow.id))]
+
+    # --- adding ------------------------------------------------------------------------------------------
+
+    def add(
+        self,
+        folder: Path | str,
+        name: str,
+        task: str,
+        *,
+        base: Path | str | None = None,
+        scores: Sequence[EvalScore] = (),
+        tags: Iterable[str] = (),
+        description: str = "",
+        license: str | None = None,
+        lineage: Lineage | None = None,
+        aliases: Iterable[str] = (),
+    ) -> AdapterCard:
+        """Check a PEFT adapter folder and record it as the next version of `name` (`namespace/name`)."""
+        from ..peft_format import nonfinite_tensors, read_layout
+
+        ref = AdapterRef.parse(name)
+        if ref.version is not None or ref.alias is not None:
+            raise UsageError(f"add takes a name without @version: {name!r}", hint="the version is assigned by the registry")
+        if not task.strip():
+            raise UsageError("task must not be empty", hint="pass --task, e.g. sentiment")
+        aliases = [_check_alias(a) for a in aliases]
+        folder = Path(folder)
+        layout = read_layout(folder)
+        bad = nonfinite_tensors(layout)
+        if bad:
+            raise InvalidAdapter(str(folder), [f"tensor {n} contains NaN or Inf" for n in bad])
+        fp = mtype = None
+        if base is not None:
+            from ..compat import BaseTensors, expected_shape_problems
+            from ..fingerprint import fingerprint, model_type
+
+            problems = expected_shape_problems(layout, BaseTensors.from_path(base))
+            if problems:
+                raise IncompatibleAdapter(str(folder), str(base), problems)
+            fp, mtype = fingerprint(Path(base)), model_type(Path(base))
+        entries = [
+            FileEntry(path=p.name, sha256=sha, size=size)
+            for p in _adapter_files(folder)
+            for sha, size in [self.blobs.put_file(p)]
+        ]
+        cfg = layout.config
+        with self.db.write() as s:
+            repo = _lock_repo(s, ref.namespace, ref.name)
+            repo.last_version += 1
+            s.execute(sa.update(AdapterRow).where(AdapterRow.repo_id == repo.id).values(is_latest=False))
+            base_row = self._upsert_base(s, Path(base), fp, None, mtype, None) if fp is not None and base is not None else None
+            row = AdapterRow(
+                base_model=base_row,
+                repo=repo, version=repo.last_version, is_latest=True, task=task.strip(), method=layout.method,
+                rank=cfg.r, rank_pattern={m: r for m, r in layout.rank_by_module.items() if r != cfg.r},
+                alpha=float(cfg.lora_alpha), use_rslora=cfg.use_rslora, target_modules=layout.target_module_names,
+                description=description, license=license, base_model_name_or_path=cfg.base_model_name_or_path,
+                peft_task_type=cfg.task_type, lineage=lineage.model_dump(mode="json") if lineage else None,
+            )  # fmt: skip
+            row.files = [FileRow(path=e.path, sha256=e.sha256, size=e.size) for e in entries]
+            row.scores = [
+                EvalScoreRow(dataset=x.dataset, metric=x.metric, split=x.split, value=x.value, higher_is_better=x.higher_is_better)
+                for x in scores
+            ]
+            row.tags = [TagRow(tag=t) for t in sorted(set(tags))]
+            s.add(row)
+            s.flush()
+            for a in aliases:
+                _set_alias(s, repo, a, row)
+            return convert.card(s, row)
+
+    # --- reading -----------------------------------------------------------------------------------------
+
+    def get(self, ref: str | AdapterRef) -> AdapterCard:
+        with self.db.session() as s:
+            return convert.card(s, _find_adapter(s, ref))
+
+    def versions(self, name: str) -> list[AdapterCard]:
+        """Every version of `namespace/name`, newest first."""
+        ref = AdapterRef.parse(name)
+        with self.db.session() as s:
+            rows = s.scalars(
+                convert.card_query()
+                .join(RepoRow)
+                .where(RepoRow.namespace == ref.namespace, RepoRow.name == ref.name)
+                .order_by(AdapterRow.version.desc())
+            ).all()
+            if not rows:
+                raise AdapterNotFound(ref.full_name)
+            return [convert.card(s, r) for r in rows]
+
+    def list(self, *, namespace: str | None = None, all_versions: bool = False, limit: int | None = None) -> list[AdapterCard]:
+        """Adapters, newest first (only the newest version of each name unless `all_versions`)."""
+        with self.db.session() as s:
+            q = convert.card_query().join(RepoRow)
+            if namespace:
+                q = q.where(RepoRow.namespace == namespace)
+            if not all_versions:
+                q = q.where(AdapterRow.is_latest.is_(True))
+            q = q.order_by(AdapterRow.created_at.desc(), AdapterRow.id.desc())
+            if limit:
+                q = q.limit(limit)
+            return [convert.card(s, r) for r in s.scalars(q)]
+
+    def search(self, query: SearchQuery) -> SearchResult:
+        if query.base and Path(query.base).exists():
+            from ..fingerprint import fingerprint
+
+            query = query.model_copy(update={"base": fingerprint(Path(query.base)).arch_hash})
+        with self.db.session() as s:
+            total, rows = run_search(s, query)
+            return SearchResult(query=query, total=total, items=[convert.card(s, r) for r in rows])
+
+    # --- changing ----------------------------------------------------------------------------------------
+
+    def tag(self, ref: str | AdapterRef, alias: str) -> AdapterCard:
+        """Point `alias` (e.g. `prod`) at one version; it moves if it pointed elsewhere."""
+        alias = _check_alias(alias)
+        with self.db.write() as s:
+            row = _find_adapter(s, ref)
+            _set_alias(s, row.repo, alias, row)
+            s.flush()
+            s.expire(row.repo, ["aliases"])
+            return convert.card(s, row)
+
+    def untag(self, name: str, alias: str) -> None:
+        ref = AdapterRef.parse(name)
+        with self.db.write() as s:
+            repo = s.scalar(sa.select(RepoRow).where(RepoRow.namespace == ref.namespace, RepoRow.name == ref.name))
+            n = 0 if repo is None else s.execute(sa.delete(AliasRow).where(AliasRow.repo_id == repo.id, AliasRow.alias == alias)).rowcount
+            if not n:
+                raise AdapterNotFound(f"{ref.full_name}@{alias}")
+
+    def remove(self, ref: str | AdapterRef) -> list[AdapterCard]:
+        """Remove one version (`ns/name@3`, `@alias`) or every version (`ns/name`); blobs stay until `gc`."""
+        r = AdapterRef.parse(ref) if isinstance(ref, str) else ref
+        with self.db.write() as s:
+            if r.version is None and r.alias is None:
+                repo = s.scalar(sa.select(RepoRow).where(RepoRow.namespace == r.namespace, RepoRow.name == r.name))
+                rows = list(repo.adapters) if repo else []
+                if not rows:
+                    raise AdapterNotFound(str(r))
+                cards = [convert.card(s, x) for x in rows]
+                s.delete(repo)
+                return cards
+            row = _find_adapter(s, r)
+            card = convert.card(s, row)
+            repo = row.repo
+            s.delete(row)
+            s.flush()
+            newest = s.scalar(sa.select(AdapterRow).where(AdapterRow.repo_id == repo.id).order_by(AdapterRow.version.desc()).limit(1))
+            if newest is None:
+                s.delete(repo)
+            else:
+                newest.is_latest = True
+            return [card]
+
+    # --- files -------------------------------------------------------------------------------------------
+
+    def export(self, ref: str | AdapterRef, dest: Path | str, *, overwrite: bool = False) -> Path:
+        """Write the adapter's files (PEFT format) to `dest`, verifying every byte against its sha256."""
+        card = self.get(ref)
+        with atomic_directory(Path(dest), overwrite=overwrite) as tmp:
+            for f in card.files:
+                self.blobs.copy_to(f.sha256, tmp / check_relative_path(f.path), expected_size=f.size)
+        return Path(dest)
+
+    def adapter_path(self, ref: str | AdapterRef) -> Path:
+        """A local folder with the adapter's files, for loading; materialised once per version from the blobs."""
+        card = self.get(ref)
+        key = _files_key(card.files)
+        folder = self.home / "checkouts" / card.namespace / card.name / f"{card.version}-{key}"
+        if not folder.is_dir():
+            try:
+                with atomic_directory(folder) as tmp:
+                    for f in card.files:
+                        target = tmp / check_relative_path(f.path)
+                        try:  # a hard link costs no space; blobs are read-only so sharing them is safe
+                            os.link(self.blobs.path(f.sha256), target)
+                        except OSError:
+                            self.blobs.copy_to(f.sha256, target, expected_size=f.size)
+            except FileExistsError:
+                pass  # another process materialised it first
+        return folder
+
+    def gc(self, *, grace_seconds: float = 600.0, dry_run: bool = False) -> GcReport:
+        """Remove blobs no row points at. Blobs younger than `grace_seconds` are kept: an `add` running right now
+        writes its blobs before its rows."""
+        referenced = self._referenced_digests()
+        orphans = [d for d in self.blobs.iter_digests() if d not in referenced]
+        report = GcReport(kept=len(referenced))
+        if dry_run:
+            report.removed = orphans
+            report.freed_bytes = sum(self.blobs.path(d).stat().st_size for d in orphans)
+            return report
+        sizes = {d: self.blobs.path(d).stat().st_size for d in orphans}
+        report.removed = self.blobs.delete(orphans, older_than_s=grace_seconds)
+        report.freed_bytes = sum(sizes[d] for d in report.removed)
+        return report
+
+    def fsck(self, *, verify_hashes: bool = True) -> FsckReport:
+        """Check every recorded file's blob exists (and hashes right); list blobs nothing points at."""
+        report = FsckReport()
+        with self.db.session() as s:
+            rows = s.execute(
+                sa.select(RepoRow.namespace, RepoRow.name, AdapterRow.version, FileRow.path, FileRow.sha256, FileRow.size)
+                .join(AdapterRow, AdapterRow.repo_id == RepoRow.id)
+                .join(FileRow, FileRow.adapter_id == AdapterRow.id)
+            ).all()
+        checked: dict[str, bool] = {}
+        for ns, nm, v, path, sha, size in rows:
+            report.checked += 1
+            label = f"{ns}/{nm}@{v} {path} {sha[:12]}"
+            p = self.blobs.path(sha)
+            if not p.is_file():
+                report.missing.append(label)
+            elif p.stat().st_size != size or (verify_hashes and not checked.setdefault(sha, self.blobs.verify(sha))):
+                report.corrupt.append(label)
+        referenced = self._referenced_digests()
+        report.orphans = [d for d in self.blobs.iter_digests() if d not in referenced]
+        return report
+
+    def _referenced_digests(self) -> set[str]:
+        """sha256 values named by any table with a `sha256` column (adapter files and hub commits alike)."""
+        out: set[str] = set()
+        with self.db.session() as s:
+            for table in convert.tables_with_blob_refs():
+                out.update(x for x in s.scalars(sa.select(table.c.sha256).distinct()) if x)
+        return out
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _model_name(path: Path) -> str:
+    cfg = path / "config.json" if path.is_dir() else path.parent / "config.json"
+    try:
+        name = json.loads(cfg.read_text()).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return str(name) if name and not str(name).startswith("/") else path.name if path.is_dir() else path.stem
+
+
+def _adapter_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not p.name.endswith(SKIP_SUFFIXES)
+    )
+
+
+def _files_key(files: Sequence[FileEntry]) -> str:
+    import hashlib
+
+    return hashlib.sha256("".join(f"{f.path}\0{f.sha256}\n" for f in files).encode()).hexdigest()[:12]
+
+
+def _check_alias(alias: str) -> str:
+    from ..card import ALIAS_PATTERN
+
+    if alias in RESERVED_ALIASES:
+        raise UsageError(f"alias {alias!r} is reserved", hint="`latest` always means the newest version")
+    if not ALIAS_PATTERN.match(alias):
+        raise UsageError(f"bad alias {alias!r}", hint="an alias starts with a letter: letters, digits, '.', '_', '-'")
+    return alias
+
+
+def _lock_repo(s: Session, namespace: str, name: str) -> RepoRow:
+    """Get or create the repo row and lock it for this transaction, so version numbers are issued one at a time."""
+    if s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as ins
+    else:
+        from sqlalchemy.dialects.sqlite import insert as ins
+    s.execute(ins(RepoRow).values(namespace=namespace, name=name, last_version=0, private=False).on_conflict_do_nothing())
+    q = sa.select(RepoRow).where(RepoRow.namespace == namespace, RepoRow.name == name).execution_options(populate_existing=True)
+    if s.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    return s.scalars(q).one()
+
+
+def _set_alias(s: Session, repo: RepoRow, alias: str, row: AdapterRow) -> None:
+    existing = s.scalar(sa.select(AliasRow).where(AliasRow.repo_id == repo.id, AliasRow.alias == alias))
+    if existing is None:
+        s.add(AliasRow(repo_id=repo.id, alias=alias, adapter_id=row.id))
+    else:
+        existing.adapter_id = row.id
+
+
+def _find_adapter(s: Session, ref: str | AdapterRef) -> AdapterRow:
+    r = AdapterRef.parse(ref) if isinstance(ref, str) else ref
+    q = convert.card_query().join(RepoRow).where(RepoRow.namespace == r.namespace, RepoRow.name == r.name)
+    if r.version is not None:
+        q = q.where(AdapterRow.version == r.version)
+    elif r.alias is not None and r.alias != "latest":
+        q = q.join(AliasRow, AliasRow.adapter_id == AdapterRow.id).where(AliasRow.alias == r.alias)
+    else:
+        q = q.where(AdapterRow.is_latest.is_(True))
+    row = s.scalars(q.limit(1)).first()
+    if row is None:
+        raise AdapterNotFound(str(r))
+    return row
+
+
+def _find_base(s: Session, key: str) -> BaseModelRow:
+    rows = s.scalars(sa.select(BaseModelRow).where(BaseModelRow.name == key)).all()
+    if not rows and len(key) >= 6 and all(c in "0123456789abcdef" for c in key.lower()):
+        k = key.lower()
+        rows = s.scalars(
+            sa.select(BaseModelRow).where(sa.or_(BaseModelRow.content_hash.startswith(k), BaseModelRow.arch_hash.startswith(k)))
+        ).all()
+    if not rows:
+        raise BaseModelNotFound(key)
+    if len(rows) > 1:
+        raise UsageError(f"{key!r} matches {len(rows)} base models", hint="give more characters of the hash")
+    return rows[0]
+
+
+__all__ = ["FsckReport", "GcReport", "Registry"]
