@@ -163,6 +163,32 @@ class AdapterCard(_Model):
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
 
+    def summary_lines(self) -> list[str]:
+        """A human-readable card, one field a line (what `adapterhub show` prints)."""
+        base = (
+            f"{self.base_model.name} (content {self.base_model.content_hash[:12]}, arch {self.base_model.arch_hash[:12]})"
+            if self.base_model
+            else f"not fingerprinted (config says {self.base_model_name_or_path or '-'})"
+        )
+        pairs: list[tuple[str, object]] = [
+            ("task", self.task), ("method", self.method.value), ("rank", self.rank), ("alpha", self.alpha),
+            ("rsLoRA", self.use_rslora), ("targets", ", ".join(self.target_modules)),
+            ("rank pattern", ", ".join(f"{k}={v}" for k, v in self.rank_pattern.items()) or "-"), ("base", base),
+            ("description", self.description or "-"), ("license", self.license or "-"), ("tags", ", ".join(self.tags) or "-"),
+            ("created", self.created_at.isoformat(timespec="seconds")),
+        ]  # fmt: skip
+        if self.lineage:
+            parents = ", ".join(f"{p.ref}×{p.weight:g}" for p in self.lineage.parents)
+            pairs.append(("lineage", f"{self.lineage.method}({parents})"))
+        lines = [f"{k:<13}{v}" for k, v in pairs]
+        lines.append("scores" + ("" if self.scores else "       none recorded"))
+        for s in self.scores:
+            lines.append(f"  {s.dataset}/{s.metric} [{s.split}] = {s.value:.4g}{'' if s.higher_is_better else ' (lower is better)'}")
+        lines.append("files")
+        for f in self.files:
+            lines.append(f"  {f.path:<28}{f.size:>12,} B  sha256:{f.sha256[:16]}")
+        return lines
+
     def score(self, key: str) -> float | None:
         """The value of `DATASET/METRIC`, or None when not recorded."""
         for s in self.scores:

@@ -94,26 +94,8 @@ def show(ref: str, as_json: bool) -> None:
         print_json(card)
         return
     click.echo(click.style(card.ref, bold=True) + (f"  ({', '.join(card.aliases)})" if card.aliases else ""))
-    pairs = [
-        ("task", card.task), ("method", card.method.value), ("rank", card.rank), ("alpha", card.alpha),
-        ("rsLoRA", card.use_rslora), ("targets", ", ".join(card.target_modules)),
-        ("rank pattern", ", ".join(f"{k}={v}" for k, v in card.rank_pattern.items()) or "-"),
-        ("base", f"{card.base_model.name} (content {card.base_model.content_hash[:12]}, arch {card.base_model.arch_hash[:12]})"
-         if card.base_model else f"not fingerprinted (config says {card.base_model_name_or_path or '-'})"),
-        ("description", card.description or "-"), ("license", card.license or "-"), ("tags", ", ".join(card.tags) or "-"),
-        ("created", card.created_at.isoformat(timespec="seconds")),
-    ]  # fmt: skip
-    if card.lineage:
-        parents = ", ".join(f"{p.ref}×{p.weight:g}" for p in card.lineage.parents)
-        pairs.append(("lineage", f"{card.lineage.method}({parents})"))
-    for k, v in pairs:
-        click.echo(f"  {k:<13}{v}")
-    click.echo("  scores")
-    for s in card.scores or []:
-        click.echo(f"    {s.dataset}/{s.metric} [{s.split}] = {s.value:.4g}{'' if s.higher_is_better else ' (lower is better)'}")
-    click.echo("  files")
-    for f in card.files:
-        click.echo(f"    {f.path:<28}{f.size:>12,} B  sha256:{f.sha256[:16]}")
+    for line in card.summary_lines():
+        click.echo("  " + line)
 
 
 @click.command()

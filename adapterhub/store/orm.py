@@ -54,7 +54,7 @@ class AdapterRow(Base):
     __tablename__ = "adapters"
     __table_args__ = (
         UniqueConstraint("repo_id", "version", name="uq_adapters_repo_version"),
-        Index("ix_adapters_task_created", "task", "created_at"),
+        Index("ix_adapters_latest_task_created", "is_latest", "task", "created_at"),
         Index("ix_adapters_latest_created", "is_latest", "created_at"),
     )
 
@@ -64,12 +64,14 @@ class AdapterRow(Base):
     is_latest: Mapped[bool] = mapped_column(Boolean, default=True)  # newest surviving version of its repo
     task: Mapped[str] = mapped_column(String(128))
     method: Mapped[str] = mapped_column(String(16))
-    rank: Mapped[int] = mapped_column(Integer, index=True)
+    rank: Mapped[int] = mapped_column(Integer)
     rank_pattern: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     alpha: Mapped[float] = mapped_column(Float)
     use_rslora: Mapped[bool] = mapped_column(Boolean, default=False)
     target_modules: Mapped[list[str]] = mapped_column(JSON, default=list)
     description: Mapped[str] = mapped_column(Text, default="")
+    # lower-cased "ns/name task description tags": one column scanned by text search, no joins or lower() per row
+    search_text: Mapped[str] = mapped_column(Text, default="")
     license: Mapped[str | None] = mapped_column(String(64))
     base_model_id: Mapped[int | None] = mapped_column(ForeignKey("base_models.id", ondelete="SET NULL"), index=True)
     base_model_name_or_path: Mapped[str | None] = mapped_column(String(512))
@@ -101,7 +103,11 @@ class AliasRow(Base):
 
 class EvalScoreRow(Base):
     __tablename__ = "eval_scores"
-    __table_args__ = (Index("ix_eval_scores_key_value", "dataset", "metric", "value"),)
+    __table_args__ = (
+        Index("ix_eval_scores_key_value", "dataset", "metric", "value"),
+        # covering index: "does adapter X have score K at least V" and "sort by K" never touch the table
+        Index("ix_eval_scores_adapter_key", "adapter_id", "dataset", "metric", "value", "higher_is_better"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"), index=True)

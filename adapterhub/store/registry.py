@@ -154,7 +154,8 @@ class Registry:
                 repo=repo, version=repo.last_version, is_latest=True, task=task.strip(), method=layout.method,
                 rank=cfg.r, rank_pattern={m: r for m, r in layout.rank_by_module.items() if r != cfg.r},
                 alpha=float(cfg.lora_alpha), use_rslora=cfg.use_rslora, target_modules=layout.target_module_names,
-                description=description, license=license, base_model_name_or_path=cfg.base_model_name_or_path,
+                description=description, search_text=" ".join([ref.full_name, task, description, *sorted(set(tags))]).lower(),
+                license=license, base_model_name_or_path=cfg.base_model_name_or_path,
                 peft_task_type=cfg.task_type, lineage=lineage.model_dump(mode="json") if lineage else None,
             )  # fmt: skip
             row.files = [FileRow(path=e.path, sha256=e.sha256, size=e.size) for e in entries]
@@ -196,7 +197,7 @@ class Registry:
             if namespace:
                 q = q.where(RepoRow.namespace == namespace)
             if not all_versions:
-                q = q.where(AdapterRow.is_latest.is_(True))
+                q = q.where(AdapterRow.is_latest == sa.true())
             q = q.order_by(AdapterRow.created_at.desc(), AdapterRow.id.desc())
             if limit:
                 q = q.limit(limit)
@@ -392,7 +393,7 @@ def _find_adapter(s: Session, ref: str | AdapterRef) -> AdapterRow:
     elif r.alias is not None and r.alias != "latest":
         q = q.join(AliasRow, AliasRow.adapter_id == AdapterRow.id).where(AliasRow.alias == r.alias)
     else:
-        q = q.where(AdapterRow.is_latest.is_(True))
+        q = q.where(AdapterRow.is_latest == sa.true())
     row = s.scalars(q.limit(1)).first()
     if row is None:
         raise AdapterNotFound(str(r))

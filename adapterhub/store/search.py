@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, aliased
 from ..card import SearchQuery
 from ..errors import UsageError
 from . import convert
-from .orm import AdapterRow, BaseModelRow, EvalScoreRow, RepoRow, TagRow
+from .orm import AdapterRow, BaseModelRow, EvalScoreRow, TagRow
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -23,62 +23,67 @@ def _split_key(key: str) -> tuple[str, str]:
 def _passes(score: type[EvalScoreRow] | EvalScoreRow, threshold: float) -> sa.ColumnElement[bool]:
     """At least as good as `threshold`, in the metric's own direction."""
     return sa.or_(
-        sa.and_(score.higher_is_better.is_(True), score.value >= threshold),
-        sa.and_(score.higher_is_better.is_(False), score.value <= threshold),
+        sa.and_(score.higher_is_better == sa.true(), score.value >= threshold),
+        sa.and_(score.higher_is_better == sa.false(), score.value <= threshold),
     )
 
 
+def _restrict(match: sa.Select[tuple[int]], column: sa.ColumnElement[int], correlated: bool) -> sa.ColumnElement[bool]:
+    if correlated:
+        return sa.exists(match.where(column == AdapterRow.id))
+    return AdapterRow.id.in_(match)
+
+
 def run_search(s: Session, q: SearchQuery) -> tuple[int, Sequence[AdapterRow]]:
-    """(number of matches, the first `limit` rows in the requested order)."""
-    stmt = sa.select(AdapterRow.id).join(RepoRow, AdapterRow.repo_id == RepoRow.id)
+    """(number of matches, the first `limit` rows in the requested order).
+
+    Tag and score filters probe covering indexes; text search scans one pre-lowered column, never a join.
+    """
+    conds: list[sa.ColumnElement[bool]] = []
     if not q.all_versions:
-        stmt = stmt.where(AdapterRow.is_latest.is_(True))
+        conds.append(AdapterRow.is_latest == sa.true())
     if q.task:
-        stmt = stmt.where(AdapterRow.task == q.task)
+        conds.append(AdapterRow.task == q.task)
     if q.method:
-        stmt = stmt.where(AdapterRow.method == q.method.value)
+        conds.append(AdapterRow.method == q.method.value)
     if q.rank_min is not None:
-        stmt = stmt.where(AdapterRow.rank >= q.rank_min)
+        conds.append(AdapterRow.rank >= q.rank_min)
     if q.rank_max is not None:
-        stmt = stmt.where(AdapterRow.rank <= q.rank_max)
+        conds.append(AdapterRow.rank <= q.rank_max)
     if q.text:
-        like = f"%{q.text.lower()}%"
-        stmt = stmt.where(
-            sa.or_(
-                sa.func.lower(RepoRow.namespace + "/" + RepoRow.name).like(like),
-                sa.func.lower(AdapterRow.description).like(like),
-                sa.func.lower(AdapterRow.task).like(like),
-            )
-        )
+        escaped = q.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conds.append(AdapterRow.search_text.like(f"%{escaped}%", escape="\\"))
     if q.base:
         key = q.base.lower()
+        by_hash = len(key) >= 6 and all(c in "0123456789abcdef" for c in key)
         base_ids = sa.select(BaseModelRow.id).where(
             sa.or_(
                 BaseModelRow.name == q.base,
-                BaseModelRow.content_hash.startswith(key) if len(key) >= 6 else sa.false(),
-                BaseModelRow.arch_hash.startswith(key) if len(key) >= 6 else sa.false(),
+                BaseModelRow.content_hash.startswith(key) if by_hash else sa.false(),
+                BaseModelRow.arch_hash.startswith(key) if by_hash else sa.false(),
             )
         )
-        stmt = stmt.where(AdapterRow.base_model_id.in_(base_ids))
+        conds.append(AdapterRow.base_model_id.in_(base_ids))
+    # With a selective column filter (task) the planner should walk those adapters and probe each tag/score
+    # (EXISTS into a covering index); without one, walking the tag/score index first (IN) touches far fewer rows.
+    drive_from_adapters = bool(q.task)
     for tag in q.tags:
-        stmt = stmt.where(sa.exists().where(TagRow.adapter_id == AdapterRow.id, TagRow.tag == tag))
+        match = sa.select(TagRow.adapter_id).where(TagRow.tag == tag)
+        conds.append(_restrict(match, TagRow.adapter_id, drive_from_adapters))
     for key, threshold in q.min_scores.items():
         ds, metric = _split_key(key)
-        stmt = stmt.where(
-            sa.exists().where(
-                EvalScoreRow.adapter_id == AdapterRow.id,
-                EvalScoreRow.dataset == ds,
-                EvalScoreRow.metric == metric,
-                _passes(EvalScoreRow, threshold),
-            )
+        match = sa.select(EvalScoreRow.adapter_id).where(
+            EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric, _passes(EvalScoreRow, threshold)
         )
-    total = s.scalar(sa.select(sa.func.count()).select_from(stmt.subquery())) or 0
+        conds.append(_restrict(match, EvalScoreRow.adapter_id, drive_from_adapters))
+    total = s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*conds)) or 0
+    stmt = sa.select(AdapterRow.id).where(*conds)
     if q.sort:
         ds, metric = _split_key(q.sort)
         sc = aliased(EvalScoreRow)
         stmt = stmt.outerjoin(sc, sa.and_(sc.adapter_id == AdapterRow.id, sc.dataset == ds, sc.metric == metric))
         # best first in the metric's own direction; adapters without the score go last
-        order = sa.case((sc.higher_is_better.is_(False), sc.value), else_=-sc.value)
+        order = sa.case((sc.higher_is_better == sa.false(), sc.value), else_=-sc.value)
         stmt = stmt.order_by(sc.value.is_(None), order, AdapterRow.id.desc())
     else:
         stmt = stmt.order_by(AdapterRow.created_at.desc(), AdapterRow.id.desc())
