@@ -217,3 +217,28 @@ class SearchResult(_Model):
     query: SearchQuery
     total: int  # matches before `limit`
     items: list[AdapterCard]
+
+
+class TokenScope(str, Enum):
+    READ = "read"  # read private adapters of the namespace
+    WRITE = "write"  # read, and push new versions to the namespace
+
+
+class TokenInfo(_Model):
+    """What a hub token allows (never the secret itself)."""
+
+    id: int
+    prefix: str
+    label: str = ""
+    namespace: str  # "*" for every namespace
+    scope: TokenScope
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    def allows(self, namespace: str, scope: TokenScope, *, now: datetime) -> bool:
+        if self.revoked_at is not None or (self.expires_at is not None and self.expires_at <= now):
+            return False
+        if self.namespace not in ("*", namespace):
+            return False
+        return scope is TokenScope.READ or self.scope is TokenScope.WRITE

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "bases": "adapterhub.cli.registry:bases",
     "fsck": "adapterhub.cli.registry:fsck",
     "db": "adapterhub.cli.db:db",
+    "token": "adapterhub.cli.token:token",
     "hash": "adapterhub.cli.hash:hash_cmd",
     "demo": "adapterhub.cli.demo:demo",
     "validate": "adapterhub.cli.apply:validate",

@@ -146,6 +146,22 @@ class TagRow(Base):
     adapter: Mapped[AdapterRow] = relationship(back_populates="tags")
 
 
+class TokenRow(Base):
+    """An access token for the hub: only its sha256 is stored; the secret is shown once, at creation."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters of the secret, to recognise it in lists
+    label: Mapped[str] = mapped_column(String(128), default="")
+    namespace: Mapped[str] = mapped_column(String(96))  # "*" means every namespace
+    scope: Mapped[str] = mapped_column(String(8))  # "read" or "write" (write implies read)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 def all_metadata():  # type: ignore[no-untyped-def]
     """The metadata with every table adapterhub declares, the hub's included (they live in their own module)."""
     import contextlib
