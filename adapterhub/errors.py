@@ -17,6 +17,8 @@ class AdapterHubError(Exception):
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         if hint is not None:
             self.hint = hint
+        # one line always, even when a file name, tensor key or config key carries a newline
+        message = message.replace("\r", "\\r").replace("\n", "\\n")
         self.message = message
         super().__init__(f"{message}; {self.hint}" if self.hint else message)
 
@@ -158,3 +160,69 @@ class PermissionDenied(AdapterHubError, PermissionError):
     def __init__(self, what: str, *, hint: str | None = None) -> None:
         self.what = what
         super().__init__(f"permission denied: {what}", hint=hint or "use a token with write scope for that namespace")
+
+
+class NonFiniteResult(AdapterHubError, ArithmeticError):
+    """A merged or composed tensor holds NaN/Inf: names the adapter and module that produced it."""
+
+    def __init__(self, tensor: str, adapter: str, module: str) -> None:
+        self.tensor = tensor
+        self.adapter = adapter
+        self.module = module
+        super().__init__(
+            f"tensor {tensor} is not finite after adding adapter {adapter} (module {module})",
+            hint="nothing was written; check the adapter with `adapterhub validate`, or merge in float32 if it overflowed",
+        )
+
+
+# --- the hub (adapterhub serve / push / pull) ------------------------------------------------------------------
+
+
+class RepoNotFound(NotFound):
+    """A hub repository `namespace/name` that does not exist (HTTP 404, X-Error-Code: RepoNotFound)."""
+
+    def __init__(self, repo: str) -> None:
+        self.repo = repo
+        super().__init__(f"hub repository {repo!r} not found", hint="check the name, or create it with `adapterhub push`")
+
+
+class RevisionNotFound(NotFound):
+    """A branch or commit id that a hub repository does not have (X-Error-Code: RevisionNotFound)."""
+
+    def __init__(self, repo: str, revision: str) -> None:
+        self.repo = repo
+        self.revision = revision
+        super().__init__(f"revision {revision!r} not found in {repo}", hint="use a branch name such as main or a full 40-hex commit id")
+
+
+class EntryNotFound(NotFound):
+    """A file path absent from one revision of a hub repository (X-Error-Code: EntryNotFound)."""
+
+    def __init__(self, repo: str, revision: str, path: str) -> None:
+        self.repo = repo
+        self.revision = revision
+        self.path = path
+        super().__init__(f"file {path!r} not found in {repo}@{revision}", hint="list the files with `list_repo_files`")
+
+
+class CommitConflict(AdapterHubError, RuntimeError):
+    """A commit whose parentCommit is no longer the branch head: someone else committed first (HTTP 409)."""
+
+    def __init__(self, repo: str, expected: str, head: str | None) -> None:
+        self.repo = repo
+        self.expected = expected
+        self.head = head
+        super().__init__(
+            f"commit to {repo} expected parent {expected} but the branch head is {head}",
+            hint="fetch the new head and commit again on top of it",
+        )
+
+
+class CacheFull(AdapterHubError, MemoryError):
+    """An adapter cannot be made resident within the cache's byte budget (too big, or the rest is pinned)."""
+
+    hint = "raise budget_bytes, or unpin adapters"
+
+
+class Unauthenticated(PermissionDenied):
+    """No valid token where the hub requires one (HTTP 401); PermissionDenied proper means a token lacking rights (403)."""

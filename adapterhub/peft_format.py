@@ -16,7 +16,16 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import InvalidAdapter, PickleRefused, UnsupportedFeature
 from .tensorfile import Header, TensorInfo, read_header
@@ -29,8 +38,26 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 PICKLE_NAMES = ("adapter_model.bin", "adapter_model.pt", "pytorch_model.bin")
 KEY_PREFIX = "base_model.model."
 DEFAULT_ADAPTER_NAME = "default"
-# transformers' names for the layer stack, used by `layers_to_transform` when `layers_pattern` is not given.
+# transformers' names for the layer stack (kept for callers; PEFT itself matches any `<name>.<index>.` segment).
 LAYER_STACK_NAMES = ("layers", "h", "block", "blocks", "layer")
+# Module names whose full weights PEFT saves with `save_embedding_layers` (its EMBEDDING_LAYER_NAMES, plus the
+# spellings other architectures use for the same layers).
+EMBEDDING_MODULE_NAMES = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out", "shared", "embed_in")
+# Config fields adapterhub only displays: a value of an unexpected type is kept verbatim for the round trip and
+# reads as None instead of failing the whole adapter.
+LENIENT_FIELDS = ("base_model_name_or_path", "revision", "task_type", "peft_version", "lora_dropout", "inference_mode")
+# Newer PEFT LoRA options that change what the adapter computes; adapterhub cannot apply them faithfully.
+UNSUPPORTED_OPTIONS = {
+    "alora_invocation_tokens": "activated LoRA (alora_invocation_tokens)",
+    "layer_replication": "layer_replication",
+    "target_parameters": "LoRA on raw parameters (target_parameters)",
+    "trainable_token_indices": "trainable tokens (trainable_token_indices)",
+    "use_bdlora": "block-diagonal LoRA (use_bdlora)",
+    "arrow_config": "Arrow routing (arrow_config)",
+    "kasa_config": "KaSA (kasa_config)",
+    "monteclora_config": "MonteCLoRA (monteclora_config)",
+    "use_qalora": "QA-LoRA (use_qalora)",
+}
 
 
 class LayerKind(str, Enum):
@@ -45,12 +72,12 @@ class LoraConfig(BaseModel):
 
     peft_type: str = "LORA"
     r: int = Field(8, gt=0)
-    lora_alpha: float = 8
+    lora_alpha: int | float = Field(8, allow_inf_nan=False)
     target_modules: list[str] | str | None = None
     exclude_modules: list[str] | str | None = None
     use_rslora: bool = False
     rank_pattern: dict[str, int] = Field(default_factory=dict)
-    alpha_pattern: dict[str, float] = Field(default_factory=dict)
+    alpha_pattern: dict[str, int | float] = Field(default_factory=dict)
     fan_in_fan_out: bool = False
     bias: Literal["none", "all", "lora_only"] = "none"
     lora_bias: bool = False
@@ -65,15 +92,60 @@ class LoraConfig(BaseModel):
     lora_dropout: float = 0.0
     inference_mode: bool = True
 
+    # original JSON values of LENIENT_FIELDS that did not fit their type; written back unchanged by to_json_dict
+    _unparsed: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_odd_values(cls, data: Any, handler: Any) -> Any:
+        kept: dict[str, Any] = {}
+        if isinstance(data, dict):
+            data = dict(data)
+            for name in LENIENT_FIELDS:
+                if name in data:
+                    try:
+                        TypeAdapter(cls.model_fields[name].annotation).validate_python(data[name])
+                    except ValidationError:
+                        kept[name] = data.pop(name)
+        obj = handler(data)
+        obj._unparsed.update(kept)
+        return obj
+
     @field_validator("rank_pattern", "alpha_pattern", mode="before")
     @classmethod
     def _none_is_empty(cls, v: Any) -> Any:
         return {} if v is None else v
 
-    @field_validator("target_modules", "modules_to_save", "exclude_modules", mode="before")
+    @field_validator("target_modules", "modules_to_save", "exclude_modules", "layers_pattern", mode="before")
     @classmethod
     def _set_to_list(cls, v: Any) -> Any:
-        return sorted(v) if isinstance(v, (set, tuple)) else v
+        return sorted(v) if isinstance(v, (set, frozenset, tuple)) and all(isinstance(x, str) for x in v) else v
+
+    @field_validator("target_modules", "exclude_modules", "layers_pattern", "modules_to_save", "rank_pattern", "alpha_pattern")
+    @classmethod
+    def _regexes_compile(cls, v: Any) -> Any:
+        """PEFT uses these strings as regular expressions; one that does not compile would fail at load time."""
+        for pattern in [v] if isinstance(v, str) else (v or []):
+            try:
+                re.compile(pattern)
+            except (re.error, RecursionError, OverflowError) as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression ({exc})") from None
+        return v
+
+    @field_validator("rank_pattern")
+    @classmethod
+    def _ranks_positive(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = [k for k, r in v.items() if r <= 0]
+        if bad:
+            raise ValueError(f"ranks must be positive (pattern {bad[0]!r})")
+        return v
+
+    @field_validator("alpha_pattern")
+    @classmethod
+    def _alphas_finite(cls, v: dict[str, float]) -> dict[str, float]:
+        if not all(math.isfinite(a) for a in v.values()):
+            raise ValueError("alphas must be finite numbers")
+        return v
 
     # --- per-module rank and scaling, resolved the way PEFT does -------------------------------------------
 
@@ -100,24 +172,45 @@ class LoraConfig(BaseModel):
     # --- which modules the config targets -------------------------------------------------------------------
 
     def targets(self, module: str, *, is_linear: bool = True, is_output_layer: bool = False) -> bool:
-        """Whether PEFT would put a LoRA layer on `module` (a dotted path in the base model)."""
+        """Whether PEFT would put a LoRA layer on `module` (a dotted path in the base model).
+
+        Mirrors PEFT's `check_target_module_exists`: exclusions and modules_to_save first, a string is a full-match
+        regex (except "all-linear"), list entries match as dotted suffixes, then `layers_to_transform` filters."""
         if self.exclude_modules and _name_matches(self.exclude_modules, module):
+            return False
+        if self.modules_to_save and any(re.match(rf"(^|.*\.){m}($|\..*)", module) for m in self.modules_to_save):
             return False
         tm = self.target_modules
         if tm is None:
             return False
         if tm == "all-linear":
             hit = is_linear and not is_output_layer
+        elif isinstance(tm, str):
+            return re.fullmatch(tm, module) is not None  # PEFT ignores layers_to_transform for a regex
         else:
             hit = _name_matches(tm, module)
-        if hit and self.layers_to_transform is not None and not isinstance(tm, str):
+        wanted = self.layers_to_transform
+        if hit and wanted is not None and wanted != []:
             idx = layer_index(module, self.layers_pattern)
-            wanted = [self.layers_to_transform] if isinstance(self.layers_to_transform, int) else self.layers_to_transform
-            hit = idx is not None and idx in wanted
+            hit = idx is not None and (idx == wanted if isinstance(wanted, int) else idx in wanted)
         return hit
 
+    def saves_module(self, module: str) -> bool:
+        """Whether `module` (or a parent) is in modules_to_save, matched like PEFT's `_set_trainable` (suffix)."""
+        parts = module.split(".")
+        prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
+        return any(p.endswith(m) for m in self.modules_to_save or [] for p in prefixes)
+
+    def unsupported_options(self) -> list[str]:
+        """The PEFT options set in this config that change the adapter's maths in ways adapterhub cannot apply."""
+        extra = self.model_extra or {}
+        return [what for name, what in UNSUPPORTED_OPTIONS.items() if extra.get(name) not in (None, False, [], {}, "")]
+
     def to_json_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        """The config as PEFT writes it: known fields, every unknown field, and odd values exactly as read."""
+        out = self.model_dump(mode="json", by_alias=True)
+        out.update(self._unparsed)
+        return out
 
 
 def lora_scaling(alpha: float, rank: int, use_rslora: bool) -> float:
@@ -131,11 +224,14 @@ def _name_matches(spec: list[str] | str, module: str) -> bool:
 
 
 def layer_index(module: str, layers_pattern: str | list[str] | None) -> int | None:
-    names = [layers_pattern] if isinstance(layers_pattern, str) else (layers_pattern or list(LAYER_STACK_NAMES))
-    for name in names:
-        m = re.match(rf"(?:.*\.)?{re.escape(name)}\.(\d+)\.", module)
+    """The layer number PEFT reads from a module path: the first `<name>.<digits>.` (or `<pattern>.<digits>.`)."""
+    if not layers_pattern:
+        m = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", module)
+        return int(m.group("idx")) if m else None
+    for pattern in [layers_pattern] if isinstance(layers_pattern, str) else layers_pattern:
+        m = re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", module)
         if m:
-            return int(m.group(1))
+            return int(m.group("idx"))
     return None
 
 
@@ -150,9 +246,8 @@ _LORA_SUFFIXES = {
     "lora_magnitude_vector": ("magnitude", None),
     "lora_magnitude_vector.weight": ("magnitude", None),
 }
-_ADAPTER_NAME_IN_KEY = re.compile(
-    r"\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|modules_to_save)\.([A-Za-z0-9_-]+)(?=\.|$)"
-)
+# Parts of other PEFT methods, or of LoRA options adapterhub does not apply, recognisable by name.
+_FOREIGN_PART = re.compile(r"\.(lora_[A-Za-z_]+|hada_|lokr_|ia3_|oft_|boft_|vera_|token_adapter\.|trainable_tokens_)")
 
 
 @dataclass(frozen=True)
@@ -164,11 +259,16 @@ class ParsedKey:
 
 
 def normalize_key(key: str, adapter_name: str = DEFAULT_ADAPTER_NAME) -> str:
-    """PEFT's saved spelling of a key: prefix kept, adapter name and `base_layer`/`modules_to_save` wrappers removed."""
-    key = re.sub(rf"\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)\.{re.escape(adapter_name)}(?=\.|$)", r".\1", key)
-    key = re.sub(rf"\.modules_to_save\.{re.escape(adapter_name)}(?=\.)", "", key)
-    key = key.replace(".base_layer.", ".")
-    return key
+    """PEFT's saved spelling of a key: prefix kept, adapter name and `base_layer`/`modules_to_save` wrappers removed.
+
+    `adapter_name` is removed wherever PEFT puts one; a different name in that position is removed too, so a file
+    holding two adapters shows up as duplicate keys instead of being half-read."""
+    name = re.escape(adapter_name)
+    key = re.sub(rf"\.(lora_A|lora_B)\.(?!weight$|bias$)(?:{name}|[A-Za-z0-9_-]+)(?=\.(?:weight|bias)$)", r".\1", key)
+    key = re.sub(rf"\.(lora_embedding_A|lora_embedding_B)\.(?:{name}|[A-Za-z0-9_-]+)$", r".\1", key)
+    key = re.sub(rf"\.lora_magnitude_vector\.(?!weight$)(?:{name}|[A-Za-z0-9_-]+)(?=\.weight$|$)", ".lora_magnitude_vector", key)
+    key = re.sub(rf"\.modules_to_save\.(?:{name}|[A-Za-z0-9_-]+)(?=\.)", "", key)
+    return key.replace(".base_layer.", ".")
 
 
 def parse_key(key: str) -> ParsedKey:
@@ -177,7 +277,7 @@ def parse_key(key: str) -> ParsedKey:
     for suffix, (part, kind) in _LORA_SUFFIXES.items():
         if k.endswith("." + suffix):
             return ParsedKey(k[: -len(suffix) - 1], part, kind)
-    if re.search(r"\.(lora_[A-Za-z_]+|hada_|lokr_|ia3_|oft_|boft_|vera_)", k):
+    if _FOREIGN_PART.search("." + k):
         raise UnsupportedFeature(f"tensor {key!r}", where="not a LoRA/DoRA parameter adapterhub can apply")
     module, _, _leaf = k.rpartition(".")
     return ParsedKey(module, "override", None, param=k)
@@ -218,7 +318,9 @@ class AdapterLayout:
     header: Header
     modules: dict[str, ModuleLayout]
     overrides: dict[str, TensorInfo]  # full parameters that replace the base's (modules_to_save, trained biases)
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what makes the adapter invalid (strict raises InvalidAdapter)
+    unsupported: list[str] = field(default_factory=list)  # PEFT features adapterhub cannot apply (UnsupportedFeature)
+    key_map: dict[str, str] = field(default_factory=dict)  # normalised key -> key as stored in the file
 
     @property
     def weights_path(self) -> Path:
@@ -250,50 +352,66 @@ def find_weights(folder: Path | str) -> Path:
     raise InvalidAdapter(str(folder), [f"no {WEIGHTS_NAME} in the folder"])
 
 
+def parse_config(raw: Any, where: str) -> LoraConfig:
+    """Validate already-decoded adapter_config.json content; `where` names the source in error messages."""
+    if not isinstance(raw, dict):
+        raise InvalidAdapter(where, [f"{CONFIG_NAME} is not a JSON object"])
+    peft_type = raw.get("peft_type")
+    peft_type = getattr(peft_type, "value", peft_type)  # PEFT's own to_dict() holds a PeftType enum
+    peft_type = "LORA" if peft_type is None else str(peft_type).upper()
+    if peft_type != "LORA":
+        raise UnsupportedFeature(f"peft_type {peft_type}", where=where, hint="adapterhub handles LoRA and DoRA adapters")
+    try:
+        return LoraConfig.model_validate(raw)
+    except ValidationError as exc:
+        errs = [f"{CONFIG_NAME} field {'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors()]
+        raise InvalidAdapter(where, errs) from None
+
+
 def read_config(folder: Path | str) -> LoraConfig:
     path = Path(folder) / CONFIG_NAME
     if not Path(folder).is_dir():
         raise InvalidAdapter(str(folder), ["not a folder"], hint="pass the folder PEFT's save_pretrained wrote")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise InvalidAdapter(str(folder), [f"no {CONFIG_NAME} in the folder"]) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidAdapter(str(folder), [f"{CONFIG_NAME} is not valid JSON ({exc})"]) from None
-    if not isinstance(raw, dict):
-        raise InvalidAdapter(str(folder), [f"{CONFIG_NAME} is not a JSON object"])
-    peft_type = str(raw.get("peft_type", "LORA")).upper()
-    if peft_type != "LORA":
-        raise UnsupportedFeature(f"peft_type {peft_type}", where=str(folder), hint="adapterhub handles LoRA and DoRA adapters")
-    try:
-        return LoraConfig.model_validate(raw)
-    except ValidationError as exc:
-        errs = [f"{CONFIG_NAME} field {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise InvalidAdapter(str(folder), errs) from None
+    except OSError as exc:
+        raise InvalidAdapter(str(folder), [f"cannot read {CONFIG_NAME}: {exc.strerror or exc}"]) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidAdapter(str(folder), [f"{CONFIG_NAME} is not valid JSON ({why})"]) from None
+    return parse_config(raw, str(folder))
 
 
 def read_layout(folder: Path | str, *, strict: bool = True) -> AdapterLayout:
-    """Config plus header shapes, checked for consistency; `strict` raises InvalidAdapter on any problem."""
+    """Config plus header shapes, checked for consistency.
+
+    `strict` raises UnsupportedFeature for a feature adapterhub cannot apply, else InvalidAdapter listing every
+    problem; non-strict returns them in `unsupported` / `problems`. Unreadable config or header always raise."""
     folder = Path(folder)
     config = read_config(folder)
     header = read_header(find_weights(folder))
     modules: dict[str, ModuleLayout] = {}
     overrides: dict[str, TensorInfo] = {}
     problems: list[str] = []
-    seen: dict[str, str] = {}
-    dtypes = set()
+    unsupported = config.unsupported_options()
+    key_map: dict[str, str] = {}
     for key in sorted(header.tensors):
         info = header.tensors[key]
         norm = normalize_key(key)
-        if norm in seen:
-            problems.append(f"duplicate key: {key!r} and {seen[norm]!r} name the same tensor")
+        if norm in key_map:
+            problems.append(f"duplicate key: {key!r} and {key_map[norm]!r} name the same tensor")
             continue
-        seen[norm] = key
-        pk = parse_key(norm)
+        key_map[norm] = key
+        try:
+            pk = parse_key(norm)
+        except UnsupportedFeature as exc:
+            unsupported.append(exc.feature)
+            continue
         if pk.part == "override":
             overrides[pk.param] = info
             continue
-        dtypes.add(info.dtype)
         lay = modules.get(pk.module)
         if lay is None:
             rank = config.rank_for(pk.module)
@@ -301,43 +419,27 @@ def read_layout(folder: Path | str, *, strict: bool = True) -> AdapterLayout:
             lay = ModuleLayout(pk.module, pk.kind or LayerKind.LINEAR, rank, alpha, lora_scaling(alpha, rank, config.use_rslora))
             modules[pk.module] = lay
         if pk.kind is not None:
+            if pk.kind is not lay.kind and (lay.a or lay.b):
+                problems.append(f"module {pk.module}: mixes Linear (lora_A/lora_B) and Embedding (lora_embedding_A/B) keys")
             lay.kind = pk.kind
         setattr(lay, {"A": "a", "B": "b", "B_bias": "b_bias", "magnitude": "magnitude"}[pk.part], info)
-    if len(dtypes) > 1:
-        problems.append(f"mixed dtypes in LoRA tensors: {', '.join(sorted(dtypes))}")
-    for name, lay in modules.items():
-        problems.extend(_module_problems(name, lay, config))
-    if not modules:
+    from .adapter_check import layout_problems  # the consistency rules live with the checker
+
+    found, more_unsupported = layout_problems(config, header, modules, overrides)
+    problems += found
+    unsupported += more_unsupported
+    if not modules and not unsupported:
         problems.append("no LoRA tensors (lora_A / lora_B) in the weights file")
-    layout = AdapterLayout(folder, config, header, modules, overrides, problems)
+    layout = AdapterLayout(folder, config, header, modules, overrides, problems, unsupported, key_map)
+    if strict and unsupported:
+        raise UnsupportedFeature(
+            "; ".join(dict.fromkeys(unsupported)),
+            where=str(folder),
+            hint="adapterhub applies plain LoRA/DoRA on Linear, Conv1D and Embedding layers",
+        )
     if strict and problems:
         raise InvalidAdapter(str(folder), problems)
     return layout
-
-
-def _module_problems(name: str, lay: ModuleLayout, config: LoraConfig) -> list[str]:
-    out: list[str] = []
-    if lay.a is None or lay.b is None:
-        missing = "lora_A" if lay.a is None else "lora_B"
-        return [f"module {name}: {missing} is missing"]
-    if len(lay.a.shape) != 2 or len(lay.b.shape) != 2:
-        raise UnsupportedFeature(
-            f"LoRA on a {len(lay.a.shape)}-d weight (module {name}, e.g. Conv2d)",
-            hint="adapterhub applies LoRA to Linear, Conv1D and Embedding layers",
-        )
-    r = lay.rank
-    if lay.a.shape[0] != r or lay.b.shape[1] != r:
-        out.append(
-            f"module {name}: rank {r} from the config, but lora_A is {list(lay.a.shape)} and lora_B is {list(lay.b.shape)}"
-        )
-    if lay.magnitude is not None:
-        if not config.use_dora:
-            out.append(f"module {name}: has a DoRA magnitude vector but use_dora is false")
-        elif lay.magnitude.shape != (lay.b.shape[0],) and lay.kind is LayerKind.LINEAR:
-            out.append(f"module {name}: magnitude has shape {list(lay.magnitude.shape)}, expected [{lay.b.shape[0]}]")
-    elif config.use_dora and lay.kind is LayerKind.LINEAR:
-        out.append(f"module {name}: use_dora is true but the magnitude vector is missing")
-    return out
 
 
 def nonfinite_tensors(layout: AdapterLayout) -> list[str]:
@@ -381,26 +483,37 @@ class PeftAdapter:
 
 
 def load_adapter(folder: Path | str, *, device: str | None = None, dtype: torch.dtype | None = None) -> PeftAdapter:
-    """Read and check an adapter folder into tensors; raises InvalidAdapter/PickleRefused/UnsupportedFeature."""
-    from safetensors.torch import load_file
+    """Read and check an adapter folder into tensors; raises InvalidAdapter (also for NaN/Inf), PickleRefused or
+    UnsupportedFeature. Tensors are read with safetensors only: nothing is ever unpickled."""
+    import torch
+    from safetensors import safe_open
 
     layout = read_layout(folder)
-    tensors = load_file(str(layout.weights_path), device=device or "cpu")
+    tensors: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(layout.weights_path), framework="pt", device=device or "cpu") as fh:
+            for norm, key in layout.key_map.items():
+                tensors[norm] = fh.get_tensor(key)
+    except Exception as exc:  # safetensors raises its own SafetensorError for bytes the header check missed
+        raise InvalidAdapter(str(folder), [f"cannot read tensors: {str(exc).splitlines()[0] if str(exc) else exc}"]) from exc
+    bad = [layout.key_map[k] for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise InvalidAdapter(str(folder), [f"tensor {k!r} holds NaN or Inf" for k in sorted(bad)], hint="the adapter diverged in training; use an earlier checkpoint")
     modules: dict[str, LoraModule] = {}
     overrides: dict[str, torch.Tensor] = {}
-    by_module: dict[str, dict[str, torch.Tensor]] = {}
-    for key, t in tensors.items():
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for norm, t in tensors.items():
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
-        pk = parse_key(normalize_key(key))
+        pk = parse_key(norm)
         if pk.part == "override":
             overrides[pk.param] = t
         else:
-            by_module.setdefault(pk.module, {})[pk.part] = t
-    for name, parts in by_module.items():
+            parts.setdefault(pk.module, {})[pk.part] = t
+    for name, p in parts.items():
         lay = layout.modules[name]
         modules[name] = LoraModule(
-            name, lay.kind, parts["A"], parts["B"], lay.rank, lay.alpha, lay.scaling, parts.get("magnitude"), parts.get("B_bias")
+            name, lay.kind, p["A"], p["B"], lay.rank, lay.alpha, lay.scaling, p.get("magnitude"), p.get("B_bias")
         )
     return PeftAdapter(layout.config, modules, overrides, Path(folder))
 
@@ -421,20 +534,58 @@ def adapter_state_dict(adapter: PeftAdapter) -> dict[str, torch.Tensor]:
             out[f"{KEY_PREFIX}{name}.lora_magnitude_vector"] = m.magnitude
     for param, t in adapter.overrides.items():
         module, _, leaf = param.rpartition(".")
-        # PEFT saves a LoRA-wrapped module's own parameters (trained biases) under its `base_layer`.
+        # PEFT saves a LoRA-wrapped module's own parameters (trained biases, embeddings) under its `base_layer`.
         out[KEY_PREFIX + (f"{module}.base_layer.{leaf}" if module in adapter.modules else param)] = t
     return out
 
 
+def export_config(adapter: PeftAdapter) -> LoraConfig:
+    """The adapter's config with rank_pattern/alpha_pattern entries added for modules whose factor shapes or
+    scaling differ from what the config alone gives (merged or edited adapters), so PEFT rebuilds the same maths."""
+    cfg = adapter.config
+    ranks: dict[str, int] = {}
+    alphas: dict[str, float] = {}
+    for name, m in sorted(adapter.modules.items()):
+        rank = int(m.lora_A.shape[0])
+        alpha = m.scaling * (math.sqrt(rank) if cfg.use_rslora else rank)
+        exact = re.escape(name)
+        if rank != cfg.rank_for(name):
+            ranks[exact] = rank
+        if not math.isclose(alpha, cfg.alpha_for(name), rel_tol=1e-9, abs_tol=1e-12) or exact in ranks:
+            alphas[exact] = int(alpha) if float(alpha).is_integer() else alpha
+    if not ranks and not alphas:
+        return cfg
+    # exact entries first: PEFT takes the first pattern that matches
+    update = {"rank_pattern": {**ranks, **cfg.rank_pattern}, "alpha_pattern": {**alphas, **cfg.alpha_pattern}}
+    return cfg.model_copy(update=update)
+
+
 def save_adapter(adapter: PeftAdapter, folder: Path | str, *, overwrite: bool = False) -> Path:
-    """Write `adapter_config.json` + `adapter_model.safetensors` atomically, loadable by PeftModel.from_pretrained."""
+    """Write `adapter_config.json` + `adapter_model.safetensors` atomically, loadable by PeftModel.from_pretrained.
+
+    The written folder is read back (strict) before it is moved into place, so an export never leaves an adapter
+    that adapterhub itself would refuse."""
     from safetensors.torch import save_file
 
     from .fsutil import atomic_directory
 
     folder = Path(folder)
+    config = export_config(adapter)
+    checkable = config.target_modules not in (None, "all-linear")
+    untargeted = [n for n in adapter.modules if checkable and not config.targets(n)]
+    if untargeted:
+        raise InvalidAdapter(
+            str(folder),
+            [f"module {n} is not matched by target_modules {config.target_modules}" for n in sorted(untargeted)],
+            hint="add the module names to config.target_modules (PEFT would silently ignore these tensors)",
+        )
     state = {k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(adapter).items()}
     with atomic_directory(folder, overwrite=overwrite) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        (tmp / CONFIG_NAME).write_text(json.dumps(adapter.config.to_json_dict(), indent=2, sort_keys=True) + "\n")
+        # key order is kept: PEFT resolves rank_pattern/alpha_pattern by the first matching key
+        (tmp / CONFIG_NAME).write_text(json.dumps(config.to_json_dict(), indent=2) + "\n", encoding="utf-8")
+        try:
+            read_layout(tmp)
+        except InvalidAdapter as exc:
+            raise InvalidAdapter(str(folder), exc.problems, hint="nothing was written; fix the adapter in memory") from None
     return folder

@@ -49,7 +49,11 @@ class Header:
 
 
 def looks_like_pickle(head: bytes) -> bool:
-    """True for a torch zip checkpoint, a raw pickle stream, or a legacy torch tar file."""
+    """True for a torch zip checkpoint, a raw pickle stream, or a legacy torch tar file.
+
+    Pass at least 9 bytes: a safetensors header whose length's low byte is 0x80 is told apart by the `{` at byte 8."""
+    if head[8:9] == b"{":
+        return False
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or head.startswith(b"\x1f\x8b")
 
 
@@ -61,9 +65,11 @@ def read_header(path: Path | str, error: type[InvalidFile] = InvalidAdapter) -> 
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(9)
             if looks_like_pickle(head):
                 raise PickleRefused(str(path))
+            head = head[:8]
+            fh.seek(8)
             if len(head) < 8:
                 raise error(str(path), ["file is shorter than a safetensors header (truncated?)"])
             (n,) = struct.unpack("<Q", head)
@@ -74,18 +80,23 @@ def read_header(path: Path | str, error: type[InvalidFile] = InvalidAdapter) -> 
         raise error(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
     try:
         obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise error(str(path), [f"safetensors header is not valid JSON ({exc})"]) from exc
     if not isinstance(obj, dict):
         raise error(str(path), ["safetensors header is not a JSON object"])
     data_start = 8 + n
     metadata = obj.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise error(str(path), ["safetensors __metadata__ is not a JSON object"])
     tensors: dict[str, TensorInfo] = {}
     problems: list[str] = []
     for name, info in obj.items():
         try:
             dtype, shape, (begin, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
+            if not isinstance(dtype, str) or not isinstance(info["shape"], list) or min(shape, default=0) < 0:
+                raise ValueError("malformed")
+            begin, end = int(begin), int(end)
+        except (KeyError, TypeError, ValueError, OverflowError):
             problems.append(f"tensor {name!r} has a malformed header entry")
             continue
         t = TensorInfo(name, dtype, shape, data_start + int(begin), data_start + int(end))
