@@ -30,6 +30,13 @@ def handle_errors(fn: F) -> F:
         except AdapterHubError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except Exception as exc:
+            # A database that is unreachable or from another schema: one line, not a traceback.
+            if type(exc).__module__.startswith("sqlalchemy"):
+                first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                click.echo(f"error: database error: {first}; check ADAPTERHUB_DATABASE_URL, or run `adapterhub db upgrade`", err=True)
+                sys.exit(1)
+            raise
 
     return wrapper  # type: ignore[return-value]
 
