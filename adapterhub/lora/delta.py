@@ -38,3 +38,25 @@ def merged_weight(
     norm = torch.linalg.norm(combined, dim=1)
     merged = (m.magnitude.to(torch.float32) / norm).unsqueeze(1) * combined
     return merged.T if fan_in_fan_out else merged
+
+
+def merged_weight_onto(
+    current: torch.Tensor, base: torch.Tensor, m: LoraModule, *, fan_in_fan_out: bool = False, weight: float = 1.0
+) -> torch.Tensor:
+    """Fold `weight` x this module into `current`, a weight that may already hold other merged adapters.
+
+    LoRA adds its delta to `current`. DoRA rescales `current + delta` per output feature by m / ||base + delta||,
+    the norm taken on the unmerged `base`, as PEFT (>= 0.21) does when it merges several adapters in turn and as
+    DoRA's forward computes it. Returned in float32.
+    """
+    if m.magnitude is None or current is base:
+        return merged_weight(current, m, fan_in_fan_out=fan_in_fan_out, weight=weight)
+    if m.kind is LayerKind.EMBEDDING:
+        raise UnsupportedFeature("DoRA on an Embedding layer", where=m.module)
+    d = delta_weight(m, fan_in_fan_out=fan_in_fan_out) * weight
+    b = base.to(torch.float32)
+    c = current.to(torch.float32)
+    norm = torch.linalg.norm((b.T if fan_in_fan_out else b) + (d.T if fan_in_fan_out else d), dim=1)
+    factor = (m.magnitude.to(torch.float32) / norm).unsqueeze(1)
+    merged = factor * ((c.T if fan_in_fan_out else c) + (d.T if fan_in_fan_out else d))
+    return merged.T if fan_in_fan_out else merged

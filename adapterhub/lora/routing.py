@@ -1,0 +1,74 @@
+"""Mixed-adapter batches: one forward in which each row uses its own adapter, or the base alone.
+
+Rows are grouped by adapter once per batch (not per layer), so each wrapped layer runs the base once on the whole
+batch and one LoRA pass per adapter on that adapter's rows; a group of consecutive rows is a slice (no copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..errors import AdapterNotFound, UsageError
+
+BASE = "__base__"  # PEFT's name for "no adapter" in `adapter_names`; None means the same here
+
+Rows = slice | torch.Tensor
+
+
+class RoutePlan:
+    """Which rows go to which adapter; index tensors are made once per device."""
+
+    def __init__(self, names_per_row: Sequence[str | None]) -> None:
+        self.batch = len(names_per_row)
+        rows: dict[str, list[int]] = {}
+        for i, n in enumerate(names_per_row):
+            if n is not None and n != BASE:
+                rows.setdefault(n, []).append(i)
+        self.rows = rows
+        self._by_device: dict[torch.device, list[tuple[str, Rows]]] = {}
+
+    def groups(self, device: torch.device) -> list[tuple[str, Rows]]:
+        got = self._by_device.get(device)
+        if got is None:
+            got = []
+            for name, idx in self.rows.items():
+                if idx == list(range(idx[0], idx[-1] + 1)):
+                    got.append((name, slice(idx[0], idx[-1] + 1)))
+                else:
+                    got.append((name, torch.tensor(idx, dtype=torch.long, device=device)))
+            self._by_device[device] = got
+        return got
+
+
+@contextmanager
+def route(model: nn.Module, names_per_row: Sequence[str | None]) -> Iterator[None]:
+    """Inside the block, row i of every forward's batch uses adapter `names_per_row[i]` (None or "__base__": base).
+
+    Equal to running each row alone with its adapter active (and to PEFT's `adapter_names=`); weights are 1.
+    Not thread-safe: the plan is stored on the model for the duration of the block.
+    """
+    from .attach import runtime_state
+
+    if isinstance(names_per_row, str):
+        raise UsageError("route() takes one adapter name per row, not a single string", hint="e.g. ['a', None, 'b']")
+    st = runtime_state(model)
+    plan = RoutePlan(names_per_row)
+    for n in plan.rows:
+        if st is None or n not in st.adapters:
+            raise AdapterNotFound(n, hint=f"attached: {', '.join(st.adapters) if st else 'none'}")
+    if st is None:  # every row uses the base: nothing is wrapped, nothing to route
+        yield
+        return
+    if st.fused is not None:
+        raise UsageError("cannot route a mixed batch while adapters are fused", hint="call unfuse(model) first")
+    if st.route is not None:
+        raise UsageError("route() blocks cannot be nested", hint="leave the outer block first")
+    st.route = plan
+    try:
+        yield
+    finally:
+        st.route = None
