@@ -56,6 +56,7 @@ class AdapterRow(Base):
         UniqueConstraint("repo_id", "version", name="uq_adapters_repo_version"),
         Index("ix_adapters_latest_task_created", "is_latest", "task", "created_at"),
         Index("ix_adapters_latest_created", "is_latest", "created_at"),
+        Index("ix_adapters_base_latest_created", "base_model_id", "is_latest", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -73,7 +74,7 @@ class AdapterRow(Base):
     # lower-cased "ns/name task description tags": one column scanned by text search, no joins or lower() per row
     search_text: Mapped[str] = mapped_column(Text, default="")
     license: Mapped[str | None] = mapped_column(String(64))
-    base_model_id: Mapped[int | None] = mapped_column(ForeignKey("base_models.id", ondelete="SET NULL"), index=True)
+    base_model_id: Mapped[int | None] = mapped_column(ForeignKey("base_models.id", ondelete="SET NULL"))
     base_model_name_or_path: Mapped[str | None] = mapped_column(String(512))
     peft_task_type: Mapped[str | None] = mapped_column(String(64))
     lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -71,7 +71,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('repo_id', 'version', name='uq_adapters_repo_version')
     )
     with op.batch_alter_table('adapters', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_adapters_base_model_id'), ['base_model_id'], unique=False)
+        batch_op.create_index('ix_adapters_base_latest_created', ['base_model_id', 'is_latest', 'created_at'], unique=False)
         batch_op.create_index('ix_adapters_latest_created', ['is_latest', 'created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_adapters_repo_id'), ['repo_id'], unique=False)
         batch_op.create_index('ix_adapters_latest_task_created', ['is_latest', 'task', 'created_at'], unique=False)
@@ -160,7 +160,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_adapters_latest_task_created')
         batch_op.drop_index(batch_op.f('ix_adapters_repo_id'))
         batch_op.drop_index('ix_adapters_latest_created')
-        batch_op.drop_index(batch_op.f('ix_adapters_base_model_id'))
+        batch_op.drop_index('ix_adapters_base_latest_created')
 
     op.drop_table('adapters')
     op.drop_table('repos')
