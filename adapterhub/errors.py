@@ -226,3 +226,7 @@ class CacheFull(AdapterHubError, MemoryError):
 
 class Unauthenticated(PermissionDenied):
     """No valid token where the hub requires one (HTTP 401); PermissionDenied proper means a token lacking rights (403)."""
+
+
+class PayloadTooLarge(UsageError):
+    """A request body over the hub's `--max-upload-bytes` (HTTP 413); nothing of it is kept."""
