@@ -26,7 +26,6 @@ _EXPORTS: dict[str, str] = {
     "ParentLink": "adapterhub.card",
     "SearchQuery": "adapterhub.card",
     "SearchResult": "adapterhub.card",
-    "fingerprint": "adapterhub.fingerprint",
     # the PEFT format
     "load_adapter": "adapterhub.peft_format",
     "save_adapter": "adapterhub.peft_format",
@@ -85,7 +84,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
                        SearchQuery, SearchResult)  # fmt: skip
     from .errors import (AdapterHubError, AdapterNotFound, IncompatibleAdapter, IntegrityError, InvalidAdapter,
                          PickleRefused, UnsupportedFeature)  # fmt: skip
-    from .fingerprint import fingerprint
     from .hub.client import pull, push, remote_search
     from .loading import load
     from .lora.attach import activation, attach, detach, fuse, list_adapters, set_active, unfuse

@@ -12,7 +12,7 @@ PUBLIC = [
     "CompatibilityReport", "EvalScore", "FileEntry", "Fingerprint", "IncompatibleAdapter", "IntegrityError",
     "InvalidAdapter", "Lineage", "ParentLink", "PickleRefused", "Registry", "SearchQuery", "SearchResult",
     "UnsupportedFeature", "activation", "add_trainable", "attach", "check_adapter", "compose", "detach", "extract",
-    "fingerprint", "fuse", "list_adapters", "load", "load_adapter", "merge", "pull", "push", "remote_search", "route",
+    "fuse", "list_adapters", "load", "load_adapter", "merge", "pull", "push", "remote_search", "route",
     "save_adapter", "set_active", "unfuse", "validate",
 ]  # fmt: skip
 

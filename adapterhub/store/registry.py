@@ -205,9 +205,10 @@ class Registry:
 
     def search(self, query: SearchQuery) -> SearchResult:
         if query.base and Path(query.base).exists():
-            from ..fingerprint import fingerprint
+            from ..fingerprint import arch_hash
 
-            query = query.model_copy(update={"base": fingerprint(Path(query.base)).arch_hash})
+            # adapters that fit this base: same architecture (headers only, no weights read)
+            query = query.model_copy(update={"base": arch_hash(Path(query.base))})
         with self.db.session() as s:
             total, rows = run_search(s, query)
             return SearchResult(query=query, total=total, items=[convert.card(s, r) for r in rows])
