@@ -31,8 +31,8 @@ _EXPORTS: dict[str, str] = {
     "save_adapter": "adapterhub.peft_format",
     "check_adapter": "adapterhub.adapter_check",
     # compatibility, loading and the runtime
-    "validate": "adapterhub.validate",
-    "CompatibilityReport": "adapterhub.validate",
+    "validate": "adapterhub.compatibility",
+    "CompatibilityReport": "adapterhub.compatibility",
     "load": "adapterhub.loading",
     "attach": "adapterhub.lora.attach",
     "detach": "adapterhub.lora.attach",
@@ -95,4 +95,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .lora.trainable import add_trainable
     from .peft_format import load_adapter, save_adapter
     from .store.registry import Registry
-    from .validate import CompatibilityReport, validate
+    from .compatibility import CompatibilityReport, validate

@@ -42,3 +42,15 @@ def test_errors_inherit_the_matching_builtin() -> None:
     assert issubclass(errors.RemoteError, ConnectionError)
     assert issubclass(errors.PermissionDenied, PermissionError)
     assert issubclass(errors.AlreadyExists, FileExistsError)
+
+
+def test_public_functions_are_not_shadowed_by_submodules() -> None:
+    """`adapterhub.validate` must stay the function even after every submodule has been imported."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(adapterhub.__path__, "adapterhub."):
+        if not info.name.startswith(("adapterhub.demo", "adapterhub.hub.server", "adapterhub.__main__")):
+            importlib.import_module(info.name)
+    for name in adapterhub.__all__:
+        assert not isinstance(getattr(adapterhub, name), type(adapterhub)), f"adapterhub.{name} is a module"

@@ -1,0 +1,260 @@
+"""Load a frozen base model from a local folder and attach adapters to it, each checked before any is attached.
+
+`load` is the one call most users need; `attach_checked` does the checking-then-attaching on a model already in
+memory; `probe` is the quick look behind `adapterhub run` (top next tokens, or an embedding summary).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from .errors import BaseModelNotFound, IncompatibleAdapter, InvalidModel, UsageError
+from .compatibility import CompatibilityReport, resolve_adapter, validate
+
+if TYPE_CHECKING:
+    import torch
+
+    from .store.registry import Registry
+
+AdapterSpec = str | Path
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
+
+
+def load(
+    base: str | Path,
+    adapters: Sequence[AdapterSpec] = (),
+    registry: Registry | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    auto_class: str | type | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    weights: Sequence[float] | None = None,
+    activate: bool = True,
+) -> torch.nn.Module:
+    """The transformers model at `base`, frozen and in eval mode, with `adapters` (refs or PEFT folders) attached.
+
+    Every adapter is validated against `base` before the model is even loaded: an incompatible one raises
+    `IncompatibleAdapter` and nothing is attached. With `activate` all of them run together (at `weights`, default
+    1.0 each); use `adapterhub.lora.attach.set_active` to switch later.
+    """
+    base = Path(base)
+    if not base.exists():
+        raise BaseModelNotFound(str(base))
+    registry = registry or _registry_for(adapters)
+    check_adapters(adapters, base, registry)  # cheap (headers) and before the expensive model load
+    model = load_base(base, dtype=dtype, device=device, auto_class=auto_class)
+    attach_checked(model, base, adapters, registry, names=names, weights=weights, activate=activate, checked=True)
+    return model
+
+
+def load_base(
+    base: str | Path,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    auto_class: str | type | None = None,
+) -> torch.nn.Module:
+    """A transformers model from a local folder: class from its config's `architectures` unless given; frozen, eval."""
+    base = Path(base)
+    cls = model_class(base, auto_class)
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if dtype is not None:
+        kwargs["dtype"] = _torch_dtype(dtype)
+    try:
+        model = cls.from_pretrained(str(base), **kwargs)
+    except OSError as exc:  # transformers' way of saying the folder lacks config/weights
+        raise InvalidModel(str(base), [str(exc).splitlines()[0]]) from None
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def check_adapters(
+    adapters: Sequence[AdapterSpec], base: Path, registry: Registry | None = None
+) -> list[CompatibilityReport]:
+    """Validate every adapter against `base`; the first incompatible one raises `IncompatibleAdapter`."""
+    reports = [validate(a, base, registry=registry) for a in adapters]
+    for r in reports:
+        if not r.ok:
+            raise IncompatibleAdapter(r.adapter_ref or r.adapter, str(base), r.problems())
+    return reports
+
+
+def attach_checked(
+    model: torch.nn.Module,
+    base: str | Path,
+    adapters: Sequence[AdapterSpec],
+    registry: Registry | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    weights: Sequence[float] | None = None,
+    activate: bool = True,
+    checked: bool = False,
+) -> list[str]:
+    """Validate all `adapters` against `base`, then attach them all to `model`: all or nothing. Returns their names.
+
+    A failure while attaching (after validation passed) detaches the ones this call attached, so the model is
+    left exactly as it was.
+    """
+    from .lora.attach import attach, detach, set_active
+
+    if names is not None and len(names) != len(adapters):
+        raise UsageError(f"{len(names)} names for {len(adapters)} adapters", hint="give one name per adapter or none")
+    if weights is not None and len(weights) != len(adapters):
+        raise UsageError(f"{len(weights)} weights for {len(adapters)} adapters", hint="give one weight per adapter or none")
+    if not checked:
+        check_adapters(adapters, Path(base), registry)
+    done: list[str] = []
+    try:
+        for i, spec in enumerate(adapters):
+            folder, card = resolve_adapter(spec, registry)
+            name = names[i] if names is not None else (card.ref if card is not None else None)
+            done.append(attach(model, folder, name, activate=False))
+    except BaseException:
+        for name in reversed(done):
+            detach(model, name)
+        raise
+    if activate and done:
+        set_active(model, done, list(weights) if weights is not None else None)
+    return done
+
+
+def _registry_for(adapters: Sequence[AdapterSpec]) -> Registry | None:
+    """One default registry for all references in `adapters` (None when every adapter is a folder)."""
+    if all(Path(a).is_dir() for a in adapters):
+        return None
+    from .store.registry import Registry
+
+    return Registry()
+
+
+def model_class(base: Path, auto_class: str | type | None = None) -> Any:
+    """The transformers class to load `base` with: `auto_class` (a class or its name), else the config's
+    `architectures[0]`, else AutoModel."""
+    import transformers
+
+    if auto_class is not None and not isinstance(auto_class, str):
+        return auto_class
+    name = auto_class
+    if name is None:
+        try:
+            cfg = json.loads((base / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidModel(str(base), [f"no readable config.json ({exc})"]) from None
+        name = (cfg.get("architectures") or ["AutoModel"])[0]
+    cls = getattr(transformers, str(name), None)
+    if cls is None:
+        raise UsageError(f"unknown model class {name!r}", hint="pass auto_class, e.g. AutoModelForCausalLM")
+    return cls
+
+
+def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = _DTYPES.get(str(dtype).lower().removeprefix("torch."))
+    if key is None:
+        raise UsageError(f"unknown dtype {dtype!r}", hint="use float32, float16 or bfloat16")
+    return getattr(torch, key)
+
+
+# --- probe: the quick check behind `adapterhub run` ------------------------------------------------------------
+
+
+class TokenScore(BaseModel):
+    token: str
+    token_id: int
+    prob: float
+
+
+class ProbeResult(BaseModel):
+    """What `adapterhub run` prints: the adapted output next to the bare base's, so the adapter's effect shows."""
+
+    base: str
+    adapters: list[str]
+    kind: str  # "causal-lm" or "encoder"
+    text: str
+    top_tokens: list[TokenScore] = Field(default_factory=list)  # causal LM: next-token distribution with adapters
+    base_top_tokens: list[TokenScore] = Field(default_factory=list)  # ... and without
+    embedding_norm: float | None = None  # encoder: mean-pooled sentence embedding
+    base_embedding_norm: float | None = None
+    cosine_to_base: float | None = None
+    embedding_head: list[float] = Field(default_factory=list)  # the first values of the embedding
+
+
+def probe(
+    base: str | Path,
+    adapters: Sequence[AdapterSpec] = (),
+    *,
+    prompt: str | None = None,
+    sentence: str | None = None,
+    weights: Sequence[float] | None = None,
+    registry: Registry | None = None,
+    top_k: int = 5,
+    dtype: str | None = None,
+) -> ProbeResult:
+    """Load `base` with `adapters` and run one input: top next tokens for a causal LM (`prompt`), or a mean-pooled
+    embedding summary for an encoder (`sentence`), each next to the bare base's result."""
+    import torch
+
+    if (prompt is None) == (sentence is None):
+        raise UsageError("give exactly one of prompt or sentence", hint="--prompt for causal LMs, --sentence for encoders")
+    base = Path(base)
+    model = load(base, adapters, registry, dtype=dtype, weights=weights)
+    tok = _tokenizer(base)
+    text = prompt if prompt is not None else sentence
+    enc = tok(text, return_tensors="pt")
+    from .lora.attach import activation
+
+    with torch.no_grad():
+        out = model(**enc)
+        with activation(model, None):
+            bare = model(**enc)
+    result = ProbeResult(base=str(base), adapters=[str(a) for a in adapters], kind="", text=str(text))
+    logits = getattr(out, "logits", None)
+    if prompt is not None:
+        if logits is None or logits.dim() != 3:
+            raise UsageError("--prompt needs a causal LM base", hint="use --sentence for an encoder")
+        result.kind = "causal-lm"
+        result.top_tokens = _top(tok, logits[0, -1], top_k)
+        result.base_top_tokens = _top(tok, bare.logits[0, -1], top_k)
+        return result
+    result.kind = "encoder"
+    emb, bare_emb = _mean_pool(out, enc["attention_mask"]), _mean_pool(bare, enc["attention_mask"])
+    result.embedding_norm = float(emb.norm())
+    result.base_embedding_norm = float(bare_emb.norm())
+    result.cosine_to_base = float(torch.nn.functional.cosine_similarity(emb, bare_emb, dim=0))
+    result.embedding_head = [round(float(x), 5) for x in emb[:6]]
+    return result
+
+
+def _tokenizer(base: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InvalidModel(str(base), [f"no usable tokenizer ({str(exc).splitlines()[0]})"],
+                           hint="save the tokenizer next to the model (tokenizer.save_pretrained)") from None
+
+
+def _top(tok: Any, logits: torch.Tensor, k: int) -> list[TokenScore]:
+    probs = logits.float().softmax(-1)
+    vals, idx = probs.topk(min(k, probs.numel()))
+    return [TokenScore(token=tok.decode([int(i)]), token_id=int(i), prob=round(float(v), 6)) for v, i in zip(vals, idx)]
+
+
+def _mean_pool(out: Any, mask: torch.Tensor) -> torch.Tensor:
+    hidden = out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None else out[0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return ((hidden * m).sum(1) / m.sum(1).clamp(min=1))[0].float()
