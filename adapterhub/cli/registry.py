@@ -109,17 +109,23 @@ def show(ref: str, as_json: bool) -> None:
 @click.option("--sort", default=None, help="DATASET/METRIC: best first.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20)
 @click.option("--all-versions", is_flag=True)
+@click.option("--remote", default=None, metavar="URL", help="Search an `adapterhub serve` hub instead of the local registry.")
 @json_option
 @handle_errors
 def search(text: str | None, task: str | None, base: str | None, rank_min: int | None, rank_max: int | None,
            mins: tuple[str, ...], tags: tuple[str, ...], sort: str | None, limit: int, all_versions: bool,
-           as_json: bool) -> None:  # fmt: skip
+           remote: str | None, as_json: bool) -> None:  # fmt: skip
     """Find adapters by text, task, base model, rank, scores and tags."""
     query = SearchQuery(
         text=text, task=task, base=base, rank_min=rank_min, rank_max=rank_max,
         min_scores=dict(_parse_threshold(m) for m in mins), tags=list(tags), sort=sort, limit=limit, all_versions=all_versions,
     )  # fmt: skip
-    result = _registry().search(query)
+    if remote:
+        from ..hub.client import remote_search
+
+        result = remote_search(remote, query)
+    else:
+        result = _registry().search(query)
     if as_json:
         print_json(result)
         return

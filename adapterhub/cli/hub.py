@@ -1,0 +1,60 @@
+"""Hub commands: `serve` a hub, `push` an adapter to one (or to huggingface.co), `pull` one into the registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import handle_errors, json_option, print_json, show_progress
+
+
+@click.command()
+@click.option("--database-url", default=None, help="SQLAlchemy URL of the registry database (default: the one in --storage).")
+@click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Registry home holding the blob store (default: $ADAPTERHUB_HOME).")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option("--token", "tokens", multiple=True, metavar="[USER:]TOKEN",
+              help="Also accept this bearer token, with write access everywhere (repeatable). Once any token exists "
+                   "(these, or `adapterhub token create`), writes and private repositories need one.")  # fmt: skip
+@click.option("--page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Entries per page of listings.")
+@handle_errors
+def serve(database_url: str | None, storage: Path | None, host: str, port: int, tokens: tuple[str, ...], page_size: int) -> None:
+    """Serve the registry over the Hugging Face Hub HTTP API (HF_ENDPOINT=http://HOST:PORT) and its own JSON API."""
+    from ..hub.server.app import serve as run
+
+    users = {t.partition(":")[2] or t: (t.partition(":")[0] if ":" in t else "adapterhub") for t in tokens}
+    run(home=storage, database_url=database_url, host=host, port=port, tokens=users, page_size=page_size,
+        on_ready=lambda url: click.echo(f"adapterhub hub on {url} (Ctrl-C stops)", err=True))  # fmt: skip
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--remote", default=None, metavar="URL", help="Hub URL (default: $HF_ENDPOINT, else https://huggingface.co).")
+@click.option("--repo", default=None, metavar="NS/NAME", help="Target repository (default: the adapter's own name).")
+@click.option("--private", is_flag=True, help="Create the repository as private.")
+@click.option("--token", default=None, envvar="HF_TOKEN", help="Access token (default: $HF_TOKEN or the saved login).")
+@json_option
+@handle_errors
+def push(ref: str, remote: str | None, repo: str | None, private: bool, token: str | None, as_json: bool) -> None:
+    """Upload adapter REF (NAME[@V]) with its card and a model card to a hub."""
+    from ..hub.client import push as run
+
+    result = run(ref, remote=remote, repo=repo, private=private, token=token)
+    print_json(result) if as_json else click.echo(f"{result.ref} -> {result.url} (commit {result.commit})")
+
+
+@click.command()
+@click.argument("spec", metavar="REPO[@REV]")
+@click.option("--remote", default=None, metavar="URL", help="Hub URL (default: $HF_ENDPOINT, else https://huggingface.co).")
+@click.option("--as", "name", default=None, metavar="NS/NAME", help="Register under this name (default: the repository's).")
+@click.option("--token", default=None, envvar="HF_TOKEN", help="Access token for private repositories.")
+@json_option
+@handle_errors
+def pull(spec: str, remote: str | None, name: str | None, token: str | None, as_json: bool) -> None:
+    """Download REPO at REV (default main), verify every file, and register it as a new local version."""
+    from ..hub.client import pull as run
+
+    card = run(spec, remote=remote, name=name, token=token, progress=show_progress())
+    print_json(card) if as_json else click.echo(card.ref)

@@ -1,0 +1,412 @@
+"""push / pull / remote_search: the same code talks to `adapterhub serve` and to huggingface.co.
+
+Push uploads with `huggingface_hub.HfApi` (create_repo + one create_commit): the PEFT files, `adapterhub.json`
+(the AdapterCard with every file's sha256 and size) and a README model card. Pull reads the revision's file list,
+streams each file into the blob store while hashing it, refuses any mismatch before anything is registered, then
+records the version in one transaction. Files already verified in the blob store are not fetched again, so a pull
+that failed half-way resumes where it stopped; nothing partial is ever left at a final path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict
+
+from ..card import AdapterCard, AdapterRef, FileEntry, SearchQuery, SearchResult
+from ..errors import (
+    AdapterHubError,
+    EntryNotFound,
+    IntegrityError,
+    InvalidAdapter,
+    PermissionDenied,
+    PickleRefused,
+    RemoteError,
+    RepoNotFound,
+    RevisionNotFound,
+    UsageError,
+)
+from ..fsutil import check_relative_path, check_segment
+from ..progress import progress_bar
+from ..store.hub_store import CARD_FILE, PICKLE_SUFFIXES, README_FILE, describe_adapter, record_adapter, stage_files
+from . import modelcard
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+    from ..store.registry import Registry
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+CHUNK = 1 << 20  # the blob store reads 1 MiB at a time: equal chunks pass through without copies
+
+
+class PushResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str  # the local version pushed
+    repo_id: str
+    commit: str
+    url: str
+    files: list[FileEntry]
+
+
+class _RemoteFile(BaseModel):
+    """A file as the remote lists it: size, git blob id, and sha256 when it is an LFS file."""
+
+    path: str
+    size: int | None = None
+    blob_id: str | None = None
+    sha256: str | None = None
+
+
+def endpoint_url(remote: str | None) -> str:
+    """`--remote`, else $HF_ENDPOINT, else huggingface.co."""
+    return (remote or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def _api(endpoint: str, token: str | None) -> HfApi:
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=endpoint, token=token)
+
+
+@contextlib.contextmanager
+def _remote_errors(endpoint: str, repo_id: str, revision: str = "main") -> Iterator[None]:
+    """huggingface_hub's and the transport's exceptions -> adapterhub's, each naming what was not found or why."""
+    import httpx2
+    from huggingface_hub import errors as hf
+
+    try:
+        yield
+    except hf.RepositoryNotFoundError:
+        raise RepoNotFound(repo_id) from None
+    except hf.RevisionNotFoundError:
+        raise RevisionNotFound(repo_id, revision) from None
+    except hf.RemoteEntryNotFoundError as exc:
+        raise EntryNotFound(repo_id, revision, str(exc.response.url).rsplit("/", 1)[-1] if exc.response else "?") from None
+    except hf.HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            raise PermissionDenied(f"{repo_id} on {endpoint}") from None
+        if status == 409:
+            raise RemoteError(endpoint, f"{repo_id} changed while pushing (HTTP 409)", hint="push again on top of the new head") from None
+        raise RemoteError(endpoint, f"HTTP {status}: {str(exc).splitlines()[0]}") from None
+    except (httpx2.TransportError, ConnectionError) as exc:
+        raise RemoteError(endpoint, f"cannot reach the hub ({type(exc).__name__}: {exc})") from None
+
+
+# --- push --------------------------------------------------------------------------------------------------
+
+
+def push(
+    ref: str, *, remote: str | None = None, repo: str | None = None, private: bool = False, token: str | None = None,
+    registry: Registry | None = None,
+) -> PushResult:
+    """Upload one registered version (`NAME[@V]`) to a hub repo (default: the same `namespace/name`)."""
+    from huggingface_hub import CommitOperationAdd
+
+    reg = registry or _default_registry()
+    card = reg.get(ref)
+    folder = reg.adapter_path(card.ref)
+    endpoint = endpoint_url(remote)
+    repo_id = _check_repo_id(repo or card.full_name)
+    # The README pushed is the model card; an adapter's own README (PEFT writes one) is not part of the upload.
+    files = [f for f in card.files if f.path != README_FILE]
+    for f in files:
+        if f.path.endswith(PICKLE_SUFFIXES):
+            raise PickleRefused(f.path)
+    pushed = card.model_copy(update={"files": files})
+    readme = modelcard.render(pushed, repo_id=repo_id)
+    ops = [CommitOperationAdd(path_in_repo=check_relative_path(f.path), path_or_fileobj=str(folder / f.path)) for f in files]
+    ops.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=pushed.model_dump_json(indent=2).encode()))
+    ops.append(CommitOperationAdd(path_in_repo=README_FILE, path_or_fileobj=readme.encode()))
+    api = _api(endpoint, token)
+    with _remote_errors(endpoint, repo_id):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        _validate_yaml(api, endpoint, readme)
+        parent = api.model_info(repo_id).sha
+        info = api.create_commit(repo_id, ops, commit_message=f"adapterhub push {card.ref}", parent_commit=parent)
+    return PushResult(ref=card.ref, repo_id=repo_id, commit=info.oid, url=f"{endpoint}/{repo_id}", files=files)
+
+
+def _validate_yaml(api: HfApi, endpoint: str, readme: str) -> None:
+    """Ask the hub to check the card's YAML before committing, as `ModelCard.validate` does."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    r = get_session().post(f"{endpoint}/api/validate-yaml", json={"content": readme, "repoType": "model"}, headers=build_hf_headers(token=api.token))
+    if r.status_code == 400:
+        raise UsageError(f"the hub rejected the model card: {r.json().get('error', r.text)}")
+    hf_raise_for_status(r)
+
+
+# --- pull --------------------------------------------------------------------------------------------------
+
+
+def pull(
+    spec: str, *, remote: str | None = None, name: str | None = None, token: str | None = None,
+    registry: Registry | None = None, progress: bool | None = None,
+) -> AdapterCard:
+    """Download `REPO[@REV]`, verify every byte, and register it as the next local version of `name` (default REPO)."""
+    from ..peft_format import CONFIG_NAME, WEIGHTS_NAME
+
+    repo_id, _, revision = spec.partition("@")
+    repo_id, revision = _check_repo_id(repo_id), revision or "main"
+    target = AdapterRef.parse(name or repo_id)  # checked before any download
+    if target.version is not None or target.alias is not None:
+        raise UsageError(f"pull registers a new version of a name; drop the @ from {name!r}")
+    reg = registry or _default_registry()
+    endpoint = endpoint_url(remote)
+    api = _api(endpoint, token)
+    with _remote_errors(endpoint, repo_id, revision):
+        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+    commit = info.sha or revision
+    listing = {
+        s.rfilename: _RemoteFile(path=s.rfilename, size=s.size, blob_id=s.blob_id, sha256=s.lfs.sha256 if s.lfs else None)
+        for s in info.siblings or []
+    }
+    fetch = _Fetcher(api, endpoint, repo_id, commit, reg, progress)
+    card_json = fetch.small(listing[CARD_FILE]) if CARD_FILE in listing else None
+    readme = fetch.small(listing[README_FILE]).decode("utf-8", "replace") if README_FILE in listing else None
+    if WEIGHTS_NAME not in listing:
+        pickles = [p for p in listing if p.endswith(PICKLE_SUFFIXES)]
+        if pickles:
+            raise PickleRefused(f"{repo_id}@{commit[:12]}/{pickles[0]}")
+        raise InvalidAdapter(f"{repo_id}@{commit[:12]}", [f"no {WEIGHTS_NAME} in the repository"])
+    if CONFIG_NAME not in listing:
+        raise InvalidAdapter(f"{repo_id}@{commit[:12]}", [f"no {CONFIG_NAME} in the repository"])
+    config_bytes = fetch.small(listing[CONFIG_NAME])
+    try:
+        config = json.loads(config_bytes)
+    except ValueError as exc:
+        raise InvalidAdapter(f"{repo_id}/{CONFIG_NAME}", [f"not valid JSON ({exc})"]) from None
+    names, fields = describe_adapter(listing, card_json, readme, config if isinstance(config, dict) else {})
+    expected = _expected_files(repo_id, names, listing, card_json)
+    files = {p: fetch.blob(listing[p], expected.get(p)) for p in names}
+    scratch = reg.home / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="pull-", dir=scratch))
+    try:
+        stage_files(reg.blobs, files, folder)
+        with reg.db.write() as s:
+            return record_adapter(s, folder, target.full_name, files, fields)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _expected_files(repo_id: str, names: list[str], listing: dict[str, _RemoteFile], card_json: bytes | None) -> dict[str, FileEntry]:
+    """sha256 and size each file must have: from the card when there is one (checked against the listing)."""
+    out: dict[str, FileEntry] = {}
+    if card_json is not None:
+        for f in AdapterCard.model_validate_json(card_json).files:
+            out[f.path] = f
+    for p in names:
+        if p.endswith(PICKLE_SUFFIXES):
+            raise PickleRefused(f"{repo_id}/{p}")
+        if p not in listing:
+            raise InvalidAdapter(f"{repo_id}/{CARD_FILE}", [f"lists {p}, which the repository does not contain"])
+        remote, want = listing[p], out.get(p)
+        if want is not None and remote.size is not None and remote.size != want.size:
+            raise IntegrityError(f"{repo_id}/{p}", f"{want.size} bytes (per {CARD_FILE})", f"{remote.size} bytes listed by the hub")
+        if want is not None and remote.sha256 is not None and remote.sha256 != want.sha256:
+            raise IntegrityError(f"{repo_id}/{p}", f"sha256 {want.sha256} (per {CARD_FILE})", f"sha256 {remote.sha256} listed by the hub")
+    return out
+
+
+class _Fetcher:
+    """Downloads one revision's files; every byte is hashed on the way and checked before it counts."""
+
+    def __init__(self, api: HfApi, endpoint: str, repo_id: str, commit: str, reg: Registry, progress: bool | None) -> None:
+        self.api, self.endpoint, self.repo_id, self.commit, self.reg, self.progress = api, endpoint, repo_id, commit, reg, progress
+
+    def _url(self, path: str) -> str:
+        return f"{self.endpoint}/{self.repo_id}/resolve/{self.commit}/{quote(path)}"
+
+    def _label(self, path: str) -> str:
+        return f"{self.repo_id}@{self.commit[:12]}/{path}"
+
+    @contextlib.contextmanager
+    def _stream(self, f: _RemoteFile) -> Iterator[Iterator[bytes]]:
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+        headers = build_hf_headers(token=self.api.token)
+        with _remote_errors(self.endpoint, self.repo_id, self.commit):
+            with get_session().stream("GET", self._url(f.path), headers=headers, follow_redirects=True) as r:
+                hf_raise_for_status(r)
+                yield r.iter_bytes(CHUNK)
+
+    def small(self, f: _RemoteFile) -> bytes:
+        """A small file (card, README, config) in memory, checked against its listed size and git blob id."""
+        with self._stream(f) as chunks:
+            data = b"".join(chunks)
+        if f.size is not None and len(data) != f.size:
+            raise IntegrityError(self._label(f.path), f"{f.size} bytes", f"{len(data)} bytes")
+        if f.sha256 is not None:
+            got = hashlib.sha256(data).hexdigest()
+            if got != f.sha256:
+                raise IntegrityError(self._label(f.path), f"sha256 {f.sha256}", f"sha256 {got}")
+        elif f.blob_id is not None:
+            from .oids import git_blob_sha1
+
+            if git_blob_sha1(data) != f.blob_id:
+                raise IntegrityError(self._label(f.path), f"git blob {f.blob_id}", f"git blob {git_blob_sha1(data)}")
+        return data
+
+    def blob(self, f: _RemoteFile, want: FileEntry | None) -> FileEntry:
+        """Stream a file into the blob store; its sha256 must be the card's (or the listing's LFS sha256)."""
+        sha = want.sha256 if want is not None else f.sha256
+        size = want.size if want is not None else f.size
+        if sha is not None and self.reg.blobs.has(sha):
+            return FileEntry(path=f.path, sha256=sha, size=self.reg.blobs.path(sha).stat().st_size)  # verified when stored
+        bar = progress_bar(size, f.path, enabled=self.progress)
+        git = hashlib.sha1(b"blob %d\0" % size) if sha is None and f.blob_id and size is not None else None
+        try:
+            with self._stream(f) as chunks, _Prefetch(chunks) as ahead:
+                reader = _IterReader(ahead, on_chunk=lambda b: (bar.update(len(b)), git.update(b) if git else None))
+                got_sha, got_size = self.reg.blobs.put_stream(reader, expected_sha256=sha, what=self._label(f.path))  # type: ignore[arg-type]
+        finally:
+            bar.close()
+        if size is not None and got_size != size:
+            raise IntegrityError(self._label(f.path), f"{size} bytes", f"{got_size} bytes")
+        if git is not None and git.hexdigest() != f.blob_id:
+            raise IntegrityError(self._label(f.path), f"git blob {f.blob_id}", f"git blob {git.hexdigest()}")
+        return FileEntry(path=f.path, sha256=got_sha, size=got_size)
+
+
+class _Prefetch:
+    """Receives the next chunks on a thread while the caller hashes and writes the previous ones.
+
+    Socket reads, sha256 and file writes all release the GIL, so overlapping them is most of a pull's speed.
+    """
+
+    _END = object()
+
+    def __init__(self, chunks: Iterator[bytes], depth: int = 16) -> None:
+        self._q: queue.Queue[object] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(chunks,), name="adapterhub-pull", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, chunks: Iterator[bytes]) -> None:
+        try:
+            for chunk in chunks:
+                if not self._put(chunk):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # handed to the consuming thread, which raises it there
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        item = self._q.get()
+        if item is self._END:
+            self._q.put(self._END)  # stay exhausted
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item  # type: ignore[return-value]
+
+    def __enter__(self) -> _Prefetch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+class _IterReader:
+    """A file-like `read(n)` over an iterator of byte chunks, so BlobStore.put_stream can consume a download.
+
+    Chunks no larger than `n` are handed over as they are (no copy); larger ones are split.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], on_chunk: Callable[[bytes], Any] | None = None) -> None:
+        self._chunks = chunks
+        self._buf = b""
+        self._on_chunk = on_chunk
+
+    def _next(self) -> bytes:
+        chunk = next(self._chunks, b"")
+        if chunk and self._on_chunk is not None:
+            self._on_chunk(chunk)
+        return chunk
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            parts = [self._buf]
+            while chunk := self._next():
+                parts.append(chunk)
+            self._buf = b""
+            return b"".join(parts)
+        if not self._buf:
+            self._buf = self._next()
+        out, self._buf = (self._buf, b"") if len(self._buf) <= n else (self._buf[:n], self._buf[n:])
+        return out
+
+
+# --- search ------------------------------------------------------------------------------------------------
+
+
+def remote_search(url: str, query: SearchQuery, *, token: str | None = None) -> SearchResult:
+    """Run a registry search on a hub's JSON API (`POST /api/adapterhub/search`).
+
+    A `base` that is a local model path is fingerprinted here and sent as its architecture hash, as local search does.
+    """
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    endpoint = url.rstrip("/")
+    if query.base and Path(query.base).exists():
+        from ..fingerprint import fingerprint
+
+        query = query.model_copy(update={"base": fingerprint(Path(query.base)).arch_hash})
+    import httpx2
+
+    try:
+        r = get_session().post(f"{endpoint}/api/adapterhub/search", json=query.model_dump(mode="json"), headers=build_hf_headers(token=token))
+    except httpx2.TransportError as exc:
+        raise RemoteError(endpoint, f"cannot reach the hub ({type(exc).__name__}: {exc})") from None
+    if r.status_code == 404:
+        raise RemoteError(endpoint, "no adapterhub search API here", hint="point --remote at an `adapterhub serve` hub")
+    if r.status_code >= 400:
+        raise RemoteError(endpoint, f"HTTP {r.status_code}: {r.text[:200]}")
+    return SearchResult.model_validate(r.json())
+
+
+def _check_repo_id(repo_id: str) -> str:
+    """`namespace/name` with path-safe segments (what both the Hub and the registry accept)."""
+    ns, sep, nm = repo_id.partition("/")
+    if not sep:
+        raise UsageError(f"repository {repo_id!r} needs a namespace", hint="use NAMESPACE/NAME")
+    check_segment(ns, "namespace")
+    check_segment(nm, "repository name")
+    return repo_id
+
+
+def _default_registry() -> Registry:
+    from ..store.registry import Registry
+
+    return Registry()
+
+
+__all__ = ["PushResult", "endpoint_url", "pull", "push", "remote_search", "AdapterHubError"]

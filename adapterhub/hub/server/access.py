@@ -1,0 +1,85 @@
+"""Who may do what on the hub: bearer tokens from `adapterhub token create` (namespace + read/write scope, stored
+hashed) and static `serve --token` tokens (write on every namespace).
+
+A hub with no token at all is open: a local, single-user hub, as `adapterhub serve` starts by default. Once any
+token exists, writes need a write token for the namespace, and private repositories are visible only to tokens
+that may read their namespace; to everyone else they do not exist (RepoNotFound), as on the Hub.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from fastapi import Request
+
+from ...card import TokenScope
+from ...errors import PermissionDenied, RepoNotFound, Unauthenticated
+from ...store.db import Database
+from ...store.tokens import TokenStore
+from ..types import HubRepo
+
+OPEN_HUB_USER = "adapterhub"
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: str
+    namespace: str  # the namespace the token works on; "*" for all
+    write: bool
+
+    def may(self, namespace: str, *, write: bool) -> bool:
+        return self.namespace in ("*", namespace) and (self.write or not write)
+
+    @property
+    def home_namespace(self) -> str:
+        """Where `create_repo("name")` without a namespace goes."""
+        return self.namespace if self.namespace != "*" else self.user
+
+
+_OPEN = Caller(OPEN_HUB_USER, "*", True)
+
+
+class Access:
+    def __init__(self, db: Database, static_tokens: dict[str, str] | None = None) -> None:
+        self.tokens = TokenStore(db)
+        self.static = dict(static_tokens or {})  # secret -> user name
+
+    def enforced(self) -> bool:
+        return bool(self.static) or bool(self.tokens.list())
+
+    def caller(self, request: Request) -> Caller | None:
+        """The caller's rights; None when tokens are enforced and the request has no valid one."""
+        if not self.enforced():
+            return _OPEN
+        auth = request.headers.get("authorization", "")
+        secret = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if not secret:
+            return None
+        for known, user in self.static.items():
+            if hmac.compare_digest(secret.encode(), known.encode()):
+                return Caller(user, "*", True)
+        info = self.tokens.verify(secret)
+        if info is None:
+            return None
+        user = info.namespace if info.namespace != "*" else (info.label or info.prefix)
+        return Caller(user, info.namespace, info.allows(info.namespace, TokenScope.WRITE, now=datetime.now(timezone.utc)))
+
+    def require_write(self, request: Request, namespace: str) -> Caller:
+        caller = self.caller(request)
+        if caller is None:
+            raise Unauthenticated("writing to this hub needs a token", hint="pass token=... / set HF_TOKEN to a write token")
+        if not caller.may(namespace, write=True):
+            raise PermissionDenied(f"the token may not write to namespace {namespace!r}")
+        return caller
+
+    def check_readable(self, request: Request, repo: HubRepo) -> None:
+        if repo.private and not self.can_read(request, repo):
+            raise RepoNotFound(repo.repo_id)
+
+    def can_read(self, request: Request, repo: HubRepo) -> bool:
+        if not repo.private:
+            return True
+        caller = self.caller(request)
+        return caller is not None and caller.may(repo.namespace, write=False)

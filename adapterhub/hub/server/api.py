@@ -1,0 +1,230 @@
+"""Info and listings in the Hub's JSON shapes: model info, tree (recursive, Link-paginated), model search, refs,
+commits, and a minimal `whoami-v2` so clients that ask who they are keep working."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ...errors import EntryNotFound, UsageError
+from ...store.hub_store import CARD_FILE, README_FILE, HubStore
+from ..modelcard import front_matter
+from ..types import HubCommit, HubFile, HubRepo
+from .app import context
+
+router = APIRouter()
+
+
+def _iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def repo_meta(hub: HubStore, files: list[HubFile]) -> dict[str, Any]:
+    """What a revision's files say about it: the README front matter (cardData), tags, library and task."""
+    by_path = {f.path: f for f in files}
+    card: dict[str, Any] = {}
+    if README_FILE in by_path:
+        try:
+            card = front_matter(hub.blob_path(by_path[README_FILE]).read_text("utf-8", "replace"))
+        except (ValueError, OSError):
+            card = {}  # a broken README does not hide the repository
+    tags = [str(t) for t in (card.get("tags") or []) if isinstance(t, (str, int, float))]
+    library = card.get("library_name") or ("peft" if "adapter_config.json" in by_path else None)
+    if library and library not in tags:
+        tags.append(str(library))
+    if any(p.endswith(".safetensors") for p in by_path) and "safetensors" not in tags:
+        tags.append("safetensors")
+    task = None
+    if CARD_FILE in by_path:
+        try:
+            task = json.loads(hub.blob_path(by_path[CARD_FILE]).read_bytes()).get("task")
+        except (ValueError, OSError, AttributeError):
+            task = None
+    return {"cardData": card or None, "tags": tags, "library_name": library, "pipeline_tag": card.get("pipeline_tag"), "task": task}
+
+
+def _sibling(f: HubFile, blobs: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"rfilename": f.path}
+    if blobs:
+        out["size"] = f.size
+        out["blobId"] = f.oid
+        if f.lfs:
+            out["lfs"] = {"size": f.size, "sha256": f.sha256, "pointerSize": f.pointer_size}
+    return out
+
+
+def model_json(hub: HubStore, repo: HubRepo, commit: HubCommit, files: list[HubFile], *, blobs: bool = False, full: bool = True) -> dict[str, Any]:
+    meta = repo_meta(hub, files)
+    out: dict[str, Any] = {
+        "_id": commit.id, "id": repo.repo_id, "modelId": repo.repo_id, "author": repo.namespace, "sha": commit.id,
+        "lastModified": _iso(commit.created_at), "createdAt": _iso(repo.created_at), "private": repo.private,
+        "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": meta["tags"],
+        "library_name": meta["library_name"], "pipeline_tag": meta["pipeline_tag"],
+    }  # fmt: skip
+    if full:
+        out["cardData"] = meta["cardData"]
+        out["siblings"] = [_sibling(f, blobs) for f in files]
+        out["usedStorage"] = sum(f.size for f in files)
+        out["adapterhub"] = {"task": meta["task"], "adapter_ref": commit.adapter_ref}
+    return out
+
+
+def _tree_entry(f: HubFile) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "file", "oid": f.oid, "size": f.size, "path": f.path}
+    if f.lfs:
+        out["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": f.pointer_size}
+    return out
+
+
+def _dir_entry(path: str, files: list[HubFile]) -> dict[str, Any]:
+    # A stable id for the folder's content, shaped like git's tree id.
+    listing = "".join(f"{f.oid} {f.path}\n" for f in files if f.path.startswith(path + "/"))
+    return {"type": "directory", "oid": hashlib.sha1(listing.encode()).hexdigest(), "size": 0, "path": path}
+
+
+def tree_entries(files: list[HubFile], path: str, recursive: bool) -> list[dict[str, Any]]:
+    """The Hub's tree listing of `path` (the root when empty): files and folders, sorted by path."""
+    prefix = path.strip("/") + "/" if path.strip("/") else ""
+    under = [f for f in files if f.path.startswith(prefix)]
+    dirs: set[str] = set()
+    entries: dict[str, dict[str, Any]] = {}
+    for f in under:
+        rest = f.path[len(prefix):]
+        parts = rest.split("/")
+        if recursive:
+            for i in range(1, len(parts)):
+                dirs.add(prefix + "/".join(parts[:i]))
+            entries[f.path] = _tree_entry(f)
+        elif len(parts) == 1:
+            entries[f.path] = _tree_entry(f)
+        else:
+            dirs.add(prefix + parts[0])
+    for d in dirs:
+        entries[d] = _dir_entry(d, files)
+    return [entries[k] for k in sorted(entries)]
+
+
+def _page(request: Request, items: list[Any], page_size: int) -> JSONResponse:
+    """One page of `items` from `?cursor=` on, with a `Link: <...>; rel="next"` header when more remain."""
+    try:
+        start = max(int(request.query_params.get("cursor", "0")), 0)
+    except ValueError:
+        raise UsageError("cursor must be an integer offset") from None
+    page = items[start : start + page_size]
+    headers = {}
+    if start + page_size < len(items):
+        headers["Link"] = f'<{request.url.include_query_params(cursor=start + page_size)}>; rel="next"'
+    return JSONResponse(page, headers=headers)
+
+
+@router.get("/api/models/{namespace}/{name}")
+@router.get("/api/models/{namespace}/{name}/revision/{revision:path}")
+def model_info(namespace: str, name: str, request: Request, revision: str = "main", blobs: bool = False) -> dict[str, Any]:
+    ctx = context(request)
+    repo, commit = ctx.hub.resolve(namespace, name, revision)
+    ctx.check_readable(request, repo)
+    return model_json(ctx.hub, repo, commit, ctx.hub.files(commit.id), blobs=blobs)
+
+
+@router.get("/api/models/{namespace}/{name}/tree/{revision}")
+@router.get("/api/models/{namespace}/{name}/tree/{revision}/{path:path}")
+def tree(namespace: str, name: str, revision: str, request: Request, path: str = "", recursive: bool = False) -> JSONResponse:
+    ctx = context(request)
+    repo, commit = ctx.hub.resolve(namespace, name, revision)
+    ctx.check_readable(request, repo)
+    entries = tree_entries(ctx.hub.files(commit.id), path, recursive)
+    if path.strip("/") and not entries:
+        raise EntryNotFound(repo.repo_id, commit.id, path)
+    return _page(request, entries, ctx.page_size)
+
+
+@router.post("/api/models/{namespace}/{name}/paths-info/{revision}")
+async def paths_info(namespace: str, name: str, revision: str, request: Request) -> list[dict[str, Any]]:
+    """Entries for the given paths (files or folders; unknown paths are left out), as `get_paths_info` expects."""
+    ctx = context(request)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    repo, commit = await run_in_threadpool(ctx.hub.resolve, namespace, name, revision)
+    ctx.check_readable(request, repo)
+    files = await run_in_threadpool(ctx.hub.files, commit.id)
+    by_path = {f.path: f for f in files}
+    out = []
+    for path in form.get("paths", []):
+        path = path.strip("/")
+        if path in by_path:
+            out.append(_tree_entry(by_path[path]))
+        elif any(f.path.startswith(path + "/") for f in files):
+            out.append(_dir_entry(path, files))
+    return out
+
+
+@router.get("/api/models/{namespace}/{name}/refs")
+def refs(namespace: str, name: str, request: Request) -> dict[str, Any]:
+    ctx = context(request)
+    repo, commit = ctx.hub.resolve(namespace, name, "main")
+    ctx.check_readable(request, repo)
+    main = {"name": "main", "ref": "refs/heads/main", "targetCommit": commit.id}
+    return {"branches": [main], "converts": [], "tags": [], "pullRequests": []}
+
+
+@router.get("/api/models/{namespace}/{name}/commits/{revision}")
+def commits(namespace: str, name: str, revision: str, request: Request) -> JSONResponse:
+    ctx = context(request)
+    repo, _ = ctx.hub.resolve(namespace, name, revision)
+    ctx.check_readable(request, repo)
+    items = [
+        {"id": c.id, "title": c.summary, "message": c.description, "authors": [], "date": _iso(c.created_at)}
+        for c in ctx.hub.history(namespace, name, revision)
+    ]
+    return _page(request, items, ctx.page_size)
+
+
+@router.get("/api/models")
+def list_models(
+    request: Request,
+    search: str | None = None,
+    author: str | None = None,
+    filter: list[str] = Query(default=[]),  # noqa: A002 - the Hub's parameter name
+    sort: str = "lastModified",
+    limit: int | None = Query(default=None, ge=1),
+    full: bool = False,
+    cardData: bool = False,  # noqa: N803 - the Hub's parameter name
+) -> JSONResponse:
+    """Repositories whose id contains `search`, owned by `author`, carrying every `filter` tag; newest first."""
+    ctx = context(request)
+    repos, _ = ctx.hub.list_repos(search=search, author=author, sort=sort, limit=100_000)
+    items = []
+    for repo in repos:
+        if repo.head is None or not ctx.access.can_read(request, repo):
+            continue
+        _, commit = ctx.hub.resolve(repo.namespace, repo.name, repo.head)
+        files = ctx.hub.files(commit.id)
+        item = model_json(ctx.hub, repo, commit, files, full=full)
+        if cardData and not full:
+            item["cardData"] = repo_meta(ctx.hub, files)["cardData"]
+        if all(f in item["tags"] or f == item["library_name"] for f in filter):
+            items.append(item)
+    if sort == "id":
+        items.sort(key=lambda i: i["id"])
+    return _page(request, items, min(limit or ctx.page_size, ctx.page_size))
+
+
+@router.get("/api/whoami-v2")
+def whoami(request: Request) -> Response:
+    """Enough of the Hub's answer for `HfApi.whoami()` and tools that check the token's role first."""
+    caller = context(request).access.caller(request)
+    if caller is None:
+        return JSONResponse({"error": "invalid or missing token"}, status_code=401,
+                            headers={"X-Error-Message": "Invalid credentials in Authorization header"})  # fmt: skip
+    user = caller.user
+    return JSONResponse({
+        "type": "user", "id": hashlib.sha1(user.encode()).hexdigest()[:24], "name": user, "fullname": user,
+        "email": None, "emailVerified": False, "isPro": False, "orgs": [], "canPay": False, "periodEnd": None,
+        "auth": {"type": "access_token", "accessToken": {"displayName": user, "role": "write" if caller.write else "read", "createdAt": None}},
+    })  # fmt: skip

@@ -1,0 +1,81 @@
+"""A hub in a child process on 127.0.0.1 and a free port: for the demo, the benchmark and tests.
+
+The child is the real `adapterhub serve` command, so what runs is exactly what a user runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import RemoteError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class BackgroundHub:
+    url: str
+    home: Path  # the hub's registry home: blob store and SQLite database
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def registry(self):  # type: ignore[no-untyped-def]
+        """The hub's own registry, opened from this process (same database and blob store)."""
+        from ...store.registry import Registry
+
+        return Registry(home=self.home)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Ctrl-C the server (uvicorn shuts down cleanly on SIGINT), then kill it if it lingers."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+
+    def __enter__(self) -> BackgroundHub:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_hub(home: Path, *, args: list[str] | None = None, timeout: float = 120.0) -> BackgroundHub:
+    """Start `adapterhub serve` over `home` and wait until it answers; RemoteError (with its log) if it dies first."""
+    import httpx
+
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = home / "server.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "ADAPTERHUB_HOME": str(home)}
+    env.pop("ADAPTERHUB_DATABASE_URL", None)
+    cmd = [sys.executable, "-m", "adapterhub", "serve", "--storage", str(home), "--port", str(port), *(args or [])]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    hub = BackgroundHub(f"http://127.0.0.1:{port}", home, proc, log)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RemoteError(hub.url, f"adapterhub serve exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{hub.url}/api/models", params={"limit": 1}, timeout=2).status_code == 200:
+                return hub
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            hub.stop()
+            raise RemoteError(hub.url, f"adapterhub serve did not answer within {timeout:.0f} s: {log.read_text()[-2000:]}")
+        time.sleep(0.2)

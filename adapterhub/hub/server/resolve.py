@@ -1,0 +1,96 @@
+"""Downloads: `HEAD`/`GET /{namespace}/{name}/resolve/{revision}/{path}` with the headers `hf_hub_download` needs.
+
+`X-Repo-Commit` names the commit the revision resolved to; `ETag` is the git blob id (small files) or the sha256
+(LFS-size files, also sent as `X-Linked-Etag` with `X-Linked-Size`, as the Hub does); one byte range is honoured
+(206 + Content-Range), so interrupted downloads resume.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from ...errors import RepoNotFound, StoreError
+from ..types import HubFile
+from .app import context
+
+router = APIRouter()
+CHUNK = 4 << 20  # large reads keep a localhost transfer bound by the socket, not by Python per-chunk overhead
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _headers(f: HubFile, commit: str) -> dict[str, str]:
+    h = {
+        "X-Repo-Commit": commit,
+        "ETag": f'"{f.etag}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": f'attachment; filename="{os.path.basename(f.path)}"',
+    }
+    if f.lfs:
+        h["X-Linked-Etag"] = f'"{f.sha256}"'
+        h["X-Linked-Size"] = str(f.size)
+    return h
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+    """(start, end inclusive) for one satisfiable range, None to send everything, "unsatisfiable" for a 416."""
+    if not header:
+        return None
+    m = _RANGE.match(header.strip().replace(" ", ""))
+    if not m or (not m.group(1) and not m.group(2)):
+        return None  # several ranges or another unit: the whole file is a valid answer
+    if m.group(1):
+        start = int(m.group(1))
+        end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    else:
+        start, end = max(size - int(m.group(2)), 0), size - 1
+    if start >= size or start > end:
+        return "unsatisfiable"
+    return start, end
+
+
+def _read(fh: BinaryIO, start: int, length: int) -> Iterator[bytes]:
+    with fh:
+        fh.seek(start)
+        while length > 0:
+            chunk = fh.read(min(CHUNK, length))
+            if not chunk:
+                # The blob is shorter than recorded (damaged on disk): stop, the client sees a short body.
+                return
+            length -= len(chunk)
+            yield chunk
+
+
+@router.api_route("/{namespace}/{name}/resolve/{revision}/{path:path}", methods=["GET", "HEAD"])
+def resolve_file(namespace: str, name: str, revision: str, path: str, request: Request) -> Response:
+    """One file of one revision; a sync route so blob reads run in the threadpool, not on the event loop."""
+    ctx = context(request)
+    if namespace in ("api", "static"):
+        raise RepoNotFound(f"{namespace}/{name}")
+    repo, commit = ctx.hub.resolve(namespace, name, revision)
+    ctx.check_readable(request, repo)
+    f = ctx.hub.file(repo.repo_id, commit.id, path)
+    headers = _headers(f, commit.id)
+    rng = _byte_range(request.headers.get("range"), f.size)
+    if rng == "unsatisfiable":
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{f.size}"})
+    start, end = rng if isinstance(rng, tuple) else (0, f.size - 1)
+    length = end - start + 1 if f.size else 0
+    status = 206 if isinstance(rng, tuple) else 200
+    headers["Content-Length"] = str(length)
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end}/{f.size}"
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    try:  # opened before the status line goes out, so a lost blob is a clear 500, not a cut connection
+        fh = open(ctx.hub.blob_path(f), "rb")
+    except FileNotFoundError:
+        raise StoreError(f"the bytes of {repo.repo_id}/{path} are missing from the hub's blob store",
+                         hint="run `adapterhub fsck` on the hub and push the file again") from None  # fmt: skip
+    return StreamingResponse(_read(fh, start, length), status_code=status, headers=headers)

@@ -1,0 +1,405 @@
+"""The hub's storage: repositories, commits and branch refs in the database, file bytes in the shared blob store.
+
+Every commit records its whole file list, so a revision is immutable and stays downloadable after `main` moves.
+A commit runs in one write transaction; a hook given by the caller (the registry registering the adapter the
+commit contains) runs inside that same transaction, so either both land or neither does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from ..card import AdapterCard, BaseModelRefInfo, EvalScore, FileEntry, Lineage
+from ..errors import (
+    AlreadyExists,
+    CommitConflict,
+    EntryNotFound,
+    IntegrityError,
+    InvalidAdapter,
+    RepoNotFound,
+    RevisionNotFound,
+    UsageError,
+)
+from ..fsutil import check_relative_path, check_segment
+from ..hub.oids import GITATTRIBUTES, commit_id, git_blob_sha1, is_lfs
+from ..hub.types import FileAddition, HubCommit, HubFile, HubRepo
+from .blobs import BlobStore
+from .db import Database
+from .hub_orm import HubCommitFileRow, HubCommitRow, HubRefRow, HubRepoRow
+
+DEFAULT_BRANCH = "main"
+_COMMIT_ID_LEN = 40
+
+# Called inside the commit's transaction with the repo id and the new tree; returns what it registered (or None).
+CommitHook = Callable[[Session, str, dict[str, HubFile]], "str | None"]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(dt: datetime) -> datetime:
+    """SQLite hands datetimes back naive; they were stored in UTC."""
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+
+
+def _is_commit_id(rev: str) -> bool:
+    return len(rev) == _COMMIT_ID_LEN and all(c in "0123456789abcdef" for c in rev)
+
+
+class HubStore:
+    """Hub repositories over the registry's database and blob store."""
+
+    def __init__(self, db: Database, blobs: BlobStore) -> None:
+        self.db = db
+        self.blobs = blobs
+
+    # --- repositories ------------------------------------------------------------------------------------------
+
+    def create_repo(self, namespace: str, name: str, *, private: bool = False, repo_type: str = "model") -> HubRepo:
+        """A new repository with an initial commit holding `.gitattributes`, as the Hub creates them."""
+        check_segment(namespace, "namespace")
+        check_segment(name, "repository name")
+        sha256, size = self.blobs.put_bytes(GITATTRIBUTES)
+        attrs = HubFile(path=".gitattributes", sha256=sha256, git_sha1=git_blob_sha1(GITATTRIBUTES), size=size)
+        try:
+            return self._create_repo(namespace, name, private, repo_type, attrs)
+        except sa.exc.IntegrityError:  # a concurrent create won the unique constraint (PostgreSQL)
+            raise AlreadyExists(f"hub repository {namespace}/{name}", hint="push to it, or pick another name") from None
+
+    def _create_repo(self, namespace: str, name: str, private: bool, repo_type: str, attrs: HubFile) -> HubRepo:
+        with self.db.write() as s:
+            if self._repo_row(s, namespace, name) is not None:
+                raise AlreadyExists(f"hub repository {namespace}/{name}", hint="push to it, or pick another name")
+            now = _now()
+            row = HubRepoRow(namespace=namespace, name=name, private=private, repo_type=repo_type, created_at=now, last_modified=now)
+            s.add(row)
+            s.flush()
+            cid = commit_id(None, [(attrs.path, attrs.oid)], "initial commit", now, secrets.token_hex(8))
+            s.add(HubCommitRow(id=cid, repo_id=row.id, parent_id=None, summary="initial commit", description="", created_at=now))
+            s.flush()
+            s.add(HubCommitFileRow(commit_id=cid, **attrs.model_dump()))
+            s.add(HubRefRow(repo_id=row.id, name=DEFAULT_BRANCH, commit_id=cid))
+            s.flush()
+            return self._to_repo(row, cid)
+
+    def repo(self, namespace: str, name: str) -> HubRepo:
+        with self.db.session() as s:
+            row = self._repo_row(s, namespace, name)
+            if row is None:
+                raise RepoNotFound(f"{namespace}/{name}")
+            return self._to_repo(row, self._ref(s, row.id, DEFAULT_BRANCH))
+
+    def list_repos(
+        self, *, search: str | None = None, author: str | None = None, sort: str = "lastModified", limit: int = 100,
+        offset: int = 0, include_private: bool = True,
+    ) -> tuple[list[HubRepo], int]:
+        """Repositories whose `ns/name` contains `search` (any case), owned by `author`; newest first, and the total."""
+        q = sa.select(HubRepoRow)
+        if search:
+            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            q = q.where(sa.func.lower(HubRepoRow.namespace + "/" + HubRepoRow.name).like(f"%{escaped}%", escape="\\"))
+        if author:
+            q = q.where(HubRepoRow.namespace == author)
+        if not include_private:
+            q = q.where(HubRepoRow.private.is_(False))
+        order = HubRepoRow.created_at if sort == "createdAt" else HubRepoRow.last_modified
+        q = q.order_by(order.desc(), HubRepoRow.id.desc())
+        with self.db.session() as s:
+            total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
+            rows = s.scalars(q.offset(offset).limit(limit)).all()
+            heads = dict(
+                s.execute(
+                    sa.select(HubRefRow.repo_id, HubRefRow.commit_id).where(
+                        HubRefRow.repo_id.in_([r.id for r in rows]), HubRefRow.name == DEFAULT_BRANCH
+                    )
+                ).all()
+            )
+            return [self._to_repo(r, heads.get(r.id)) for r in rows], total
+
+    # --- revisions and files -----------------------------------------------------------------------------------
+
+    def resolve(self, namespace: str, name: str, revision: str) -> tuple[HubRepo, HubCommit]:
+        """A branch name or a full commit id -> the repository and the commit; RepoNotFound/RevisionNotFound."""
+        with self.db.session() as s:
+            row = self._repo_row(s, namespace, name)
+            if row is None:
+                raise RepoNotFound(f"{namespace}/{name}")
+            head = self._ref(s, row.id, DEFAULT_BRANCH)
+            cid = self._ref(s, row.id, revision)
+            if cid is None and _is_commit_id(revision):
+                cid = s.scalar(sa.select(HubCommitRow.id).where(HubCommitRow.id == revision, HubCommitRow.repo_id == row.id))
+            if cid is None:
+                raise RevisionNotFound(f"{namespace}/{name}", revision)
+            commit = s.get(HubCommitRow, cid)
+            assert commit is not None  # a ref always points at an existing commit (foreign key)
+            return self._to_repo(row, head), self._to_commit(commit)
+
+    def files(self, commit: str) -> list[HubFile]:
+        """All files of a commit, sorted by path."""
+        with self.db.session() as s:
+            rows = s.scalars(sa.select(HubCommitFileRow).where(HubCommitFileRow.commit_id == commit).order_by(HubCommitFileRow.path))
+            return [self._to_file(r) for r in rows]
+
+    def file(self, repo_id: str, commit: str, path: str) -> HubFile:
+        with self.db.session() as s:
+            row = s.get(HubCommitFileRow, (commit, path))
+            if row is None:
+                raise EntryNotFound(repo_id, commit, path)
+            return self._to_file(row)
+
+    def history(self, namespace: str, name: str, revision: str = DEFAULT_BRANCH, *, limit: int = 1000) -> list[HubCommit]:
+        """Commits reachable from `revision`, newest first (follows parent links)."""
+        _, commit = self.resolve(namespace, name, revision)
+        out = [commit]
+        with self.db.session() as s:
+            while out[-1].parent_id and len(out) < limit:
+                row = s.get(HubCommitRow, out[-1].parent_id)
+                if row is None:
+                    break
+                out.append(self._to_commit(row))
+        return out
+
+    # --- commits -----------------------------------------------------------------------------------------------
+
+    def commit(
+        self, namespace: str, name: str, *, additions: list[FileAddition], deletions: Iterable[str] = (),
+        summary: str = "", description: str = "", parent: str | None = None, branch: str = DEFAULT_BRANCH,
+        hook: CommitHook | None = None,
+    ) -> HubCommit:
+        """Apply additions and deletions on top of `branch`; with `parent`, refuse (CommitConflict) if the head moved.
+
+        Deletions name files or folders (a trailing '/' or any prefix that is a folder). Blobs must be stored first.
+        """
+        if branch != DEFAULT_BRANCH:
+            raise UsageError(f"cannot commit to {branch!r}: this hub has one branch, {DEFAULT_BRANCH}")
+        for a in additions:
+            check_relative_path(a.path)
+            if not self.blobs.has(a.sha256):
+                raise UsageError(f"file {a.path}: blob {a.sha256[:12]} was not uploaded")
+        with self.db.write() as s:
+            repo = self._repo_row(s, namespace, name)
+            if repo is None:
+                raise RepoNotFound(f"{namespace}/{name}")
+            # Lock the branch row (PostgreSQL); on SQLite the write transaction already serialises writers.
+            ref = s.scalar(
+                sa.select(HubRefRow).where(HubRefRow.repo_id == repo.id, HubRefRow.name == branch).with_for_update()
+            )
+            head = ref.commit_id if ref is not None else None
+            if parent is not None and parent != head:
+                raise CommitConflict(f"{namespace}/{name}", parent, head)
+            tree: dict[str, HubFile] = {}
+            if head is not None:
+                rows = s.scalars(sa.select(HubCommitFileRow).where(HubCommitFileRow.commit_id == head))
+                tree = {r.path: self._to_file(r) for r in rows}
+            for d in deletions:
+                folder = d.rstrip("/") + "/"
+                doomed = [p for p in tree if p == d or p.startswith(folder)]
+                if not doomed:
+                    raise EntryNotFound(f"{namespace}/{name}", head or branch, d)
+                for p in doomed:
+                    del tree[p]
+            for a in additions:
+                tree[a.path] = HubFile(path=a.path, sha256=a.sha256, git_sha1=a.git_sha1, size=a.size, lfs=is_lfs(a.path, a.size))
+            now = _now()
+            cid = commit_id(head, [(f.path, f.oid) for f in tree.values()], summary, now, secrets.token_hex(8))
+            row = HubCommitRow(id=cid, repo_id=repo.id, parent_id=head, summary=summary, description=description, created_at=now)
+            s.add(row)
+            s.flush()
+            s.add_all(HubCommitFileRow(commit_id=cid, **f.model_dump()) for f in tree.values())
+            if ref is None:
+                s.add(HubRefRow(repo_id=repo.id, name=branch, commit_id=cid))
+            else:
+                ref.commit_id = cid
+            repo.last_modified = now
+            s.flush()
+            if hook is not None:
+                row.adapter_ref = hook(s, f"{namespace}/{name}", tree)
+                s.flush()
+            return self._to_commit(row)
+
+    def blob_path(self, f: HubFile) -> Path:
+        return self.blobs.path(f.sha256)
+
+    # --- rows -> domain types ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _repo_row(s: Session, namespace: str, name: str) -> HubRepoRow | None:
+        return s.scalar(sa.select(HubRepoRow).where(HubRepoRow.namespace == namespace, HubRepoRow.name == name))
+
+    @staticmethod
+    def _ref(s: Session, repo_pk: int, name: str) -> str | None:
+        return s.scalar(sa.select(HubRefRow.commit_id).where(HubRefRow.repo_id == repo_pk, HubRefRow.name == name))
+
+    @staticmethod
+    def _to_repo(row: HubRepoRow, head: str | None) -> HubRepo:
+        return HubRepo(
+            namespace=row.namespace, name=row.name, repo_type=row.repo_type, private=row.private,
+            created_at=_aware(row.created_at), last_modified=_aware(row.last_modified), head=head,
+        )  # fmt: skip
+
+    @staticmethod
+    def _to_commit(row: HubCommitRow) -> HubCommit:
+        return HubCommit(
+            id=row.id, parent_id=row.parent_id, summary=row.summary, description=row.description,
+            adapter_ref=row.adapter_ref, created_at=_aware(row.created_at),
+        )  # fmt: skip
+
+    @staticmethod
+    def _to_file(row: HubCommitFileRow) -> HubFile:
+        return HubFile(path=row.path, sha256=row.sha256, git_sha1=row.git_sha1, size=row.size, lfs=row.lfs)
+
+
+# --- registering an adapter from hub files (a commit on the server, a pull on the client) -------------------
+
+CARD_FILE = "adapterhub.json"
+README_FILE = "README.md"
+# Files of a repo that describe the repo; they are not part of the adapter version a registry records.
+REPO_ONLY_FILES = frozenset({CARD_FILE, README_FILE, ".gitattributes"})
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle")
+
+
+class AdapterFields(BaseModel):
+    """What a registry version needs beyond the PEFT files: from `adapterhub.json`, or a README and the config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    scores: list[EvalScore] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    description: str = ""
+    license: str | None = None
+    lineage: Lineage | None = None
+    base_model: BaseModelRefInfo | None = None
+
+
+def describe_adapter(files: Iterable[str], card_json: bytes | None, readme: str | None, config: dict[str, Any]) -> tuple[list[str], AdapterFields]:
+    """Which files form the adapter and what to record about it: the card when there is one, else README + config."""
+    if card_json is not None:
+        try:
+            card = AdapterCard.model_validate_json(card_json)
+        except ValueError as exc:
+            raise InvalidAdapter(CARD_FILE, [f"not an AdapterCard: {str(exc).splitlines()[0]}"]) from None
+        fields = AdapterFields(task=card.task, scores=card.scores, tags=card.tags, description=card.description,
+                               license=card.license, lineage=card.lineage, base_model=card.base_model)  # fmt: skip
+        return [f.path for f in card.files], fields
+    from ..hub.modelcard import card_info
+
+    try:
+        info = card_info(readme, config)
+    except ValueError:  # unreadable front matter: the config alone still describes the adapter
+        info = card_info(None, config)
+    names = [p for p in files if "/" not in p and p not in REPO_ONLY_FILES and not p.startswith(".") and not p.endswith(PICKLE_SUFFIXES)]
+    return names, AdapterFields(task=info.task, scores=info.scores, tags=info.tags, description=info.description, license=info.license)
+
+
+def stage_files(blobs: BlobStore, files: dict[str, FileEntry], folder: Path) -> None:
+    """Lay the blobs out as an adapter folder: hard links (blobs are read-only and immutable), copies across devices."""
+    for path, f in files.items():
+        target = folder / check_relative_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(blobs.path(f.sha256), target)
+        except OSError:
+            blobs.copy_to(f.sha256, target, expected_size=f.size)
+
+
+def record_adapter(s: Session, folder: Path, name: str, files: dict[str, FileEntry], fields: AdapterFields) -> AdapterCard:
+    """Check the staged adapter and record it as the next version of `name`, inside the caller's transaction.
+
+    This is the registry's `add` for bytes that are already in the blob store with known hashes: the hub's commit
+    and a pull both need it inside their own transaction, and with the base known by hash rather than by weights.
+    """
+    from ..peft_format import nonfinite_tensors, read_layout
+    from . import convert
+    from .orm import AdapterRow, BaseModelRow, EvalScoreRow, FileRow, TagRow
+    from .registry import _lock_repo  # the registry's get-or-create-and-lock, so version numbers stay unique
+
+    layout = read_layout(folder)
+    bad = nonfinite_tensors(layout)
+    if bad:
+        raise InvalidAdapter(name, [f"tensor {n} contains NaN or Inf" for n in bad])
+    cfg = layout.config
+    namespace, short = name.split("/", 1)
+    repo = _lock_repo(s, namespace, short)
+    repo.last_version += 1
+    s.execute(sa.update(AdapterRow).where(AdapterRow.repo_id == repo.id).values(is_latest=False))
+    row = AdapterRow(
+        repo=repo, version=repo.last_version, is_latest=True, task=fields.task, method=layout.method, rank=cfg.r,
+        rank_pattern={m: r for m, r in layout.rank_by_module.items() if r != cfg.r}, alpha=float(cfg.lora_alpha),
+        use_rslora=cfg.use_rslora, target_modules=layout.target_module_names, description=fields.description,
+        # the same words Registry.add indexes, so text search finds hub and pulled versions alike
+        search_text=" ".join([name, fields.task, fields.description, *sorted(set(fields.tags))]).lower(),
+        license=fields.license, base_model_name_or_path=cfg.base_model_name_or_path, peft_task_type=cfg.task_type,
+        lineage=fields.lineage.model_dump(mode="json") if fields.lineage else None,
+    )  # fmt: skip
+    s.add(row)
+    if fields.base_model is not None:
+        ref = fields.base_model
+        base = s.scalar(sa.select(BaseModelRow).where(BaseModelRow.content_hash == ref.content_hash))
+        if base is None:
+            # Only the identity travels with an adapter; size and dtype stay unknown until the weights are registered.
+            base = BaseModelRow(name=ref.name, arch_hash=ref.arch_hash, content_hash=ref.content_hash, parameter_count=0, dtype="unknown")
+            s.add(base)
+        row.base_model = base
+    row.files = [FileRow(path=p, sha256=f.sha256, size=f.size) for p, f in sorted(files.items())]
+    row.scores = [
+        EvalScoreRow(dataset=x.dataset, metric=x.metric, split=x.split, value=x.value, higher_is_better=x.higher_is_better)
+        for x in fields.scores
+    ]
+    row.tags = [TagRow(tag=t) for t in sorted(set(fields.tags))]
+    s.flush()
+    return convert.card(s, row)
+
+
+def adapter_hook(blobs: BlobStore, scratch: Path) -> CommitHook:
+    """A commit hook that registers the commit's adapter (PEFT config + safetensors) as the next registry version.
+
+    It runs inside the commit's transaction: an adapter that fails its checks aborts the commit, so the hub never
+    serves a revision that search cannot see. `adapterhub.json`, when present, must agree with the committed bytes.
+    """
+
+    def hook(s: Session, repo_id: str, tree: dict[str, HubFile]) -> str | None:
+        from ..peft_format import CONFIG_NAME, WEIGHTS_NAME
+
+        if CONFIG_NAME not in tree or WEIGHTS_NAME not in tree:
+            return None
+        card_json = blobs.path(tree[CARD_FILE].sha256).read_bytes() if CARD_FILE in tree else None
+        readme = blobs.path(tree[README_FILE].sha256).read_text("utf-8", "replace") if README_FILE in tree else None
+        try:
+            config = json.loads(blobs.path(tree[CONFIG_NAME].sha256).read_bytes())
+        except ValueError as exc:
+            raise InvalidAdapter(f"{repo_id}/{CONFIG_NAME}", [f"not valid JSON ({exc})"]) from None
+        names, fields = describe_adapter(tree, card_json, readme, config if isinstance(config, dict) else {})
+        files: dict[str, FileEntry] = {}
+        for n in names:
+            got = tree.get(n)
+            if got is None:
+                raise InvalidAdapter(f"{repo_id}/{CARD_FILE}", [f"lists {n}, which the commit does not contain"])
+            files[n] = FileEntry(path=n, sha256=got.sha256, size=got.size)
+        if card_json is not None:
+            for f in AdapterCard.model_validate_json(card_json).files:
+                if (files[f.path].sha256, files[f.path].size) != (f.sha256, f.size):
+                    raise IntegrityError(f"{repo_id}/{f.path}", f"sha256 {f.sha256}, {f.size} bytes (per {CARD_FILE})",
+                                         f"sha256 {files[f.path].sha256}, {files[f.path].size} bytes")  # fmt: skip
+        scratch.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="commit-", dir=scratch))
+        try:
+            stage_files(blobs, files, folder)
+            return record_adapter(s, folder, repo_id, files, fields).ref
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return hook

@@ -1,0 +1,44 @@
+"""A real hub for the tests: `adapterhub serve` in a subprocess on 127.0.0.1 and a free port, spoken to by the
+unmodified huggingface_hub client. One server per test module keeps the suite fast; tests use distinct repo names."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapterhub.hub.server.background import BackgroundHub
+from adapterhub.hub.server.background import start_hub as _start
+
+HubServer = BackgroundHub
+PAGE_SIZE = 3  # small pages so every listing of a real adapter repo spans several Link-paginated pages
+
+
+def start_hub(home: Path) -> BackgroundHub:
+    return _start(home, args=["--page-size", str(PAGE_SIZE)])
+
+
+def stop_hub(server: BackgroundHub) -> None:
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundHub]:
+    server = start_hub(tmp_path_factory.mktemp("hub") / "home")
+    yield server
+    server.stop()
+    shutil.rmtree(server.home, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _hub_online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The root conftest turns the HF clients offline; these tests talk to a local hub, so turn them back on."""
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
