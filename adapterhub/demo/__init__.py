@@ -6,6 +6,7 @@ Each step lives in its own module with `run(ctx)`; they run in order and share a
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,10 +33,13 @@ class DemoContext:
     workdir: Path
     results: dict[str, Any] = field(default_factory=dict)
     echo: Callable[[str], None] = click.echo
+    sections: int = 0
 
     def heading(self, text: str) -> None:
+        """A numbered section heading; steps need not know how many sections came before them."""
+        self.sections += 1
         self.echo("")
-        self.echo(click.style(f"== {text}", bold=True))
+        self.echo(click.style(f"== {self.sections}. {text}", bold=True))
 
 
 def default_base_dir() -> Path:
@@ -53,6 +57,15 @@ def run_demo(workdir: Path, *, base_dir: Path | None = None, echo: Callable[[str
     from ..store.registry import Registry
 
     workdir.mkdir(parents=True, exist_ok=True)
+    # The demo prints its own compact progress; library progress bars would drown it.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # transformers is optional for the registry-only steps
+        pass
     ctx = DemoContext(Registry(home=workdir / "registry"), base_dir or default_base_dir(), workdir, echo=echo)
     for name in STEPS:
         if importlib.util.find_spec(name) is None:

@@ -34,7 +34,7 @@ def run(ctx: DemoContext) -> None:
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     tok = AutoTokenizer.from_pretrained(str(ctx.base_dir), local_files_only=True)
-    ctx.heading("5. Fine-tune two task adapters (LoRA r=8, top 3 layers; classify by cosine to label texts, no head)")
+    ctx.heading("Fine-tune two task adapters (LoRA r=8, top 3 layers; classify by cosine to label texts, no head)")
     model = load_base(ctx.base_dir)
     refs: dict[str, str] = {}
     for i, (name, steps) in enumerate(TRAINING):
@@ -58,7 +58,7 @@ def run(ctx: DemoContext) -> None:
         )
     del model
 
-    ctx.heading("6. Load the base once, attach both, swap")
+    ctx.heading("Load the base once, attach both, swap")
     t0 = time.perf_counter()
     model = load(ctx.base_dir, list(refs.values()), registry=ctx.registry, activate=False)
     ctx.echo(f"   load + validate + attach 2 adapters: {time.perf_counter() - t0:.2f} s")
@@ -75,7 +75,7 @@ def run(ctx: DemoContext) -> None:
     for text, sent, topic in rows:
         ctx.echo(f"   {text:<{width}}  {sent:<9}  {topic}")
 
-    ctx.heading("7. One mixed batch: each row with its own adapter (or none), vs separate runs")
+    ctx.heading("One mixed batch: each row with its own adapter (or none), vs separate runs")
     plan = [refs["sentiment"], refs["topic"], None, refs["topic"]]
     with torch.no_grad():
         with route(model, plan):

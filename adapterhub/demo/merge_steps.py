@@ -62,7 +62,7 @@ def run(ctx: DemoContext) -> None:
     reg = ctx.registry
     refs = _adapter_refs(ctx)
     ref = refs[0]
-    ctx.heading(f"5. Merge {ref} into the base: standalone weights, streamed tensor by tensor")
+    ctx.heading(f"Merge {ref} into the base: standalone weights, streamed tensor by tensor")
     out = ctx.workdir / "merged" / ref.split("@")[0].replace("/", "--")
     t0 = time.perf_counter()
     res = merge(ctx.base_dir, [ref], out, registry=reg, name=f"all-MiniLM-L6-v2+{ref.split('/')[1].split('@')[0]}", overwrite=True)
@@ -88,7 +88,7 @@ def run(ctx: DemoContext) -> None:
         ctx.echo("   (only one adapter registered: compose skipped)")
         return
     a, b = refs[0], refs[1]
-    ctx.heading(f"6. Compose {a} and {b} into one adapter")
+    ctx.heading(f"Compose {a} and {b} into one adapter")
     exact = compose([(a, 0.5), (b, 0.5)], "cat", name="demo/composed-cat", registry=reg)
     ctx.echo(f"   cat (exact weighted sum): {exact.card.ref if exact.card else ''} rank {exact.rank}, {exact.modules} modules")
     low = compose([(a, 0.5), (b, 0.5)], "svd", rank=4, name="demo/composed-svd4", registry=reg)

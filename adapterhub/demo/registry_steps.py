@@ -47,14 +47,14 @@ def write_seeded_adapter(base_dir, out_dir, *, rank: int, targets: list[str], us
 
 def run(ctx: DemoContext) -> None:
     reg = ctx.registry
-    ctx.heading("1. Fingerprint the base model from its weights")
+    ctx.heading("Fingerprint the base model from its weights")
     base = reg.register_base(ctx.base_dir, name="all-MiniLM-L6-v2")
     ctx.echo(f"   {base.name}: {base.parameter_count:,} parameters, {base.dtype}, model_type={base.model_type}")
     ctx.echo(f"   content hash {base.content_hash}")
     ctx.echo(f"   arch hash    {base.arch_hash}")
     ctx.results["base"] = base
 
-    ctx.heading("2. Register seeded LoRA adapters (untrained: they show the registry, not quality)")
+    ctx.heading("Register seeded LoRA adapters (untrained: they show the registry, not quality)")
     refs = []
     for i, (name, task, rank, targets, rslora) in enumerate(ADAPTERS):
         folder = write_seeded_adapter(ctx.base_dir, ctx.workdir / "adapters" / name.split("/")[1], rank=rank,
@@ -66,14 +66,14 @@ def run(ctx: DemoContext) -> None:
                  f"  files={card.total_size:,} B")  # fmt: skip
     ctx.results["adapters"] = refs
 
-    ctx.heading("3. Search by task and by base hash")
+    ctx.heading("Search by task and by base hash")
     for task in ("sentiment", "similarity"):
         res = reg.search(SearchQuery(task=task))
         ctx.echo(f"   task={task}: " + ", ".join(c.ref for c in res.items))
     res = reg.search(SearchQuery(base=base.content_hash[:12], rank_min=8))
     ctx.echo(f"   base={base.content_hash[:12]} rank>=8: " + ", ".join(c.ref for c in res.items))
 
-    ctx.heading(f"4. The card of {refs[0]}")
+    ctx.heading(f"The card of {refs[0]}")
     card = reg.get(refs[0])
     for line in card.summary_lines():
         ctx.echo("   " + line)
