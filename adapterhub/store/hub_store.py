@@ -324,28 +324,15 @@ def record_adapter(s: Session, folder: Path, name: str, files: dict[str, FileEnt
     """
     from ..peft_format import nonfinite_tensors, read_layout
     from . import convert
-    from .orm import AdapterRow, BaseModelRow, EvalScoreRow, FileRow, TagRow
-    from .registry import _lock_repo  # the registry's get-or-create-and-lock, so version numbers stay unique
+    from .orm import BaseModelRow
+    from .records import VersionFields, record_version
 
     layout = read_layout(folder)
     bad = nonfinite_tensors(layout)
     if bad:
         raise InvalidAdapter(name, [f"tensor {n} contains NaN or Inf" for n in bad])
-    cfg = layout.config
     namespace, short = name.split("/", 1)
-    repo = _lock_repo(s, namespace, short)
-    repo.last_version += 1
-    s.execute(sa.update(AdapterRow).where(AdapterRow.repo_id == repo.id).values(is_latest=False))
-    row = AdapterRow(
-        repo=repo, version=repo.last_version, is_latest=True, task=fields.task, method=layout.method, rank=cfg.r,
-        rank_pattern={m: r for m, r in layout.rank_by_module.items() if r != cfg.r}, alpha=float(cfg.lora_alpha),
-        use_rslora=cfg.use_rslora, target_modules=layout.target_module_names, description=fields.description,
-        # the same words Registry.add indexes, so text search finds hub and pulled versions alike
-        search_text=" ".join([name, fields.task, fields.description, *sorted(set(fields.tags))]).lower(),
-        license=fields.license, base_model_name_or_path=cfg.base_model_name_or_path, peft_task_type=cfg.task_type,
-        lineage=fields.lineage.model_dump(mode="json") if fields.lineage else None,
-    )  # fmt: skip
-    s.add(row)
+    base = None
     if fields.base_model is not None:
         ref = fields.base_model
         base = s.scalar(sa.select(BaseModelRow).where(BaseModelRow.content_hash == ref.content_hash))
@@ -353,14 +340,9 @@ def record_adapter(s: Session, folder: Path, name: str, files: dict[str, FileEnt
             # Only the identity travels with an adapter; size and dtype stay unknown until the weights are registered.
             base = BaseModelRow(name=ref.name, arch_hash=ref.arch_hash, content_hash=ref.content_hash, parameter_count=0, dtype="unknown")
             s.add(base)
-        row.base_model = base
-    row.files = [FileRow(path=p, sha256=f.sha256, size=f.size) for p, f in sorted(files.items())]
-    row.scores = [
-        EvalScoreRow(dataset=x.dataset, metric=x.metric, split=x.split, value=x.value, higher_is_better=x.higher_is_better)
-        for x in fields.scores
-    ]
-    row.tags = [TagRow(tag=t) for t in sorted(set(fields.tags))]
-    s.flush()
+    entries = [FileEntry(path=p, sha256=f.sha256, size=f.size) for p, f in sorted(files.items())]
+    version = VersionFields(fields.task, fields.description, fields.license, fields.tags, fields.scores, fields.lineage, entries)
+    row = record_version(s, namespace, short, layout, version, base)
     return convert.card(s, row)
 
 

@@ -23,7 +23,8 @@ from ..paths import adapterhub_home
 from . import convert
 from .blobs import BlobStore
 from .db import Database, default_database_url
-from .orm import AdapterRow, AliasRow, BaseModelRow, EvalScoreRow, FileRow, RepoRow, TagRow
+from .orm import AdapterRow, AliasRow, BaseModelRow, FileRow, RepoRow
+from .records import VersionFields, record_version
 from .search import run_search
 
 RESERVED_ALIASES = {"latest"}
@@ -84,6 +85,9 @@ class Registry:
             s.add(row)
             s.flush()
         else:
+            if row.dtype == "unknown":  # first seen by hash only (a pull or hub commit): fill in what the weights say
+                row.parameter_count, row.dtype, row.arch_hash = fp.parameter_count, fp.dtype, fp.arch_hash
+                row.model_type = row.model_type or mtype
             if name and row.name != name:
                 row.name = name
             if lineage and not row.lineage:
@@ -143,31 +147,12 @@ class Registry:
             for p in _adapter_files(folder)
             for sha, size in [self.blobs.put_file(p)]
         ]
-        cfg = layout.config
+        fields = VersionFields(task, description, license, tags, scores, lineage, entries)
         with self.db.write() as s:
-            repo = _lock_repo(s, ref.namespace, ref.name)
-            repo.last_version += 1
-            s.execute(sa.update(AdapterRow).where(AdapterRow.repo_id == repo.id).values(is_latest=False))
             base_row = self._upsert_base(s, Path(base), fp, None, mtype, None) if fp is not None and base is not None else None
-            row = AdapterRow(
-                base_model=base_row,
-                repo=repo, version=repo.last_version, is_latest=True, task=task.strip(), method=layout.method,
-                rank=cfg.r, rank_pattern={m: r for m, r in layout.rank_by_module.items() if r != cfg.r},
-                alpha=float(cfg.lora_alpha), use_rslora=cfg.use_rslora, target_modules=layout.target_module_names,
-                description=description, search_text=" ".join([ref.full_name, task, description, *sorted(set(tags))]).lower(),
-                license=license, base_model_name_or_path=cfg.base_model_name_or_path,
-                peft_task_type=cfg.task_type, lineage=lineage.model_dump(mode="json") if lineage else None,
-            )  # fmt: skip
-            row.files = [FileRow(path=e.path, sha256=e.sha256, size=e.size) for e in entries]
-            row.scores = [
-                EvalScoreRow(dataset=x.dataset, metric=x.metric, split=x.split, value=x.value, higher_is_better=x.higher_is_better)
-                for x in scores
-            ]
-            row.tags = [TagRow(tag=t) for t in sorted(set(tags))]
-            s.add(row)
-            s.flush()
+            row = record_version(s, ref.namespace, ref.name, layout, fields, base_row)
             for a in aliases:
-                _set_alias(s, repo, a, row)
+                _set_alias(s, row.repo, a, row)
             return convert.card(s, row)
 
     # --- reading -----------------------------------------------------------------------------------------
@@ -363,19 +348,6 @@ def _check_alias(alias: str) -> str:
     if not ALIAS_PATTERN.match(alias):
         raise UsageError(f"bad alias {alias!r}", hint="an alias starts with a letter: letters, digits, '.', '_', '-'")
     return alias
-
-
-def _lock_repo(s: Session, namespace: str, name: str) -> RepoRow:
-    """Get or create the repo row and lock it for this transaction, so version numbers are issued one at a time."""
-    if s.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as ins
-    else:
-        from sqlalchemy.dialects.sqlite import insert as ins
-    s.execute(ins(RepoRow).values(namespace=namespace, name=name, last_version=0, private=False).on_conflict_do_nothing())
-    q = sa.select(RepoRow).where(RepoRow.namespace == namespace, RepoRow.name == name).execution_options(populate_existing=True)
-    if s.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update()
-    return s.scalars(q).one()
 
 
 def _set_alias(s: Session, repo: RepoRow, alias: str, row: AdapterRow) -> None:

@@ -1,0 +1,69 @@
+"""Recording one adapter version inside a caller's transaction: shared by `Registry.add`, the hub's commits and
+`pull`, so every path issues version numbers, latest flags and search text the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..card import EvalScore, FileEntry, Lineage
+from ..peft_format import AdapterLayout
+from .orm import AdapterRow, BaseModelRow, EvalScoreRow, FileRow, RepoRow, TagRow
+
+
+@dataclass
+class VersionFields:
+    """What a person says about an adapter version (the layout says the rest)."""
+
+    task: str
+    description: str = ""
+    license: str | None = None
+    tags: Iterable[str] = ()
+    scores: Sequence[EvalScore] = ()
+    lineage: Lineage | None = None
+    files: Sequence[FileEntry] = field(default_factory=list)
+
+
+def lock_repo(s: Session, namespace: str, name: str) -> RepoRow:
+    """Get or create the repo row and lock it for this transaction, so version numbers are issued one at a time."""
+    if s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    s.execute(insert(RepoRow).values(namespace=namespace, name=name, last_version=0, private=False).on_conflict_do_nothing())
+    q = sa.select(RepoRow).where(RepoRow.namespace == namespace, RepoRow.name == name).execution_options(populate_existing=True)
+    if s.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    return s.scalars(q).one()
+
+
+def record_version(
+    s: Session, namespace: str, name: str, layout: AdapterLayout, fields: VersionFields, base: BaseModelRow | None
+) -> AdapterRow:
+    """Insert the next version of `namespace/name` with its files, scores and tags; it becomes `latest`."""
+    cfg = layout.config
+    tags = sorted(set(fields.tags))
+    repo = lock_repo(s, namespace, name)
+    repo.last_version += 1
+    s.execute(sa.update(AdapterRow).where(AdapterRow.repo_id == repo.id).values(is_latest=False))
+    row = AdapterRow(
+        repo=repo, version=repo.last_version, is_latest=True, task=fields.task.strip(), method=layout.method,
+        rank=cfg.r, rank_pattern={m: r for m, r in layout.rank_by_module.items() if r != cfg.r},
+        alpha=float(cfg.lora_alpha), use_rslora=cfg.use_rslora, target_modules=layout.target_module_names,
+        description=fields.description, license=fields.license, base_model=base,
+        search_text=" ".join([f"{namespace}/{name}", fields.task, fields.description, *tags]).lower(),
+        base_model_name_or_path=cfg.base_model_name_or_path, peft_task_type=cfg.task_type,
+        lineage=fields.lineage.model_dump(mode="json") if fields.lineage else None,
+    )  # fmt: skip
+    row.files = [FileRow(path=e.path, sha256=e.sha256, size=e.size) for e in sorted(fields.files, key=lambda e: e.path)]
+    row.scores = [
+        EvalScoreRow(dataset=x.dataset, metric=x.metric, split=x.split, value=x.value, higher_is_better=x.higher_is_better)
+        for x in fields.scores
+    ]
+    row.tags = [TagRow(tag=t) for t in tags]
+    s.add(row)
+    s.flush()
+    return row
