@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ..store.registry import Registry
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+PUSH_ATTEMPTS = 10  # a push that loses the race for the head (409) commits again on the new head, this many times at most
 CHUNK = 1 << 20  # the blob store reads 1 MiB at a time: equal chunks pass through without copies
 
 
@@ -135,9 +136,24 @@ def push(
     with _remote_errors(endpoint, repo_id):
         api.create_repo(repo_id, private=private, exist_ok=True)
         _validate_yaml(api, endpoint, readme)
-        parent = api.model_info(repo_id).sha
-        info = api.create_commit(repo_id, ops, commit_message=f"adapterhub push {card.ref}", parent_commit=parent)
+        info = _commit_on_head(api, repo_id, ops, f"adapterhub push {card.ref}")
     return PushResult(ref=card.ref, repo_id=repo_id, commit=info.oid, url=f"{endpoint}/{repo_id}", files=files)
+
+
+def _commit_on_head(api: HfApi, repo_id: str, ops: list[Any], message: str) -> Any:
+    """Commit on top of the current head; when another push lands first (HTTP 409), read the new head and retry.
+
+    A push replaces whole files, so committing it on the newer head gives the same files as committing it first."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for attempt in range(PUSH_ATTEMPTS):
+        parent = api.model_info(repo_id).sha
+        try:
+            return api.create_commit(repo_id, ops, commit_message=message, parent_commit=parent)
+        except HfHubHTTPError as exc:
+            if exc.response is None or exc.response.status_code != 409 or attempt == PUSH_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _validate_yaml(api: HfApi, endpoint: str, readme: str) -> None:

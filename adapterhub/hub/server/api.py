@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...errors import EntryNotFound, UsageError
+from ...fsutil import check_relative_path
 from ...store.hub_store import CARD_FILE, README_FILE, HubStore
 from ..modelcard import front_matter
 from ..types import HubCommit, HubFile, HubRepo
@@ -128,8 +129,7 @@ def _page(request: Request, items: list[Any], page_size: int) -> JSONResponse:
 @router.get("/api/models/{namespace}/{name}/revision/{revision:path}")
 def model_info(namespace: str, name: str, request: Request, revision: str = "main", blobs: bool = False) -> dict[str, Any]:
     ctx = context(request)
-    repo, commit = ctx.hub.resolve(namespace, name, revision)
-    ctx.check_readable(request, repo)
+    repo, commit = ctx.resolve(request, namespace, name, revision)
     return model_json(ctx.hub, repo, commit, ctx.hub.files(commit.id), blobs=blobs)
 
 
@@ -137,8 +137,9 @@ def model_info(namespace: str, name: str, request: Request, revision: str = "mai
 @router.get("/api/models/{namespace}/{name}/tree/{revision}/{path:path}")
 def tree(namespace: str, name: str, revision: str, request: Request, path: str = "", recursive: bool = False) -> JSONResponse:
     ctx = context(request)
-    repo, commit = ctx.hub.resolve(namespace, name, revision)
-    ctx.check_readable(request, repo)
+    if path.strip("/"):
+        check_relative_path(path.strip("/"))
+    repo, commit = ctx.resolve(request, namespace, name, revision)
     entries = tree_entries(ctx.hub.files(commit.id), path, recursive)
     if path.strip("/") and not entries:
         raise EntryNotFound(repo.repo_id, commit.id, path)
@@ -167,8 +168,7 @@ async def paths_info(namespace: str, name: str, revision: str, request: Request)
 @router.get("/api/models/{namespace}/{name}/refs")
 def refs(namespace: str, name: str, request: Request) -> dict[str, Any]:
     ctx = context(request)
-    repo, commit = ctx.hub.resolve(namespace, name, "main")
-    ctx.check_readable(request, repo)
+    repo, commit = ctx.resolve(request, namespace, name, "main")
     main = {"name": "main", "ref": "refs/heads/main", "targetCommit": commit.id}
     return {"branches": [main], "converts": [], "tags": [], "pullRequests": []}
 
@@ -176,8 +176,7 @@ def refs(namespace: str, name: str, request: Request) -> dict[str, Any]:
 @router.get("/api/models/{namespace}/{name}/commits/{revision}")
 def commits(namespace: str, name: str, revision: str, request: Request) -> JSONResponse:
     ctx = context(request)
-    repo, _ = ctx.hub.resolve(namespace, name, revision)
-    ctx.check_readable(request, repo)
+    repo, _ = ctx.resolve(request, namespace, name, revision)
     items = [
         {"id": c.id, "title": c.summary, "message": c.description, "authors": [], "date": _iso(c.created_at)}
         for c in ctx.hub.history(namespace, name, revision)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ...errors import UsageError
+from ...errors import PayloadTooLarge, UsageError
 
 SMALL_LINE = 1 << 20
 _CONTENT_KEY = re.compile(rb'"content"\s*:\s*"')
@@ -158,8 +158,10 @@ class _Parser:
         try:
             item = json.loads(line)
             key, value = item["key"], item["value"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise UsageError("commit payload: each line must be a JSON object with 'key' and 'value'") from None
+        if not isinstance(value, dict):
+            raise UsageError("commit payload: each line's 'value' must be a JSON object")
         if key in ("file", "lfsFile", "deletedFile", "deletedFolder") and not isinstance(value.get("path"), str):
             raise UsageError(f"commit payload: a {key} entry without a path")
         if self.streamed is not None:
@@ -175,7 +177,7 @@ class _Parser:
                 raise UsageError("commit payload: file content must be a base64 string")
             sink = _Base64Sink(self.tmp_dir)
             try:
-                sink.write(value["content"].encode("ascii"))
+                sink.write(value["content"].encode("ascii", "replace"))  # non-ASCII: '?', refused as bad base64
                 sha256, size = sink.close()
             except BaseException:
                 sink.abort()
@@ -189,11 +191,17 @@ class _Parser:
             raise UsageError(f"commit payload: unknown entry {key!r}")
 
 
-async def read_commit_payload(chunks: AsyncIterator[bytes], tmp_dir: Path) -> CommitPayload:
-    """Parse a streamed NDJSON commit body; inline files land in temp files under `tmp_dir` (call cleanup())."""
+async def read_commit_payload(chunks: AsyncIterator[bytes], tmp_dir: Path, *, max_bytes: int | None = None) -> CommitPayload:
+    """Parse a streamed NDJSON commit body; inline files land in temp files under `tmp_dir` (call cleanup()).
+
+    A body longer than `max_bytes` is refused (PayloadTooLarge) as soon as it is, and its temp files removed."""
     parser = _Parser(tmp_dir)
+    received = 0
     try:
         async for chunk in chunks:
+            received += len(chunk)
+            if max_bytes is not None and received > max_bytes:
+                raise PayloadTooLarge(f"commit body over this hub's limit of {max_bytes} bytes", hint="upload fewer or smaller files")
             parser.feed(bytes(chunk))
         return parser.finish()
     except BaseException:

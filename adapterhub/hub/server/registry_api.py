@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from ...card import AdapterCard, SearchQuery, SearchResult
-from ...errors import UsageError
+from ...errors import RepoNotFound, UsageError
 from .app import context
 
 router = APIRouter(prefix="/api/adapterhub")
@@ -28,10 +28,37 @@ def _parse_min_scores(items: list[str]) -> dict[str, float]:
     return out
 
 
+def _hidden(request: Request) -> set[str]:
+    """Private hub repositories the caller may not read: their adapters are left out of every answer here."""
+    ctx = context(request)
+    repos, _ = ctx.hub.list_repos(limit=1_000_000)
+    private = [r for r in repos if r.private]
+    if not private:
+        return set()
+    caller = ctx.access.caller(request)
+    return {r.repo_id for r in private if caller is None or not caller.may(r.namespace, write=False)}
+
+
+def _search(request: Request, query: SearchQuery) -> SearchResult:
+    """Registry search without the caller's hidden adapters (searched in a wider window, then cut to `limit`)."""
+    reg, hidden = context(request).registry, _hidden(request)
+    if not hidden:
+        return reg.search(query)
+    wide = reg.search(query.model_copy(update={"limit": 1000}))
+    items = [c for c in wide.items if c.full_name not in hidden]
+    return SearchResult(query=query, total=wide.total - (len(wide.items) - len(items)), items=items[: query.limit])
+
+
+def _check_visible(request: Request, namespace: str, name: str) -> None:
+    """A private hub repository's adapter is RepoNotFound to a caller who may not read it, as on the Hub API."""
+    if f"{namespace}/{name}" in _hidden(request):
+        raise RepoNotFound(f"{namespace}/{name}")
+
+
 @router.post("/search")
 def search_post(query: SearchQuery, request: Request) -> SearchResult:
     """The lossless form `remote_search` uses: a SearchQuery as JSON."""
-    return context(request).registry.search(query)
+    return _search(request, query)
 
 
 @router.get("/search")
@@ -55,12 +82,13 @@ def search_get(
         "min_scores": _parse_min_scores(min_score), "tags": tag, "method": method, "sort": sort, "limit": limit,
         "all_versions": all_versions,
     })  # fmt: skip
-    return context(request).registry.search(query)
+    return _search(request, query)
 
 
 @router.get("/adapters/{namespace}/{name}")
 def adapter(namespace: str, name: str, request: Request) -> dict[str, Any]:
     """The newest card plus every version, the aliases (alias -> version) and each version's lineage."""
+    _check_visible(request, namespace, name)
     reg = context(request).registry
     versions = reg.versions(f"{namespace}/{name}")
     aliases = {a: c.version for c in versions for a in c.aliases}
@@ -75,4 +103,5 @@ def adapter(namespace: str, name: str, request: Request) -> dict[str, Any]:
 @router.get("/adapters/{namespace}/{name}/{selector}")
 def adapter_version(namespace: str, name: str, selector: str, request: Request) -> AdapterCard:
     """One version by number or alias (`3`, `latest`, `prod`)."""
+    _check_visible(request, namespace, name)
     return context(request).registry.get(f"{namespace}/{name}@{selector}")

@@ -16,12 +16,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ...errors import RepoNotFound, StoreError
+from ...fsutil import check_relative_path
 from ..types import HubFile
 from .app import context
 
 router = APIRouter()
 CHUNK = 4 << 20  # large reads keep a localhost transfer bound by the socket, not by Python per-chunk overhead
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")  # longer numbers: not a range we honour, send it all
 
 
 def _headers(f: HubFile, commit: str) -> dict[str, str]:
@@ -73,8 +74,8 @@ def resolve_file(namespace: str, name: str, revision: str, path: str, request: R
     ctx = context(request)
     if namespace in ("api", "static"):
         raise RepoNotFound(f"{namespace}/{name}")
-    repo, commit = ctx.hub.resolve(namespace, name, revision)
-    ctx.check_readable(request, repo)
+    check_relative_path(path)  # '..', absolute, backslash, drive, control characters: 400 before any lookup
+    repo, commit = ctx.resolve(request, namespace, name, revision)
     f = ctx.hub.file(repo.repo_id, commit.id, path)
     headers = _headers(f, commit.id)
     rng = _byte_range(request.headers.get("range"), f.size)

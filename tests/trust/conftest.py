@@ -1,0 +1,120 @@
+"""Fixtures for the trust tests: a real `adapterhub serve` per backend (SQLite file, fresh PostgreSQL database),
+adapters big enough to interrupt, and the checks a crash must pass (fsck clean, no temp or partial files)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from adapterhub.fsutil import TMP_PREFIX
+from adapterhub.hub.server.background import BackgroundHub, start_hub
+from adapterhub.store.registry import Registry
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def fresh_database(backend: str) -> Iterator[str | None]:
+    """None for SQLite (the hub's own file in its storage folder), else the URL of a new PostgreSQL database.
+
+    The same skip/fail rule as the root `postgres_url` fixture: skipped locally without a server, failed under CI.
+    """
+    if backend == "sqlite":
+        yield None
+        return
+    base = os.environ.get("ADAPTERHUB_TEST_POSTGRES_URL")
+    if not base:
+        if os.environ.get("CI"):
+            pytest.fail("CI=true but ADAPTERHUB_TEST_POSTGRES_URL is not set: .ci/run must start PostgreSQL")
+        pytest.skip("PostgreSQL tests need ADAPTERHUB_TEST_POSTGRES_URL; `make test-pg` starts one")
+    name = f"ah_trust_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def serve(home: Path, db_url: str | None, *args: str) -> BackgroundHub:
+    """`adapterhub serve` over `home` (blob store) and `db_url` (None: SQLite in `home`)."""
+    return start_hub(home, args=[*(["--database-url", db_url] if db_url else []), *args])
+
+
+def hub_registry(home: Path, db_url: str | None) -> Registry:
+    return Registry(home=home, database_url=db_url)
+
+
+@pytest.fixture(autouse=True)
+def _hub_online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The root conftest turns the HF clients offline; these tests talk to a local hub, so turn them back on."""
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+
+
+def big_adapter(folder: Path, *, seed: int = 0, layers: int = 4, width: int = 2048, rank: int = 64) -> Path:
+    """A valid PEFT LoRA (float32, ~4*layers*width*rank bytes*2) so hashing, uploads and copies can be cut part-way."""
+    import torch
+
+    from adapterhub.peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, save_adapter
+
+    g = torch.Generator().manual_seed(seed)
+    modules = {
+        f"model.layers.{i}.mlp.down_proj": LoraModule(
+            f"model.layers.{i}.mlp.down_proj", LayerKind.LINEAR, torch.randn(rank, width, generator=g) * 0.01,
+            torch.randn(width, rank, generator=g) * 0.01, rank, 2.0 * rank, 2.0,
+        )  # fmt: skip
+        for i in range(layers)
+    }
+    return save_adapter(PeftAdapter(LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["down_proj"]), modules), folder)
+
+
+def leftovers(home: Path) -> list[Path]:
+    """Temp files a crash could leave: blob-store temp files, hub upload scratch, atomic-write temp names.
+
+    A live hub's own empty scratch folder and its lock file are not leftovers; any file inside a scratch folder is.
+    """
+    found = []
+    for p in home.rglob("*"):
+        rel = p.relative_to(home).parts
+        if p.name.startswith(TMP_PREFIX) or (rel[:2] == ("blobs", "tmp") and len(rel) > 2):
+            found.append(p)
+        elif rel[0] == "hub-uploads" and len(rel) > 1 and not (len(rel) == 2 and (p.is_dir() or p.suffix == ".lock")):
+            found.append(p)
+    return found
+
+
+def assert_store_consistent(reg: Registry, names: Sequence[str] = ()) -> None:
+    """fsck clean; every blob at a final path hashes to its name; every hub commit's files are present;
+    version numbers of `names` run 1..N without gaps or duplicates."""
+    report = reg.fsck()
+    assert report.clean, (report.missing, report.corrupt)
+    for digest in reg.blobs.iter_digests():
+        assert hashlib.sha256(reg.blobs.path(digest).read_bytes()).hexdigest() == digest, f"partial blob {digest}"
+    from adapterhub.store.hub_orm import HubCommitFileRow
+
+    with reg.db.session() as s:
+        for sha256 in s.scalars(sa.select(HubCommitFileRow.sha256).distinct()):
+            assert reg.blobs.has(sha256), f"hub commit file {sha256} has no blob"
+    for name in names:
+        try:
+            versions = sorted(c.version for c in reg.versions(name))
+        except LookupError:
+            versions = []
+        assert versions == list(range(1, len(versions) + 1)), (name, versions)
