@@ -30,11 +30,11 @@ class UsageError(AdapterHubError, ValueError):
 class InvalidReference(UsageError):
     """A name or reference that is not `namespace/name[@version|@alias]` or contains unsafe characters."""
 
-    def __init__(self, ref: str, why: str) -> None:
+    def __init__(self, ref: str, why: str, *, what: str = "reference", hint: str | None = None) -> None:
         self.ref = ref
         super().__init__(
-            f"invalid reference {ref!r}: {why}",
-            hint="use namespace/name[@version|@alias] with letters, digits, '-', '_' and '.'",
+            f"invalid {what} {ref!r}: {why}",
+            hint=hint or "use namespace/name[@version|@alias] with letters, digits, '-', '_' and '.'",
         )
 
 

@@ -37,6 +37,7 @@ class GcReport:
     removed: list[str] = field(default_factory=list)
     kept: int = 0
     freed_bytes: int = 0
+    stale_staging: int = 0  # staging folders of interrupted operations removed
 
 
 @dataclass
@@ -283,6 +284,7 @@ class Registry:
         sizes = {d: self.blobs.path(d).stat().st_size for d in orphans}
         report.removed = self.blobs.delete(orphans, older_than_s=grace_seconds)
         report.freed_bytes = sum(sizes[d] for d in report.removed)
+        report.stale_staging = _remove_stale(self.home / "tmp", grace_seconds)  # e.g. a pull killed part-way
         return report
 
     def fsck(self, *, verify_hashes: bool = True) -> FsckReport:
@@ -317,6 +319,25 @@ class Registry:
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _remove_stale(folder: Path, older_than_s: float) -> int:
+    """Delete entries of a staging folder not touched for `older_than_s` seconds; returns how many."""
+    import shutil
+    import time
+
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for entry in folder.iterdir():
+        try:
+            if time.time() - entry.stat().st_mtime < older_than_s:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            n += 1
+        except FileNotFoundError:
+            continue
+    return n
 
 
 def _model_name(path: Path) -> str:

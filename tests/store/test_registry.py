@@ -188,7 +188,11 @@ def test_blobs_are_deduplicated_and_gc_keeps_referenced(registry, minilm_adapter
     registry.remove("ns/a")
     assert registry.gc(grace_seconds=0).removed == []  # still used by ns/b
     registry.remove("ns/b")
-    assert sorted(registry.gc(grace_seconds=0).removed) == sorted(f.sha256 for f in a.files)
+    (registry.home / "tmp" / "pull-killed").mkdir(parents=True)  # what an interrupted pull leaves behind
+    (registry.home / "tmp" / "pull-killed" / "adapter_model.safetensors").write_bytes(b"partial")
+    report = registry.gc(grace_seconds=0)
+    assert sorted(report.removed) == sorted(f.sha256 for f in a.files)
+    assert report.stale_staging == 1 and not any((registry.home / "tmp").iterdir())
     assert registry.fsck().clean
 
 
