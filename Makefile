@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/adapterhub demo
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The same suite with a throwaway PostgreSQL server started for it (what CI runs).
 test-pg: $(STAMP)

@@ -500,7 +500,6 @@ def _nonfinite_keys(tensors: dict[str, torch.Tensor]) -> list[str]:
 def load_adapter(folder: Path | str, *, device: str | None = None, dtype: torch.dtype | None = None) -> PeftAdapter:
     """Read and check an adapter folder into tensors; raises InvalidAdapter (also for NaN/Inf), PickleRefused or
     UnsupportedFeature. Tensors are read with safetensors only: nothing is ever unpickled."""
-    import torch
     from safetensors import safe_open
 
     layout = read_layout(folder)

@@ -9,6 +9,25 @@ from pathlib import Path
 import pytest
 
 from tests import factories
+from tests.pg import fresh_database
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hub_clients_reach_loopback() -> Iterator[None]:
+    """The hub tests start their own servers on 127.0.0.1, and huggingface_hub's offline mode (read once, at import)
+    would refuse those too. Nothing reaches a public hub: every model is built locally and the machine has no route."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE")
+    constants.HF_HUB_OFFLINE = False
+    os.environ["HF_HUB_OFFLINE"] = "0"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    yield
+    constants.HF_HUB_OFFLINE = saved[0]
+    if saved[1] is None:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+    else:
+        os.environ["HF_HUB_OFFLINE"] = saved[1]
 
 
 @pytest.fixture(autouse=True)
@@ -17,9 +36,6 @@ def adapterhub_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "adapterhub-home"
     monkeypatch.setenv("ADAPTERHUB_HOME", str(home))
     monkeypatch.delenv("ADAPTERHUB_DATABASE_URL", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     return home
 
 
@@ -66,26 +82,8 @@ def postgres_url() -> Iterator[str]:
 
     Outside CI a missing server skips with the reason; under CI (CI=true) it fails, so these tests always run there.
     """
-    base = os.environ.get("ADAPTERHUB_TEST_POSTGRES_URL")
-    if not base:
-        if os.environ.get("CI"):
-            pytest.fail("CI=true but ADAPTERHUB_TEST_POSTGRES_URL is not set: .ci/run must start PostgreSQL")
-        pytest.skip("PostgreSQL tests need ADAPTERHUB_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5433/postgres); `make test-pg` starts one")
-    import uuid
-
-    import sqlalchemy as sa
-
-    dbname = f"ah_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{dbname}"'))
-    url = sa.engine.make_url(base).set(database=dbname).render_as_string(hide_password=False)
-    try:
+    with fresh_database() as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

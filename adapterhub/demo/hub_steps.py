@@ -12,11 +12,6 @@ if TYPE_CHECKING:
 
 
 def run(ctx: DemoContext) -> None:
-    from huggingface_hub import HfApi
-
-    from ..hub.client import pull, push, remote_search
-    from ..hub.server.background import start_hub
-    from ..store.registry import Registry
 
     # Trained adapters first (their scores travel in the model card), then the seeded ones from step 1.
     trained = ctx.results.get("trained", [])
@@ -26,6 +21,24 @@ def run(ctx: DemoContext) -> None:
         ctx.echo("   (no adapters registered by earlier steps: nothing to push)")
         return
     ctx.heading("Hub: `adapterhub serve` in the background (Hugging Face Hub API + registry API)")
+    from huggingface_hub import constants
+
+    # The demo talks only to the hub it starts on 127.0.0.1; HF_HUB_OFFLINE (set for model downloads) would refuse
+    # that too, so it is lifted for this step only.
+    offline, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, False
+    try:
+        _serve_push_pull(ctx, refs)
+    finally:
+        constants.HF_HUB_OFFLINE = offline
+
+
+def _serve_push_pull(ctx: DemoContext, refs: list[str]) -> None:
+    from huggingface_hub import HfApi
+
+    from ..hub.client import pull, push, remote_search
+    from ..hub.server.background import start_hub
+    from ..store.registry import Registry
+
     with start_hub(ctx.workdir / "hub") as hub:
         ctx.echo(f"   serving {hub.url}  (HF_ENDPOINT={hub.url} makes huggingface_hub, PEFT and transformers use it)")
 

@@ -137,6 +137,7 @@ def test_budget_never_exceeded_and_outputs_equal_fresh_attach(
     for _ in range(40):
         k = rng.choice(list(adapters))
         name = cache.use(adapters[k])
+        assert name in list_adapters(model)
         assert cache.used_bytes <= budget
         assert sum(resident_nbytes(model, n) for n in list_adapters(model)) == cache.used_bytes
         assert set(list_adapters(model)) == set(cache.resident)

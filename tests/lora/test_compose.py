@@ -141,7 +141,6 @@ def test_bad_arguments_are_usage_errors() -> None:
 def peft_deltas(base: Path, adapters: list[tuple[Path, float]], **kw: object) -> dict[str, torch.Tensor]:
     """Delta per module of PEFT's add_weighted_adapter result (its own get_delta_weight)."""
     from peft import PeftModel
-    from peft.tuners.lora import LoraLayer
 
     pm = PeftModel.from_pretrained(factories.load_model(base), str(adapters[0][0]), adapter_name="a0")
     for i, (folder, _) in enumerate(adapters[1:], 1):

@@ -4,8 +4,6 @@ adapters big enough to interrupt, and the checks a crash must pass (fsck clean, 
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +14,7 @@ import sqlalchemy as sa
 from adapterhub.fsutil import TMP_PREFIX
 from adapterhub.hub.server.background import BackgroundHub, start_hub
 from adapterhub.store.registry import Registry
+from tests.pg import fresh_database as new_postgres_database
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -29,21 +28,8 @@ def fresh_database(backend: str) -> Iterator[str | None]:
     if backend == "sqlite":
         yield None
         return
-    base = os.environ.get("ADAPTERHUB_TEST_POSTGRES_URL")
-    if not base:
-        if os.environ.get("CI"):
-            pytest.fail("CI=true but ADAPTERHUB_TEST_POSTGRES_URL is not set: .ci/run must start PostgreSQL")
-        pytest.skip("PostgreSQL tests need ADAPTERHUB_TEST_POSTGRES_URL; `make test-pg` starts one")
-    name = f"ah_trust_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with new_postgres_database("ah_trust") as url:
+        yield url
 
 
 def serve(home: Path, db_url: str | None, *args: str) -> BackgroundHub:
