@@ -28,10 +28,39 @@ def _passes(score: type[EvalScoreRow] | EvalScoreRow, threshold: float) -> sa.Co
     )
 
 
+def _text_match(s: Session, text: str) -> sa.ColumnElement[bool]:
+    """Substring match on the pre-lowered search text: the SQLite trigram index when the text has 3+ characters
+    (what a trigram index can answer), a LIKE scan otherwise and on PostgreSQL."""
+    if len(text) >= 3 and s.get_bind().dialect.name == "sqlite":
+        phrase = '"' + text.replace('"', '""') + '"'
+        match = sa.text("adapters_fts MATCH :fts_phrase").bindparams(fts_phrase=phrase)
+        return AdapterRow.id.in_(sa.select(sa.column("rowid")).select_from(sa.table("adapters_fts")).where(match))
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return AdapterRow.search_text.like(f"%{escaped}%", escape="\\")
+
+
 def _restrict(match: sa.Select[tuple[int]], column: sa.ColumnElement[int], correlated: bool) -> sa.ColumnElement[bool]:
     if correlated:
         return sa.exists(match.where(column == AdapterRow.id))
     return AdapterRow.id.in_(match)
+
+
+def _best_scored_first(s: Session, conds: list[sa.ColumnElement[bool]], q: SearchQuery) -> list[int]:
+    """Sorted by a score without a selective adapter filter: walk the (dataset, metric, value) index from the best
+    end and stop at `limit` matches, instead of sorting every match. Adapters without the score fill up the rest."""
+    ds, metric = _split_key(q.sort or "")
+    key = sa.and_(EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric)
+    higher = s.scalar(sa.select(EvalScoreRow.higher_is_better).where(key).limit(1))
+    by_value = EvalScoreRow.value.desc() if higher in (None, True) else EvalScoreRow.value.asc()
+    # the adapter-side filters as one correlated EXISTS, so the score index alone drives the loop, in order
+    fits = sa.exists().where(AdapterRow.id == EvalScoreRow.adapter_id, *conds)
+    scored = sa.select(EvalScoreRow.adapter_id).where(key, fits).order_by(by_value).limit(q.limit)
+    ids = list(s.scalars(scored))
+    if len(ids) < q.limit:
+        has_score = sa.exists().where(EvalScoreRow.adapter_id == AdapterRow.id, key)
+        rest = sa.select(AdapterRow.id).where(*conds, ~has_score).order_by(AdapterRow.id.desc()).limit(q.limit - len(ids))
+        ids += list(s.scalars(rest))
+    return ids
 
 
 def run_search(s: Session, q: SearchQuery) -> tuple[int, Sequence[AdapterRow]]:
@@ -51,8 +80,7 @@ def run_search(s: Session, q: SearchQuery) -> tuple[int, Sequence[AdapterRow]]:
     if q.rank_max is not None:
         conds.append(AdapterRow.rank <= q.rank_max)
     if q.text:
-        escaped = q.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        conds.append(AdapterRow.search_text.like(f"%{escaped}%", escape="\\"))
+        conds.append(_text_match(s, q.text.lower()))
     if q.base:
         key = q.base.lower()
         by_hash = len(key) >= 6 and all(c in "0123456789abcdef" for c in key)
@@ -77,17 +105,19 @@ def run_search(s: Session, q: SearchQuery) -> tuple[int, Sequence[AdapterRow]]:
         )
         conds.append(_restrict(match, EvalScoreRow.adapter_id, drive_from_adapters))
     total = s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*conds)) or 0
-    stmt = sa.select(AdapterRow.id).where(*conds)
-    if q.sort:
+    if q.sort and not drive_from_adapters:
+        ids = _best_scored_first(s, conds, q)
+    elif q.sort:
         ds, metric = _split_key(q.sort)
         sc = aliased(EvalScoreRow)
+        stmt = sa.select(AdapterRow.id).where(*conds)
         stmt = stmt.outerjoin(sc, sa.and_(sc.adapter_id == AdapterRow.id, sc.dataset == ds, sc.metric == metric))
         # best first in the metric's own direction; adapters without the score go last
         order = sa.case((sc.higher_is_better == sa.false(), sc.value), else_=-sc.value)
-        stmt = stmt.order_by(sc.value.is_(None), order, AdapterRow.id.desc())
+        ids = list(s.scalars(stmt.order_by(sc.value.is_(None), order, AdapterRow.id.desc()).limit(q.limit)))
     else:
-        stmt = stmt.order_by(AdapterRow.created_at.desc(), AdapterRow.id.desc())
-    ids = list(s.scalars(stmt.limit(q.limit)))
+        stmt = sa.select(AdapterRow.id).where(*conds).order_by(AdapterRow.created_at.desc(), AdapterRow.id.desc())
+        ids = list(s.scalars(stmt.limit(q.limit)))
     if not ids:
         return total, []
     rows = {r.id: r for r in s.scalars(convert.card_query().where(AdapterRow.id.in_(ids)))}

@@ -18,7 +18,7 @@ from adapterhub.store.orm import all_metadata
 def test_empty_database_migrated_to_head_matches_the_orm(database_url: str) -> None:
     database = Database(database_url)  # migrates on first use
     with database.engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": dbmod.include_name})
         diffs = compare_metadata(ctx, all_metadata())
     database.dispose()
     assert diffs == []

@@ -92,6 +92,9 @@ def test_search_filters_and_sorting(registry, minilm_adapter_dir: Path, llama_ad
     assert names(min_scores={"sst2/loss": 0.5}) == ["ns/good"]  # "at least as good" for a lower-is-better metric
     assert names(tags=["en"]) == ["ns/good"]
     assert names(text="weak") == ["ns/bad"]
+    assert names(text="WEAK ONE") == ["ns/bad"]  # case-insensitive substring, trigram index on SQLite
+    assert names(text="ak") == ["ns/bad"]  # shorter than a trigram: the LIKE path
+    assert names(text='we"ak%_') == [] and names(text="ns/chat") == ["ns/chat"]
     assert names(rank_min=5) == [] and len(names(rank_max=4)) == 3
     good = registry.get("ns/good")
     assert names(base=good.base_model.content_hash[:10]) == ["ns/good"]
@@ -99,6 +102,8 @@ def test_search_filters_and_sorting(registry, minilm_adapter_dir: Path, llama_ad
     assert names(base=str(minilm_dir)) == ["ns/good"]
     res = registry.search(SearchQuery(limit=1))
     assert res.total == 3 and len(res.items) == 1
+    registry.remove("ns/bad")  # the text index follows deletes
+    assert names(text="weak") == []
     with pytest.raises(UsageError):
         registry.search(SearchQuery(sort="no-slash"))
 
