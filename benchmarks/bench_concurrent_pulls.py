@@ -19,24 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.factories
+
 
 def _adapter(folder: Path, mb: int) -> Path:
-    """A valid PEFT LoRA of about `mb` MiB (float32 A/B pairs)."""
-    import torch
-
-    from adapterhub.peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, save_adapter
+    """A synthetic PEFT adapter of about `mb` MiB (tests/factories.py builds it)."""
+    from tests.factories import write_large_adapter
 
     width, rank = 2048, 64
-    layers = max(1, mb * (1 << 20) // (2 * width * rank * 4))
-    g = torch.Generator().manual_seed(0)
-    modules = {
-        f"model.layers.{i}.mlp.down_proj": LoraModule(
-            f"model.layers.{i}.mlp.down_proj", LayerKind.LINEAR, torch.randn(rank, width, generator=g) * 0.01,
-            torch.randn(width, rank, generator=g) * 0.01, rank, 2.0 * rank, 2.0,
-        )  # fmt: skip
-        for i in range(layers)
-    }
-    return save_adapter(PeftAdapter(LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["down_proj"]), modules), folder)
+    return write_large_adapter(folder, layers=max(1, mb * (1 << 20) // (2 * width * rank * 4)), width=width, rank=rank)
 
 
 def main() -> int:

@@ -32,10 +32,15 @@ def hub_clients_reach_loopback() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def adapterhub_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own registry: a temp ADAPTERHUB_HOME and no inherited database URL."""
+    """Every test gets its own registry (a temp ADAPTERHUB_HOME, no inherited database URL) and a Hugging Face client
+    that knows nothing of the person running it (own HF_HOME, no token, no endpoint)."""
     home = tmp_path / "adapterhub-home"
     monkeypatch.setenv("ADAPTERHUB_HOME", str(home))
     monkeypatch.delenv("ADAPTERHUB_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
     return home
 
 

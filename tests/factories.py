@@ -121,3 +121,19 @@ def _train(peft_model: torch.nn.Module, *, steps: int, seed: int) -> None:
         loss.backward()
         opt.step()
     peft_model.eval()
+
+
+def write_large_adapter(folder: Path, *, seed: int = 0, layers: int = 4, width: int = 2048, rank: int = 64) -> Path:
+    """A valid PEFT LoRA on `down_proj` of `layers` layers (float32, 2*layers*width*rank*4 bytes), big enough that
+    hashing, copies and uploads can be interrupted part-way. Written by adapterhub itself: no base model needed."""
+    from adapterhub.peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, save_adapter
+
+    g = torch.Generator().manual_seed(seed)
+    modules = {
+        f"model.layers.{i}.mlp.down_proj": LoraModule(
+            f"model.layers.{i}.mlp.down_proj", LayerKind.LINEAR, torch.randn(rank, width, generator=g) * 0.01,
+            torch.randn(width, rank, generator=g) * 0.01, rank, 2.0 * rank, 2.0,
+        )  # fmt: skip
+        for i in range(layers)
+    }
+    return save_adapter(PeftAdapter(LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["down_proj"]), modules), folder)

@@ -30,15 +30,3 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundHub]:
     yield server
     server.stop()
     shutil.rmtree(server.home, ignore_errors=True)
-
-
-@pytest.fixture(autouse=True)
-def _hub_online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The root conftest turns the HF clients offline; these tests talk to a local hub, so turn them back on."""
-    import huggingface_hub.constants as hf_constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")

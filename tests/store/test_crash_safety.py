@@ -14,25 +14,9 @@ from pathlib import Path
 import pytest
 
 from adapterhub.store.registry import Registry
+from tests.factories import write_large_adapter
 
 KILL_POINTS = 12
-
-
-def _big_adapter(folder: Path) -> Path:
-    """A valid PEFT LoRA of ~48 MB so hashing and copying take long enough to be interrupted part-way."""
-    import torch
-
-    from adapterhub.peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, save_adapter
-
-    g = torch.Generator().manual_seed(0)
-    modules = {
-        f"model.layers.{i}.mlp.down_proj": LoraModule(
-            f"model.layers.{i}.mlp.down_proj", LayerKind.LINEAR, torch.randn(64, 4096, generator=g) * 0.01,
-            torch.randn(4096, 64, generator=g) * 0.01, 64, 128.0, 2.0,
-        )  # fmt: skip
-        for i in range(12)
-    }
-    return save_adapter(PeftAdapter(LoraConfig(r=64, lora_alpha=128, target_modules=["down_proj"]), modules), folder)
 
 
 def _assert_consistent(home: Path) -> None:
@@ -49,7 +33,7 @@ def _assert_consistent(home: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkill_during_add_at_many_points(tmp_path: Path) -> None:
-    folder = _big_adapter(tmp_path / "big")
+    folder = write_large_adapter(tmp_path / "big", layers=12, width=4096)  # ~48 MB: slow enough to interrupt
     exe = str(Path(sys.executable).with_name("adapterhub"))
     home = tmp_path / "home"
     env = {**os.environ, "ADAPTERHUB_HOME": str(home)}

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from adapterhub.fsutil import TMP_PREFIX
 from adapterhub.hub.server.background import BackgroundHub, start_hub
 from adapterhub.store.registry import Registry
+from tests.factories import write_large_adapter
 from tests.pg import fresh_database as new_postgres_database
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -41,34 +42,9 @@ def hub_registry(home: Path, db_url: str | None) -> Registry:
     return Registry(home=home, database_url=db_url)
 
 
-@pytest.fixture(autouse=True)
-def _hub_online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The root conftest turns the HF clients offline; these tests talk to a local hub, so turn them back on."""
-    import huggingface_hub.constants as hf_constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
-
-
 def big_adapter(folder: Path, *, seed: int = 0, layers: int = 4, width: int = 2048, rank: int = 64) -> Path:
-    """A valid PEFT LoRA (float32, ~4*layers*width*rank bytes*2) so hashing, uploads and copies can be cut part-way."""
-    import torch
-
-    from adapterhub.peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, save_adapter
-
-    g = torch.Generator().manual_seed(seed)
-    modules = {
-        f"model.layers.{i}.mlp.down_proj": LoraModule(
-            f"model.layers.{i}.mlp.down_proj", LayerKind.LINEAR, torch.randn(rank, width, generator=g) * 0.01,
-            torch.randn(width, rank, generator=g) * 0.01, rank, 2.0 * rank, 2.0,
-        )  # fmt: skip
-        for i in range(layers)
-    }
-    return save_adapter(PeftAdapter(LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["down_proj"]), modules), folder)
+    """A valid PEFT LoRA big enough that hashing, uploads and copies can be cut part-way."""
+    return write_large_adapter(folder, seed=seed, layers=layers, width=width, rank=rank)
 
 
 def leftovers(home: Path) -> list[Path]:
