@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
@@ -13,17 +12,6 @@ from safetensors.torch import load_file
 from adapterhub.cli import main
 from adapterhub.lora.delta import delta_weight
 from adapterhub.peft_format import load_adapter
-
-
-@pytest.fixture
-def run():  # type: ignore[no-untyped-def]
-    runner = CliRunner()
-
-    def invoke(*args: str) -> tuple[int, str]:
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        return result.exit_code, result.output
-
-    return invoke
 
 
 def test_merge_by_registry_ref_with_weight_registers_a_base_with_lineage(run, tiny_llama_dir: Path, llama_adapter_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -8,21 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
 
-from adapterhub.cli import main
-
-
-@pytest.fixture
-def run():  # type: ignore[no-untyped-def]
-    runner = CliRunner()
-
-    def invoke(*args: str) -> tuple[int, str]:
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        return result.exit_code, result.output
-
-    return invoke
 
 
 def test_add_ls_show_search_tag_rm(run, minilm_adapter_dir: Path, minilm_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
