@@ -61,10 +61,10 @@ class ModuleIssue(BaseModel):
 
     def describe(self) -> str:
         if self.problem == "missing":
-            return f"module {self.module}: not in the base (needs a weight of shape {self.expected})" + (
+            return f"module {self.module}: not found in the base model (needs a weight of shape {self.expected})" + (
                 f" ({self.detail})" if self.detail else ""
             )
-        return f"module {self.module}: expected base weight {self.expected}, found {self.found}" + (
+        return f"module {self.module}: expected base weight shape {self.expected}, found {self.found}" + (
             f" ({self.detail})" if self.detail else ""
         )
 
@@ -127,7 +127,7 @@ def validate(adapter: str | Path, base: str | Path, *, registry: Registry | None
     report.target_modules = layout.target_module_names
     report.modules_checked = len(layout.modules) + len(layout.overrides)
     report.unsupported.extend(_unsupported_in_layout(layout))
-    report.issues = shape_issues(layout, base_tensors, _tied_embeddings(base_path))
+    report.issues = shape_issues(layout, base_tensors, tied_embeddings(base_path))
     prefix = path_prefix_warning(layout, base_tensors)
     if prefix:
         report.warnings.append(prefix)
@@ -241,7 +241,7 @@ def _base_weight(base: BaseTensors, param: str, tied: bool) -> TensorInfo | None
     return None
 
 
-def _tied_embeddings(base: Path) -> bool:
+def tied_embeddings(base: Path) -> bool:
     cfg = base / "config.json" if base.is_dir() else base.parent / "config.json"
     try:
         raw = json.loads(cfg.read_text(encoding="utf-8"))

@@ -136,10 +136,13 @@ class Registry:
             raise InvalidAdapter(str(folder), [f"tensor {n} contains NaN or Inf" for n in bad])
         fp = mtype = None
         if base is not None:
-            from ..compat import BaseTensors, expected_shape_problems
+            from ..compat import BaseTensors
+            from ..compatibility import shape_issues, tied_embeddings
             from ..fingerprint import fingerprint, model_type
 
-            problems = expected_shape_problems(layout, BaseTensors.from_path(base))
+            issues = shape_issues(layout, BaseTensors.from_path(base), tied_embeddings(Path(base)))
+            # a full-parameter head the base lacks (e.g. a classifier) may still be registered against it
+            problems = [i.describe() for i in issues if not (i.problem == "missing" and i.module in layout.overrides)]
             if problems:
                 raise IncompatibleAdapter(str(folder), str(base), problems)
             fp, mtype = fingerprint(Path(base)), model_type(Path(base))
