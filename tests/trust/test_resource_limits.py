@@ -31,6 +31,7 @@ HUGE = 300 << 20  # what each oversized request sends
 CHUNK = b"A" * (1 << 20)  # one reused chunk: the test itself holds no more than this
 RSS_SLACK = 64 << 20  # allowed growth of the server's peak memory per oversized request
 HEAD_TIMEOUT = 2  # --head-timeout of the hub under test
+BODY_TIMEOUT = 3  # --body-timeout of the hub under test
 
 
 @dataclass
@@ -50,7 +51,7 @@ def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     folder = big_adapter(tmp_path_factory.mktemp("small") / "a", layers=1, width=64, rank=4)
     with fresh_database(request.param) as db_url:
         home = tmp_path_factory.mktemp(f"limits-{request.param}") / "home"
-        with serve(home, db_url, "--token", f"lim:{TOKEN}", "--head-timeout", str(HEAD_TIMEOUT)) as bg:
+        with serve(home, db_url, "--token", f"lim:{TOKEN}", "--head-timeout", str(HEAD_TIMEOUT), "--body-timeout", str(BODY_TIMEOUT)) as bg:
             h = Hub(bg, db_url)
             h.api().create_repo(REPO)
             h.api().upload_folder(repo_id=REPO, folder_path=folder, commit_message="adapter")
@@ -337,6 +338,16 @@ def test_trickled_request_head_is_cut_off(hub: Hub) -> None:
         assert c.get("/api/models", params={"limit": 1}).status_code == 200
 
 
+def test_stalled_body_is_cut_off(hub: Hub) -> None:
+    """A client that sends headers and part of a body, then nothing, loses its connection after --body-timeout."""
+    port = int(hub.hub.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"POST /api/adapterhub/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{\"text\": ")  # fmt: skip
+        assert _closed_by_peer(s, time.monotonic() + 60), "a stalled body kept its connection for 60 s"
+    _answers(hub)
+
+
 def test_serve_shows_its_limits() -> None:
     import subprocess
     import sys
@@ -346,3 +357,17 @@ def test_serve_shows_its_limits() -> None:
     for option in ("--max-upload-bytes", "--head-timeout", "--body-timeout", "--keep-alive", "--max-connections"):
         assert option in out
     assert "10737418240" in " ".join(out.split())
+
+
+def test_search_queries_are_bounded(hub: Hub) -> None:
+    """A search within the 1 MiB body limit still cannot ask for thousands of filters (it took 100 s, then a 500)."""
+    with hub.client() as c:
+        many = c.post("/api/adapterhub/search", json={"min_scores": {f"d{i}/m": 0.5 for i in range(20_000)}})
+        long_text = c.post("/api/adapterhub/search", json={"text": "ab" * 400_000})
+        tags = c.get("/api/adapterhub/search", params={"tag": ["x"] * 33})
+        bad_limit = c.get("/api/adapterhub/search", params={"limit": 0})
+        fine = c.post("/api/adapterhub/search", json={"text": "target", "tags": ["a"] * 32, "min_scores": {"d/m": 0.1}})
+    for r in (many, long_text, tags, bad_limit):
+        assert r.status_code == 400, (r.status_code, r.text[:300])
+        assert "\n" not in r.json()["error"]
+    assert fine.status_code == 200, fine.text[:300]

@@ -15,7 +15,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-MAX_HEAD_BYTES = 64 << 10  # h11_max_incomplete_event_size: request line plus headers
+MAX_HEAD_BYTES = 16 << 10  # h11_max_incomplete_event_size: request line plus headers (h11's default, made explicit)
 
 
 def guarded_protocol(head_timeout: float, body_timeout: float) -> type[asyncio.Protocol]:
