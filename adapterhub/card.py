@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from .errors import InvalidReference
 
@@ -197,18 +197,22 @@ class AdapterCard(_Model):
         return None
 
 
+_Short = Annotated[str, StringConstraints(max_length=256)]
+
+
 class SearchQuery(_Model):
     """Filters for `search`: all given filters must hold."""
 
-    text: str | None = None
-    task: str | None = None
-    base: str | None = None  # an arch or content hash (prefix allowed), or a registered base name
+    # Bounded so that one query (a remote search is anonymous) cannot keep the database busy: real ones are tiny.
+    text: str | None = Field(None, max_length=1000)
+    task: str | None = Field(None, max_length=256)
+    base: str | None = Field(None, max_length=256)  # an arch or content hash (prefix allowed), or a registered base name
     rank_min: int | None = None
     rank_max: int | None = None
-    min_scores: dict[str, float] = Field(default_factory=dict)  # "dataset/metric" -> threshold
-    tags: list[str] = Field(default_factory=list)
+    min_scores: dict[_Short, float] = Field(default_factory=dict, max_length=32)  # "dataset/metric" -> threshold
+    tags: list[_Short] = Field(default_factory=list, max_length=32)
     method: AdapterMethod | None = None
-    sort: str | None = None  # "dataset/metric": best first (respects higher_is_better); default newest first
+    sort: str | None = Field(None, max_length=256)  # "dataset/metric": best first (respects higher_is_better); default newest first
     limit: int = Field(20, ge=1, le=1000)
     all_versions: bool = False  # False: only the newest version of each name
 

@@ -193,7 +193,8 @@ def pull(
     }
     fetch = _Fetcher(api, endpoint, repo_id, commit, reg, progress)
     card_json = fetch.small(listing[CARD_FILE]) if CARD_FILE in listing else None
-    readme = fetch.small(listing[README_FILE]).decode("utf-8", "replace") if README_FILE in listing else None
+    small_readme = README_FILE in listing and (listing[README_FILE].size or 0) <= modelcard.MAX_CARD_BYTES  # else unread
+    readme = fetch.small(listing[README_FILE]).decode("utf-8", "replace") if small_readme else None
     if WEIGHTS_NAME not in listing:
         pickles = [p for p in listing if p.endswith(PICKLE_SUFFIXES)]
         if pickles:

@@ -354,12 +354,13 @@ def adapter_hook(blobs: BlobStore, scratch: Path) -> CommitHook:
     """
 
     def hook(s: Session, repo_id: str, tree: dict[str, HubFile]) -> str | None:
+        from ..hub.modelcard import read_card
         from ..peft_format import CONFIG_NAME, WEIGHTS_NAME
 
         if CONFIG_NAME not in tree or WEIGHTS_NAME not in tree:
             return None
         card_json = blobs.path(tree[CARD_FILE].sha256).read_bytes() if CARD_FILE in tree else None
-        readme = blobs.path(tree[README_FILE].sha256).read_text("utf-8", "replace") if README_FILE in tree else None
+        readme = read_card(blobs.path(tree[README_FILE].sha256)) if README_FILE in tree else None
         try:
             config = json.loads(blobs.path(tree[CONFIG_NAME].sha256).read_bytes())
         except ValueError as exc:

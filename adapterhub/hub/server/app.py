@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -45,7 +46,10 @@ from ..types import HubCommit, HubRepo
 from .access import Access
 
 DEFAULT_PAGE_SIZE = 1000  # the Hub's page size for tree listings
-MAX_JSON_BODY = 16 << 20  # create-repo, preupload, validate-yaml and search bodies are small
+# Request body limits (HTTP 413 above them), enforced for every route by `BodyLimit` while the body arrives.
+MAX_JSON_BODY = 1 << 20  # every route but the commit: create-repo, preupload, validate-yaml, search, paths-info
+DEFAULT_MAX_UPLOAD_BYTES = 10 << 30  # a commit's NDJSON body, base64 included: `serve --max-upload-bytes`
+_COMMIT_ROUTE = re.compile(r"/api/models/[^/]+/[^/]+/commit/.+")
 STARTED_AT = time.time()  # temp files older than this process were left by a server or upload that was killed
 
 
@@ -58,7 +62,7 @@ class HubContext:
     access: Access
     scratch: Path  # temp files of uploads in progress and commit checks, under the registry home
     page_size: int = DEFAULT_PAGE_SIZE
-    max_upload_bytes: int | None = None  # largest commit body accepted (HTTP 413 above it); None: no limit
+    max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES  # largest commit body accepted (HTTP 413 above it); None: no limit
 
     def check_readable(self, request: Request, repo: HubRepo) -> None:
         self.access.check_readable(request, repo)
@@ -72,15 +76,21 @@ class HubContext:
         return self.hub.resolve(namespace, name, revision)
 
 
-async def json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
-    """The request body as a JSON object: malformed, oversized or non-object JSON is a 400/413, never a 500."""
+async def read_body(request: Request, limit: int = MAX_JSON_BODY) -> bytes:
+    """The whole request body, refused with 413 as soon as it is over `limit` (`BodyLimit` also guards every route)."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise PayloadTooLarge(f"request body over {limit} bytes")
+    return bytes(body)
+
+
+async def json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
+    """The request body as a JSON object: malformed, oversized or non-object JSON is a 400/413, never a 500."""
+    body = await read_body(request, limit)
     try:
-        value = json.loads(bytes(body))
+        value = json.loads(body)
     except (ValueError, RecursionError):
         raise UsageError("the request body is not valid JSON", hint="send one JSON object") from None
     if not isinstance(value, dict):
@@ -141,7 +151,8 @@ def error_response(exc: AdapterHubError, request: Request) -> JSONResponse:
 
 
 def create_app(
-    registry: Registry, *, tokens: dict[str, str] | None = None, page_size: int = DEFAULT_PAGE_SIZE, max_upload_bytes: int | None = None,
+    registry: Registry, *, tokens: dict[str, str] | None = None, page_size: int = DEFAULT_PAGE_SIZE,
+    max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES,
 ) -> FastAPI:
     """The hub over `registry`'s database and blob store; `tokens` (secret -> user) are static write tokens.
 
@@ -154,6 +165,7 @@ def create_app(
     access = Access(registry.db, tokens)
     app.state.hub = HubContext(registry, HubStore(registry.db, registry.blobs), access, scratch, page_size, max_upload_bytes)
     app.add_middleware(_RefuseNul)
+    app.add_middleware(BodyLimit, commit_limit=max_upload_bytes)
 
     @app.exception_handler(AdapterHubError)
     async def _on_error(request: Request, exc: AdapterHubError) -> JSONResponse:
@@ -237,6 +249,70 @@ class _RefuseNul:
         await self.app(scope, receive, send)
 
 
+class BodyLimit:
+    """ASGI middleware: counts each request's body bytes as they arrive and answers 413 once they pass the route's
+    limit (the commit route: `max_upload_bytes`, None for none; every other route: MAX_JSON_BODY). A declared
+    Content-Length over the limit is refused before the app runs. After the 413 the app sees a disconnect and
+    whatever it still sends is dropped; uvicorn discards the rest of the body, so memory stays flat."""
+
+    def __init__(self, app: Any, *, commit_limit: int | None) -> None:
+        self.app = app
+        self.commit_limit = commit_limit
+
+    def limit_for(self, scope: Any) -> int | None:
+        if scope["method"] == "POST" and _COMMIT_ROUTE.fullmatch(scope.get("path", "")):
+            return self.commit_limit
+        return MAX_JSON_BODY
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope)
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope.get("headers", []) if k == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > limit:
+            await self._too_large(scope, receive, send, limit)
+            return
+        received = 0
+        refused = False
+        started = False
+
+        async def counted_receive() -> Any:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    if not started:
+                        await self._too_large(scope, receive, send, limit)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            nonlocal started
+            if refused:
+                return  # the 413 went out; the app's own answer to the "disconnect" is dropped
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+
+    @staticmethod
+    async def _too_large(scope: Any, receive: Any, send: Any, limit: int) -> None:
+        message = f"request body over this hub's limit of {limit} bytes for this route"
+        await error_response(PayloadTooLarge(message), Request(scope))(scope, receive, send)
+
+
 def app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory adapterhub.hub.server.app:app_from_env` (ADAPTERHUB_HOME / _DATABASE_URL)."""
     return create_app(Registry())
@@ -245,12 +321,27 @@ def app_from_env() -> FastAPI:
 def serve(
     *, home: Path | None = None, database_url: str | None = None, host: str = "127.0.0.1", port: int = 8000,
     tokens: dict[str, str] | None = None, page_size: int = DEFAULT_PAGE_SIZE, log_level: str = "warning",
-    on_ready: Any = None, max_upload_bytes: int | None = None,
+    on_ready: Any = None, max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES, limits: ConnectionLimits | None = None,
 ) -> None:
     """Run the hub with uvicorn until interrupted, over the registry at `home` (blob store) and `database_url`."""
     import uvicorn
 
+    from .protocol import MAX_HEAD_BYTES, guarded_protocol
+
+    lim = limits or ConnectionLimits()
     app = create_app(Registry(home=home, database_url=database_url), tokens=tokens, page_size=page_size, max_upload_bytes=max_upload_bytes)
     if on_ready is not None:
         on_ready(f"http://{host}:{port}")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                http=guarded_protocol(lim.head_timeout, lim.body_timeout), timeout_keep_alive=lim.keep_alive,
+                limit_concurrency=lim.max_connections, h11_max_incomplete_event_size=MAX_HEAD_BYTES)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How long and how many clients may hold the server: `serve --head-timeout/--body-timeout/--keep-alive/--max-connections`."""
+
+    head_timeout: float = 10.0  # seconds for a request line and headers (from connect, or the previous response)
+    body_timeout: float = 60.0  # seconds without a byte of a body the server is reading
+    keep_alive: float = 5.0  # idle seconds between requests on one connection
+    max_connections: int = 1000  # open connections (and requests) above which uvicorn answers 503

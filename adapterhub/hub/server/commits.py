@@ -90,7 +90,7 @@ async def validate_yaml(request: Request) -> JSONResponse:
     if not isinstance(content, str):
         raise UsageError("validate-yaml expects {'content': '<README text>'}")
     try:
-        front_matter(content)
+        await run_in_threadpool(front_matter, content)  # YAML parsing is slow: off the event loop
     except ValueError as exc:
         return JSONResponse({"error": " ".join(str(exc).split())}, status_code=400)  # YAML errors span lines
     return JSONResponse({"errors": [], "warnings": []})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
 
 from ...card import AdapterCard, SearchQuery, SearchResult
 from ...errors import RepoNotFound, UsageError
@@ -77,11 +78,15 @@ def search_get(
     all_versions: bool = False,
 ) -> SearchResult:
     """The same search from a URL: `?task=sentiment&min_score=sst2/accuracy:0.9&sort=sst2/accuracy`."""
-    query = SearchQuery.model_validate({
-        "text": text, "task": task, "base": base, "rank_min": rank_min, "rank_max": rank_max,
-        "min_scores": _parse_min_scores(min_score), "tags": tag, "method": method, "sort": sort, "limit": limit,
-        "all_versions": all_versions,
-    })  # fmt: skip
+    try:
+        query = SearchQuery.model_validate({
+            "text": text, "task": task, "base": base, "rank_min": rank_min, "rank_max": rank_max,
+            "min_scores": _parse_min_scores(min_score), "tags": tag, "method": method, "sort": sort, "limit": limit,
+            "all_versions": all_versions,
+        })  # fmt: skip
+    except ValidationError as exc:  # a 400 like the POST form's, not a 500
+        first = exc.errors()[0]
+        raise UsageError(f"bad search: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
     return _search(request, query)
 
 
