@@ -214,8 +214,8 @@ class SearchQuery(_Model):
     # an arch or content hash (prefix allowed), or the name of a base whose weights this registry fingerprinted
     # (names that only pushes or pulls declared never match: they are labels, not identity)
     base: str | None = None
-    rank_min: int | None = None
-    rank_max: int | None = None
+    rank_min: int | None = Field(None, ge=0, le=2**31 - 1)  # bounded: a rank is a 32-bit integer column
+    rank_max: int | None = Field(None, ge=0, le=2**31 - 1)
     min_scores: dict[str, float] = Field(default_factory=dict)  # "dataset/metric" -> threshold
     tags: list[str] = Field(default_factory=list)
     method: AdapterMethod | None = None
