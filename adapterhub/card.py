@@ -119,11 +119,18 @@ class BaseModelInfo(_Model):
 
 
 class BaseModelRefInfo(_Model):
-    """The base an adapter was registered against, as shown on the adapter's card."""
+    """The base an adapter was registered against, as shown on the adapter's card.
+
+    The hashes are the identity; the name is a label. `verified` says whether this registry fingerprinted the base's
+    weights itself (`add --base`, `register_base`); otherwise the hashes and name are only what a push or pull
+    declared, and `name_declared_by` says who declared them. Both are computed by the registry showing the card:
+    whatever a pushed card says about them is ignored."""
 
     name: str
     arch_hash: str
     content_hash: str
+    verified: bool = False
+    name_declared_by: str | None = None
 
 
 class AdapterCard(_Model):
@@ -165,9 +172,11 @@ class AdapterCard(_Model):
 
     def summary_lines(self) -> list[str]:
         """A human-readable card, one field a line (what `adapterhub show` prints)."""
+        b = self.base_model
         base = (
-            f"{self.base_model.name} (content {self.base_model.content_hash[:12]}, arch {self.base_model.arch_hash[:12]})"
-            if self.base_model
+            f"{b.name} (content {b.content_hash[:12]}, arch {b.arch_hash[:12]}"
+            + ("" if b.verified else f"; unverified, name declared by {b.name_declared_by or 'a push'}") + ")"
+            if b
             else f"not fingerprinted (config says {self.base_model_name_or_path or '-'})"
         )
         pairs: list[tuple[str, object]] = [
@@ -206,9 +215,11 @@ class SearchQuery(_Model):
     # Bounded so that one query (a remote search is anonymous) cannot keep the database busy: real ones are tiny.
     text: str | None = Field(None, max_length=1000)
     task: str | None = Field(None, max_length=256)
-    base: str | None = Field(None, max_length=256)  # an arch or content hash (prefix allowed), or a registered base name
-    rank_min: int | None = None
-    rank_max: int | None = None
+    # an arch or content hash (prefix allowed), or the name of a base whose weights this registry fingerprinted
+    # (names that only pushes or pulls declared never match: they are labels, not identity)
+    base: str | None = Field(None, max_length=256)
+    rank_min: int | None = Field(None, ge=0, le=2**31 - 1)  # bounded: a rank is a 32-bit integer column
+    rank_max: int | None = Field(None, ge=0, le=2**31 - 1)
     min_scores: dict[_Short, float] = Field(default_factory=dict, max_length=32)  # "dataset/metric" -> threshold
     tags: list[_Short] = Field(default_factory=list, max_length=32)
     method: AdapterMethod | None = None

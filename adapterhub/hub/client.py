@@ -14,9 +14,11 @@ import hashlib
 import json
 import os
 import queue
+import random
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +50,9 @@ if TYPE_CHECKING:
     from ..store.registry import Registry
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-PUSH_ATTEMPTS = 10  # a push that loses the race for the head (409) commits again on the new head, this many times at most
+PUSH_ATTEMPTS = 30  # a push that loses the race for the head (409) commits again on the new head, this many times at most
+PUSH_BACKOFF_S = (0.05, 2.0)  # first and largest wait before a retry; each wait is drawn at random up to the bound ("full jitter")
+PUSH_RETRY_BUDGET_S = 60.0  # and the waits together stay under this
 CHUNK = 1 << 20  # the blob store reads 1 MiB at a time: equal chunks pass through without copies
 
 
@@ -143,9 +147,12 @@ def push(
 def _commit_on_head(api: HfApi, repo_id: str, ops: list[Any], message: str) -> Any:
     """Commit on top of the current head; when another push lands first (HTTP 409), read the new head and retry.
 
-    A push replaces whole files, so committing it on the newer head gives the same files as committing it first."""
+    A push replaces whole files, so committing it on the newer head gives the same files as committing it first.
+    Between tries it waits a random time under an exponentially growing bound, so many pushers racing for one head
+    spread out instead of colliding again in lockstep (twenty at once used to exhaust ten immediate retries)."""
     from huggingface_hub.errors import HfHubHTTPError
 
+    waited = 0.0
     for attempt in range(PUSH_ATTEMPTS):
         parent = api.model_info(repo_id).sha
         try:
@@ -153,7 +160,18 @@ def _commit_on_head(api: HfApi, repo_id: str, ops: list[Any], message: str) -> A
         except HfHubHTTPError as exc:
             if exc.response is None or exc.response.status_code != 409 or attempt == PUSH_ATTEMPTS - 1:
                 raise
+            delay = _backoff(attempt)
+            if waited + delay > PUSH_RETRY_BUDGET_S:
+                raise
+            time.sleep(delay)
+            waited += delay
     raise AssertionError("unreachable")
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds to wait before retry `attempt + 1`: uniform in [0, min(largest, first * 2**attempt)]."""
+    first, largest = PUSH_BACKOFF_S
+    return random.uniform(0.0, min(largest, first * 2.0**attempt))
 
 
 def _validate_yaml(api: HfApi, endpoint: str, readme: str) -> None:
@@ -216,7 +234,7 @@ def pull(
     try:
         stage_files(reg.blobs, files, folder)
         with reg.db.write() as s:
-            return record_adapter(s, folder, target.full_name, files, fields)
+            return record_adapter(s, folder, target.full_name, files, fields, declared_by=f"pull of {repo_id} from {endpoint}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

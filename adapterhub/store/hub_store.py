@@ -316,30 +316,25 @@ def stage_files(blobs: BlobStore, files: dict[str, FileEntry], folder: Path) -> 
             blobs.copy_to(f.sha256, target, expected_size=f.size)
 
 
-def record_adapter(s: Session, folder: Path, name: str, files: dict[str, FileEntry], fields: AdapterFields) -> AdapterCard:
+def record_adapter(
+    s: Session, folder: Path, name: str, files: dict[str, FileEntry], fields: AdapterFields, *, declared_by: str
+) -> AdapterCard:
     """Check the staged adapter and record it as the next version of `name`, inside the caller's transaction.
 
     This is the registry's `add` for bytes that are already in the blob store with known hashes: the hub's commit
     and a pull both need it inside their own transaction, and with the base known by hash rather than by weights.
+    A base seen first here is recorded as declared by `declared_by` (e.g. "push to evil/x"), never as verified.
     """
     from ..peft_format import nonfinite_tensors, read_layout
     from . import convert
-    from .orm import BaseModelRow
-    from .records import VersionFields, record_version
+    from .records import VersionFields, declared_base, record_version
 
     layout = read_layout(folder)
     bad = nonfinite_tensors(layout)
     if bad:
         raise InvalidAdapter(name, [f"tensor {n} contains NaN or Inf" for n in bad])
     namespace, short = name.split("/", 1)
-    base = None
-    if fields.base_model is not None:
-        ref = fields.base_model
-        base = s.scalar(sa.select(BaseModelRow).where(BaseModelRow.content_hash == ref.content_hash))
-        if base is None:
-            # Only the identity travels with an adapter; size and dtype stay unknown until the weights are registered.
-            base = BaseModelRow(name=ref.name, arch_hash=ref.arch_hash, content_hash=ref.content_hash, parameter_count=0, dtype="unknown")
-            s.add(base)
+    base = declared_base(s, fields.base_model, declared_by) if fields.base_model is not None else None
     entries = [FileEntry(path=p, sha256=f.sha256, size=f.size) for p, f in sorted(files.items())]
     version = VersionFields(fields.task, fields.description, fields.license, fields.tags, fields.scores, fields.lineage, entries)
     row = record_version(s, namespace, short, layout, version, base)
@@ -381,7 +376,7 @@ def adapter_hook(blobs: BlobStore, scratch: Path) -> CommitHook:
         folder = Path(tempfile.mkdtemp(prefix="commit-", dir=scratch))
         try:
             stage_files(blobs, files, folder)
-            return record_adapter(s, folder, repo_id, files, fields).ref
+            return record_adapter(s, folder, repo_id, files, fields, declared_by=f"push to {repo_id}").ref
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

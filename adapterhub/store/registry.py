@@ -24,7 +24,7 @@ from . import convert
 from .blobs import BlobStore
 from .db import Database, default_database_url
 from .orm import AdapterRow, AliasRow, BaseModelRow, FileRow, RepoRow
-from .records import VersionFields, record_version
+from .records import VersionFields, base_named, record_version, verified_base
 from .search import run_search
 
 RESERVED_ALIASES = {"latest"}
@@ -86,9 +86,11 @@ class Registry:
             s.add(row)
             s.flush()
         else:
-            if row.dtype == "unknown":  # first seen by hash only (a pull or hub commit): fill in what the weights say
+            if not verified_base(row):  # first seen by hash only (a pull or hub commit): fill in what the weights say
                 row.parameter_count, row.dtype, row.arch_hash = fp.parameter_count, fp.dtype, fp.arch_hash
                 row.model_type = row.model_type or mtype
+                # the declared name and its provenance were a pusher's label; the name is now this registry's
+                row.name, row.lineage = name or _model_name(path), lineage.model_dump(mode="json") if lineage else None
             if name and row.name != name:
                 row.name = name
             if lineage and not row.lineage:
@@ -398,7 +400,7 @@ def _find_adapter(s: Session, ref: str | AdapterRef) -> AdapterRow:
 
 
 def _find_base(s: Session, key: str) -> BaseModelRow:
-    rows = s.scalars(sa.select(BaseModelRow).where(BaseModelRow.name == key)).all()
+    rows = s.scalars(sa.select(BaseModelRow).where(base_named(key))).all()
     if not rows and len(key) >= 6 and all(c in "0123456789abcdef" for c in key.lower()):
         k = key.lower()
         rows = s.scalars(

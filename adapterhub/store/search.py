@@ -11,6 +11,7 @@ from ..card import SearchQuery
 from ..errors import UsageError
 from . import convert
 from .orm import AdapterRow, BaseModelRow, EvalScoreRow, TagRow
+from .records import base_named
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -86,7 +87,7 @@ def run_search(s: Session, q: SearchQuery) -> tuple[int, Sequence[AdapterRow]]:
         by_hash = len(key) >= 6 and all(c in "0123456789abcdef" for c in key)
         base_ids = sa.select(BaseModelRow.id).where(
             sa.or_(
-                BaseModelRow.name == q.base,
+                base_named(q.base),  # only bases fingerprinted here: a pushed name is a label
                 BaseModelRow.content_hash.startswith(key) if by_hash else sa.false(),
                 BaseModelRow.arch_hash.startswith(key) if by_hash else sa.false(),
             )

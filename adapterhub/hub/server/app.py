@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 
 from ...errors import (
@@ -158,6 +159,7 @@ def create_app(
 
     Temp files a killed server left (upload scratch, blob-store temp files) are removed before it serves."""
     from . import api, commits, registry_api, resolve
+    from .openapi import describe_raw_bodies
 
     app = FastAPI(title="adapterhub", docs_url="/api/adapterhub/docs", openapi_url="/api/adapterhub/openapi.json", redoc_url=None)
     scratch = claim_scratch(registry.home / "hub-uploads")
@@ -178,6 +180,13 @@ def create_app(
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(UsageError(f"bad request: {where}: {first.get('msg', 'invalid')}"), request)
 
+    @app.exception_handler(ValidationError)
+    async def _on_invalid_model(request: Request, exc: ValidationError) -> JSONResponse:
+        # A pydantic model a route builds from request values (a SearchQuery from query parameters) refused them.
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(UsageError(f"bad request: {where}: {first.get('msg', 'invalid')}"), request)
+
     @app.exception_handler(sa_exc.DataError)
     async def _on_bad_value(request: Request, exc: sa_exc.DataError) -> JSONResponse:
         # A value the database cannot store (PostgreSQL: NUL in text, an out-of-range number): the input's fault.
@@ -188,6 +197,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(commits.router)
     app.include_router(resolve.router)  # last: its /{ns}/{name}/resolve/... pattern is the most general
+    describe_raw_bodies(app)
     return app
 
 
