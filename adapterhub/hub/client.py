@@ -39,7 +39,8 @@ from ..errors import (
 )
 from ..fsutil import check_relative_path, check_segment
 from ..progress import progress_bar
-from ..store.hub_store import CARD_FILE, PICKLE_SUFFIXES, README_FILE, describe_adapter, record_adapter, stage_files
+from ..store.hub_store import CARD_FILE, README_FILE, describe_adapter, record_adapter, stage_files
+from ..tensorfile import is_pickle_name
 from . import modelcard
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def push(
     # The README pushed is the model card; an adapter's own README (PEFT writes one) is not part of the upload.
     files = [f for f in card.files if f.path != README_FILE]
     for f in files:
-        if f.path.endswith(PICKLE_SUFFIXES):
+        if is_pickle_name(f.path):
             raise PickleRefused(f.path)
     pushed = card.model_copy(update={"files": files})
     readme = modelcard.render(pushed, repo_id=repo_id)
@@ -195,7 +196,7 @@ def pull(
     card_json = fetch.small(listing[CARD_FILE]) if CARD_FILE in listing else None
     readme = fetch.small(listing[README_FILE]).decode("utf-8", "replace") if README_FILE in listing else None
     if WEIGHTS_NAME not in listing:
-        pickles = [p for p in listing if p.endswith(PICKLE_SUFFIXES)]
+        pickles = [p for p in listing if is_pickle_name(p)]
         if pickles:
             raise PickleRefused(f"{repo_id}@{commit[:12]}/{pickles[0]}")
         raise InvalidAdapter(f"{repo_id}@{commit[:12]}", [f"no {WEIGHTS_NAME} in the repository"])
@@ -227,7 +228,7 @@ def _expected_files(repo_id: str, names: list[str], listing: dict[str, _RemoteFi
         for f in AdapterCard.model_validate_json(card_json).files:
             out[f.path] = f
     for p in names:
-        if p.endswith(PICKLE_SUFFIXES):
+        if is_pickle_name(p):
             raise PickleRefused(f"{repo_id}/{p}")
         if p not in listing:
             raise InvalidAdapter(f"{repo_id}/{CARD_FILE}", [f"lists {p}, which the repository does not contain"])
