@@ -108,7 +108,19 @@ def _refuse_constant(text: str) -> Any:
     raise _Refused(f"{text} is not JSON")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant)
+def _decoder(max_objects: int) -> json.JSONDecoder:
+    """A decoder refusing duplicate keys, serde_json's number rules, and more than `max_objects` JSON objects (each
+    tensor entry is one), so a header of 300,000 tensors is refused part-way rather than parsed whole."""
+    seen = 0
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal seen
+        seen += 1
+        if seen > max_objects:
+            raise _Refused(f"more than {max_objects} objects")
+        return _pairs(items)
+
+    return json.JSONDecoder(object_pairs_hook=pairs, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant)
 
 
 def _check_tree(value: Any, depth: int = 1) -> None:
@@ -152,8 +164,11 @@ def parse_header_json(raw: bytes, data_len: int, *, max_tensors: int = MAX_TENSO
         text = raw.decode("utf-8")  # strict: json.loads(bytes) would also take UTF-16/32, which safetensors refuses
     except UnicodeDecodeError as exc:
         raise ValueError(f"header is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if raw.count(b'"data_offsets"') > max_tensors:  # cheap early answer for a header far over the limit
+        raise ValueError(f"more than {max_tensors} tensors in one file, over the limit")
     try:
-        obj = _DECODER.decode(text)
+        # tensor entries + the header + __metadata__, and room for the odd extra object inside entries
+        obj = _decoder(2 * max_tensors + 16).decode(text)
     except _Refused as exc:
         raise ValueError(f"header is not valid JSON: {exc}") from None
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:

@@ -221,5 +221,5 @@ def test_header_length_past_the_end_and_too_many_tensors(tmp_path: Path) -> None
     header = json.dumps({f"t{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]} for i in range(11)}).encode()
     path.write_bytes(struct.pack("<Q", len(header)) + header)
     assert len(read_header(path).tensors) == 11
-    with pytest.raises(InvalidAdapter, match="11 tensors in one file, over the limit of 10"):
+    with pytest.raises(InvalidAdapter, match="tensors in one file, over the limit"):
         read_header(path, max_tensors=10)
