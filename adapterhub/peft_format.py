@@ -390,6 +390,11 @@ def load_config_json(path: Path, where: str) -> Any:
         raise InvalidAdapter(where, [f"no {CONFIG_NAME} in the folder"]) from None
     except OSError as exc:
         raise InvalidAdapter(where, [f"cannot read {CONFIG_NAME}: {exc.strerror or exc}"]) from None
+    return config_json(raw, where)
+
+
+def config_json(raw: bytes, where: str) -> Any:
+    """The bytes of an adapter_config.json decoded with the bounds `load_config_json` describes."""
     if len(raw) > MAX_CONFIG_BYTES:
         raise InvalidAdapter(where, [f"{CONFIG_NAME} is over {MAX_CONFIG_BYTES} bytes"])
     try:

@@ -175,7 +175,7 @@ def pull(
     registry: Registry | None = None, progress: bool | None = None,
 ) -> AdapterCard:
     """Download `REPO[@REV]`, verify every byte, and register it as the next local version of `name` (default REPO)."""
-    from ..peft_format import CONFIG_NAME, WEIGHTS_NAME
+    from ..peft_format import CONFIG_NAME, WEIGHTS_NAME, config_json
 
     repo_id, _, revision = spec.partition("@")
     repo_id, revision = _check_repo_id(repo_id), revision or "main"
@@ -202,11 +202,7 @@ def pull(
         raise InvalidAdapter(f"{repo_id}@{commit[:12]}", [f"no {WEIGHTS_NAME} in the repository"])
     if CONFIG_NAME not in listing:
         raise InvalidAdapter(f"{repo_id}@{commit[:12]}", [f"no {CONFIG_NAME} in the repository"])
-    config_bytes = fetch.small(listing[CONFIG_NAME])
-    try:
-        config = json.loads(config_bytes)
-    except ValueError as exc:
-        raise InvalidAdapter(f"{repo_id}/{CONFIG_NAME}", [f"not valid JSON ({exc})"]) from None
+    config = config_json(fetch.small(listing[CONFIG_NAME]), f"{repo_id}/{CONFIG_NAME}")
     names, fields = describe_adapter(listing, card_json, readme, config if isinstance(config, dict) else {})
     expected = _expected_files(repo_id, names, listing, card_json)
     files = {p: fetch.blob(listing[p], expected.get(p)) for p in names}
