@@ -214,6 +214,27 @@ def test_add_never_stores_a_pickle_beside_the_weights(tmp_path: Path) -> None:
     assert sorted(f.path for f in card.files) == ["adapter_config.json", "adapter_model.safetensors", "notes.txt"]
 
 
+def test_push_refuses_a_version_that_lists_a_pickle_in_any_case(tmp_path: Path) -> None:
+    """A registry written before the one suffix list (its `add` kept `optimizer.PT`, `x.pickle`) cannot push them."""
+    from adapterhub.errors import PickleRefused
+    from adapterhub.hub.client import push
+    from adapterhub.store.orm import AdapterRow, FileRow
+
+    folder = big_adapter(tmp_path / "a", layers=1, width=64, rank=4)
+    reg = Registry(home=tmp_path / "reg")
+    reg.add(folder, "me/a", "t")
+    for name in ("optimizer.PT", "state.pickle"):
+        sha256, size = reg.blobs.put_bytes(b"\x80\x04\x95 pickled " + name.encode())
+        with reg.db.write() as s:
+            row = s.scalars(sa.select(AdapterRow)).one()
+            s.add(FileRow(adapter_id=row.id, path=name, sha256=sha256, size=size))
+        with pytest.raises(PickleRefused):
+            push("me/a", remote="http://127.0.0.1:9", registry=reg)
+        with reg.db.write() as s:
+            s.execute(sa.delete(FileRow).where(FileRow.path == name))
+    reg.db.dispose()
+
+
 # --- section 2: caps, and checks before the write lock ---------------------------------------------------------
 
 
