@@ -381,8 +381,8 @@ def _config_int(text: str) -> int:
 
 
 def load_config_json(path: Path, where: str) -> Any:
-    """The JSON of an adapter_config.json, bounded: over `MAX_CONFIG_BYTES`, nested too deep, integers beyond 64
-    bits or NaN/Infinity are InvalidAdapter with the reason (never a RecursionError or OverflowError)."""
+    """The JSON of an adapter_config.json, bounded: over `MAX_CONFIG_BYTES`, nested too deep or integers beyond 64
+    bits are InvalidAdapter with the reason (never a RecursionError or OverflowError)."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
@@ -398,16 +398,12 @@ def config_json(raw: bytes, where: str) -> Any:
     if len(raw) > MAX_CONFIG_BYTES:
         raise InvalidAdapter(where, [f"{CONFIG_NAME} is over {MAX_CONFIG_BYTES} bytes"])
     try:
-        return json.loads(raw, parse_int=_config_int, parse_constant=_no_constant)
+        return json.loads(raw, parse_int=_config_int)  # NaN/Infinity parse as PEFT's json does; fields refuse them
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, RecursionError):
             why = "nested too deeply"
         raise InvalidAdapter(where, [f"{CONFIG_NAME} is not valid JSON ({why})"]) from None
-
-
-def _no_constant(text: str) -> Any:
-    raise ValueError(f"{text} is not JSON")
 
 
 def read_config(folder: Path | str) -> LoraConfig:
