@@ -414,25 +414,53 @@ def parse_config(raw: Any, where: str) -> LoraConfig:
         raise UnsupportedFeature(f"peft_type {peft_type}", where=where, hint="adapterhub handles LoRA and DoRA adapters")
     try:
         return LoraConfig.model_validate(raw)
+    except (OverflowError, RecursionError) as exc:
+        raise InvalidAdapter(where, [f"{CONFIG_NAME} holds a value out of range ({type(exc).__name__})"]) from None
     except ValidationError as exc:
         errs = [f"{CONFIG_NAME} field {'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors()]
         raise InvalidAdapter(where, errs) from None
 
 
+MAX_CONFIG_BYTES = 1 << 20  # real adapter_config.json files are a few kilobytes
+_MAX_INT_DIGITS = 19  # every count in a config fits 64 bits; 10**400 would overflow float() and the database
+
+
+def _config_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"integer {text[:12]}... is too large")
+    return int(text)
+
+
+def load_config_json(path: Path, where: str) -> Any:
+    """The JSON of an adapter_config.json, bounded: over `MAX_CONFIG_BYTES`, nested too deep or integers beyond 64
+    bits are InvalidAdapter with the reason (never a RecursionError or OverflowError)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise InvalidAdapter(where, [f"no {CONFIG_NAME} in the folder"]) from None
+    except OSError as exc:
+        raise InvalidAdapter(where, [f"cannot read {CONFIG_NAME}: {exc.strerror or exc}"]) from None
+    return config_json(raw, where)
+
+
+def config_json(raw: bytes, where: str) -> Any:
+    """The bytes of an adapter_config.json decoded with the bounds `load_config_json` describes."""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise InvalidAdapter(where, [f"{CONFIG_NAME} is over {MAX_CONFIG_BYTES} bytes"])
+    try:
+        return json.loads(raw, parse_int=_config_int)  # NaN/Infinity parse as PEFT's json does; fields refuse them
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, RecursionError):
+            why = "nested too deeply"
+        raise InvalidAdapter(where, [f"{CONFIG_NAME} is not valid JSON ({why})"]) from None
+
+
 def read_config(folder: Path | str) -> LoraConfig:
-    path = Path(folder) / CONFIG_NAME
     if not Path(folder).is_dir():
         raise InvalidAdapter(str(folder), ["not a folder"], hint="pass the folder PEFT's save_pretrained wrote")
-    try:
-        raw = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise InvalidAdapter(str(folder), [f"no {CONFIG_NAME} in the folder"]) from None
-    except OSError as exc:
-        raise InvalidAdapter(str(folder), [f"cannot read {CONFIG_NAME}: {exc.strerror or exc}"]) from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidAdapter(str(folder), [f"{CONFIG_NAME} is not valid JSON ({why})"]) from None
-    return parse_config(raw, str(folder))
+    return parse_config(load_config_json(Path(folder) / CONFIG_NAME, str(folder)), str(folder))
 
 
 def read_layout(folder: Path | str, *, strict: bool = True) -> AdapterLayout:

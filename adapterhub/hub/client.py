@@ -41,7 +41,8 @@ from ..errors import (
 )
 from ..fsutil import check_relative_path, check_segment
 from ..progress import progress_bar
-from ..store.hub_store import CARD_FILE, PICKLE_SUFFIXES, README_FILE, describe_adapter, record_adapter, stage_files
+from ..store.hub_store import CARD_FILE, README_FILE, describe_adapter, record_adapter, stage_files
+from ..tensorfile import is_pickle_name
 from . import modelcard
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def push(
     # The README pushed is the model card; an adapter's own README (PEFT writes one) is not part of the upload.
     files = [f for f in card.files if f.path != README_FILE]
     for f in files:
-        if f.path.endswith(PICKLE_SUFFIXES):
+        if is_pickle_name(f.path):
             raise PickleRefused(f.path)
     pushed = card.model_copy(update={"files": files})
     readme = modelcard.render(pushed, repo_id=repo_id)
@@ -192,7 +193,7 @@ def pull(
     registry: Registry | None = None, progress: bool | None = None,
 ) -> AdapterCard:
     """Download `REPO[@REV]`, verify every byte, and register it as the next local version of `name` (default REPO)."""
-    from ..peft_format import CONFIG_NAME, WEIGHTS_NAME
+    from ..peft_format import CONFIG_NAME, WEIGHTS_NAME, config_json
 
     repo_id, _, revision = spec.partition("@")
     repo_id, revision = _check_repo_id(repo_id), revision or "main"
@@ -214,17 +215,13 @@ def pull(
     small_readme = README_FILE in listing and (listing[README_FILE].size or 0) <= modelcard.MAX_CARD_BYTES  # else unread
     readme = fetch.small(listing[README_FILE]).decode("utf-8", "replace") if small_readme else None
     if WEIGHTS_NAME not in listing:
-        pickles = [p for p in listing if p.endswith(PICKLE_SUFFIXES)]
+        pickles = [p for p in listing if is_pickle_name(p)]
         if pickles:
             raise PickleRefused(f"{repo_id}@{commit[:12]}/{pickles[0]}")
         raise InvalidAdapter(f"{repo_id}@{commit[:12]}", [f"no {WEIGHTS_NAME} in the repository"])
     if CONFIG_NAME not in listing:
         raise InvalidAdapter(f"{repo_id}@{commit[:12]}", [f"no {CONFIG_NAME} in the repository"])
-    config_bytes = fetch.small(listing[CONFIG_NAME])
-    try:
-        config = json.loads(config_bytes)
-    except ValueError as exc:
-        raise InvalidAdapter(f"{repo_id}/{CONFIG_NAME}", [f"not valid JSON ({exc})"]) from None
+    config = config_json(fetch.small(listing[CONFIG_NAME]), f"{repo_id}/{CONFIG_NAME}")
     names, fields = describe_adapter(listing, card_json, readme, config if isinstance(config, dict) else {})
     expected = _expected_files(repo_id, names, listing, card_json)
     files = {p: fetch.blob(listing[p], expected.get(p)) for p in names}
@@ -246,7 +243,7 @@ def _expected_files(repo_id: str, names: list[str], listing: dict[str, _RemoteFi
         for f in AdapterCard.model_validate_json(card_json).files:
             out[f.path] = f
     for p in names:
-        if p.endswith(PICKLE_SUFFIXES):
+        if is_pickle_name(p):
             raise PickleRefused(f"{repo_id}/{p}")
         if p not in listing:
             raise InvalidAdapter(f"{repo_id}/{CARD_FILE}", [f"lists {p}, which the repository does not contain"])

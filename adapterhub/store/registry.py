@@ -21,6 +21,7 @@ from ..errors import AdapterNotFound, BaseModelNotFound, IncompatibleAdapter, In
 from ..fsutil import atomic_directory, check_relative_path
 from ..paths import adapterhub_home
 from . import convert
+from ..tensorfile import is_pickle_name
 from .blobs import BlobStore
 from .db import Database, default_database_url
 from .orm import AdapterRow, AliasRow, BaseModelRow, FileRow, RepoRow
@@ -28,8 +29,6 @@ from .records import VersionFields, base_named, record_version, verified_base
 from .search import run_search
 
 RESERVED_ALIASES = {"latest"}
-# Files never stored with an adapter: pickles are refused at read time, editor/OS droppings are noise.
-SKIP_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
 @dataclass
@@ -356,7 +355,7 @@ def _model_name(path: Path) -> str:
 
 def _adapter_files(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not p.name.endswith(SKIP_SUFFIXES)
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not is_pickle_name(p.name)
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import shutil
 import time
@@ -27,6 +28,7 @@ from ...errors import (
     AdapterHubError,
     AlreadyExists,
     CommitConflict,
+    DatabaseBusy,
     EntryNotFound,
     IntegrityError,
     InvalidFile,
@@ -35,6 +37,7 @@ from ...errors import (
     PermissionDenied,
     RepoNotFound,
     RevisionNotFound,
+    StorageFull,
     StoreError,
     Unauthenticated,
     UnsupportedFeature,
@@ -135,8 +138,11 @@ _ERRORS: list[tuple[type[AdapterHubError], int, str | None]] = [
     (InvalidFile, 400, None),
     (UnsupportedFeature, 400, None),
     (UsageError, 400, None),
+    (DatabaseBusy, 503, None),
+    (StorageFull, 507, None),
     (StoreError, 500, None),
 ]
+RETRY_AFTER_S = 30  # for 503/507: the lock or the disk may be free by then
 
 
 def error_response(exc: AdapterHubError, request: Request) -> JSONResponse:
@@ -144,6 +150,8 @@ def error_response(exc: AdapterHubError, request: Request) -> JSONResponse:
     headers = {"X-Error-Message": exc.message.encode("ascii", "replace").decode()[:500]}
     if code:
         headers["X-Error-Code"] = code
+    if status in (503, 507):
+        headers["Retry-After"] = str(RETRY_AFTER_S)
     if isinstance(exc, EntryNotFound) and len(exc.revision) == 40:
         headers["X-Repo-Commit"] = exc.revision  # lets clients cache "this file does not exist at this commit"
     if request.method == "HEAD":
@@ -192,6 +200,23 @@ def create_app(
         # A value the database cannot store (PostgreSQL: NUL in text, an out-of-range number): the input's fault.
         first = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
         return error_response(UsageError(f"the database refused a value in this request: {first}"), request)
+
+    @app.exception_handler(sa_exc.OperationalError)
+    async def _on_db_unavailable(request: Request, exc: sa_exc.OperationalError) -> JSONResponse:
+        # A lock held past the busy timeout outside a write transaction, or a database that went away: retry later.
+        from ...store.db import is_busy
+
+        what = "the database is busy: another writer held its lock too long" if is_busy(exc) else "the database is unavailable"
+        return error_response(DatabaseBusy(what), request)
+
+    @app.exception_handler(OSError)
+    async def _on_os_error(request: Request, exc: OSError) -> JSONResponse:
+        from ...store.blobs import is_disk_full
+
+        if is_disk_full(exc):  # an upload's scratch file or a blob write ran out of disk
+            return error_response(StorageFull(), request)
+        logging.getLogger("adapterhub.hub").error("storage error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(StoreError("the hub could not read or write its storage", hint="see the server's log"), request)
 
     app.include_router(registry_api.router)
     app.include_router(api.router)

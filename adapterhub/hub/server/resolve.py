@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from typing import BinaryIO
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
@@ -31,12 +32,18 @@ def _headers(f: HubFile, commit: str) -> dict[str, str]:
         "ETag": f'"{f.etag}"',
         "Accept-Ranges": "bytes",
         "Content-Type": "application/octet-stream",
-        "Content-Disposition": f'attachment; filename="{os.path.basename(f.path)}"',
+        "Content-Disposition": _disposition(os.path.basename(f.path)),
     }
     if f.lfs:
         h["X-Linked-Etag"] = f'"{f.sha256}"'
         h["X-Linked-Size"] = str(f.size)
     return h
+
+
+def _disposition(filename: str) -> str:
+    """RFC 6266: an ASCII fallback name plus the exact UTF-8 name (headers are Latin-1, names may be anything)."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
