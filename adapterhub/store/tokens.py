@@ -20,7 +20,7 @@ from .db import Database
 from .orm import TokenRow
 
 TOKEN_PREFIX = "ah_"
-_DURATION = re.compile(r"^(\d+)([hdw])$")
+_DURATION = re.compile(r"(\d+)([hdw])")
 
 
 def hash_token(secret: str) -> str:
@@ -29,7 +29,7 @@ def hash_token(secret: str) -> str:
 
 def parse_duration(text: str) -> timedelta:
     """`12h`, `30d`, `2w` -> timedelta."""
-    m = _DURATION.match(text.strip())
+    m = _DURATION.fullmatch(text.strip())
     if not m:
         raise UsageError(f"bad duration {text!r}", hint="use a number followed by h, d or w, e.g. 30d")
     n, unit = int(m.group(1)), m.group(2)
