@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from .errors import InvalidReference
 
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
-_REF = re.compile(rf"^(?P<ns>{_SEGMENT})/(?P<name>{_SEGMENT})(?:@(?P<sel>[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}))?$")
-ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+# Always used with fullmatch (never `^...$` with match, where `$` also matches before a final newline).
+_REF = re.compile(rf"(?P<ns>{_SEGMENT})/(?P<name>{_SEGMENT})(?:@(?P<sel>[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}))?")
+ALIAS_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 LATEST = "latest"
 
 
@@ -36,7 +37,7 @@ class AdapterRef(_Model):
 
     @classmethod
     def parse(cls, text: str) -> AdapterRef:
-        m = _REF.match(text.strip())
+        m = _REF.fullmatch(text) if isinstance(text, str) else None  # no strip: `ns/x\n` is not `ns/x`
         if not m or ".." in text:
             raise InvalidReference(text, "expected namespace/name[@version|@alias]")
         sel = m.group("sel")
@@ -44,7 +45,7 @@ class AdapterRef(_Model):
             return cls(namespace=m.group("ns"), name=m.group("name"))
         if sel.isdigit():
             return cls(namespace=m.group("ns"), name=m.group("name"), version=int(sel))
-        if not ALIAS_PATTERN.match(sel):
+        if not ALIAS_PATTERN.fullmatch(sel):
             raise InvalidReference(text, "an alias starts with a letter")
         return cls(namespace=m.group("ns"), name=m.group("name"), alias=sel)
 

@@ -20,7 +20,7 @@ ADAPTERHUB_TAG = "adapterhub"
 # A README larger than this has its front matter ignored when read (the body is never needed whole), and is refused
 # by validate-yaml: a few KiB is typical, and YAML parsing is slow and memory-hungry.
 MAX_CARD_BYTES = 1 << 20
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # `org/name`, not a local path
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")  # `org/name`, not a local path
 _FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)(?:\r?\n)?---[ \t]*(?:\r?\n|\Z)", re.S)
 # PEFT's task_type -> a task name, for repos that say nothing else about their task.
 _PEFT_TASKS = {
@@ -85,7 +85,7 @@ def render(card: AdapterCard, *, repo_id: str | None = None) -> str:
 def hub_base_model(card: AdapterCard) -> str | None:
     """The `base_model` to declare: the config's Hub id when it is one (the Hub links it), else the registry's name."""
     declared = card.base_model_name_or_path
-    if declared and _HUB_ID.match(declared):
+    if declared and _HUB_ID.fullmatch(declared):
         return declared
     return card.base_model.name if card.base_model else declared
 

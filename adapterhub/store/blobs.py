@@ -18,7 +18,7 @@ from ..errors import IntegrityError, StorageFull
 from ..fsutil import TMP_PREFIX, fsync_dir
 
 CHUNK = 1 << 20
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch only
 
 
 class BlobStore:
@@ -29,7 +29,7 @@ class BlobStore:
         self._tmp = self.root / "tmp"
 
     def path(self, sha256: str) -> Path:
-        if not _SHA256.match(sha256):
+        if not _SHA256.fullmatch(sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.root / "sha256" / sha256[:2] / sha256[2:]
 
@@ -133,7 +133,7 @@ class BlobStore:
         for sub in base.iterdir():
             if sub.is_dir():
                 for f in sub.iterdir():
-                    if _SHA256.match(sub.name + f.name):
+                    if _SHA256.fullmatch(sub.name + f.name):
                         yield sub.name + f.name
 
     def delete(self, digests: Iterable[str], *, older_than_s: float = 0.0) -> list[str]:

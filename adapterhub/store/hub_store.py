@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ..card import AdapterCard, BaseModelRefInfo, EvalScore, FileEntry, Lineage
 from ..errors import (
@@ -36,11 +36,12 @@ from ..errors import (
 )
 from ..fsutil import check_relative_path, check_segment
 from ..hub.oids import GITATTRIBUTES, commit_id, git_blob_sha1, is_lfs
-from ..hub.types import FileAddition, HubCommit, HubFile, HubRepo
+from ..hub.types import FileAddition, HubCommit, HubFile, HubRepo, check_namespace_allowed
 from ..tensorfile import is_pickle_name
 from .blobs import BlobStore
 from .db import Database
 from .hub_orm import HubCommitFileRow, HubCommitRow, HubRefRow, HubRepoRow
+from .visibility import Visibility, hub_repo_visible
 
 if TYPE_CHECKING:
     from ..peft_format import AdapterLayout
@@ -97,6 +98,7 @@ class HubStore:
         """A new repository with an initial commit holding `.gitattributes`, as the Hub creates them."""
         check_segment(namespace, "namespace")
         check_segment(name, "repository name")
+        check_namespace_allowed(namespace)
         sha256, size = self.blobs.put_bytes(GITATTRIBUTES)
         attrs = HubFile(path=".gitattributes", sha256=sha256, git_sha1=git_blob_sha1(GITATTRIBUTES), size=size)
         try:
@@ -129,22 +131,14 @@ class HubStore:
 
     def list_repos(
         self, *, search: str | None = None, author: str | None = None, sort: str = "lastModified", limit: int = 100,
-        offset: int = 0, include_private: bool = True,
-    ) -> tuple[list[HubRepo], int]:
-        """Repositories whose `ns/name` contains `search` (any case), owned by `author`; newest first, and the total."""
-        q = sa.select(HubRepoRow)
-        if search:
-            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            q = q.where(sa.func.lower(HubRepoRow.namespace + "/" + HubRepoRow.name).like(f"%{escaped}%", escape="\\"))
-        if author:
-            q = q.where(HubRepoRow.namespace == author)
-        if not include_private:
-            q = q.where(HubRepoRow.private.is_(False))
-        order = HubRepoRow.created_at if sort == "createdAt" else HubRepoRow.last_modified
-        q = q.order_by(order.desc(), HubRepoRow.id.desc())
+        offset: int = 0, visibility: Visibility | None = None, count: bool = True,
+    ) -> tuple[list[HubRepo], int | None]:
+        """One page of repositories whose `ns/name` contains `search` (any case), owned by `author`, that
+        `visibility` may see (None: all), in `sort` order; and the total of such repositories when `count`."""
+        q = self._listing(search, author, visibility)
         with self.db.session() as s:
-            total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
-            rows = s.scalars(q.offset(offset).limit(limit)).all()
+            total = (s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0) if count else None
+            rows = s.scalars(q.order_by(*self._order(sort)).offset(offset).limit(limit)).all()
             heads = dict(
                 s.execute(
                     sa.select(HubRefRow.repo_id, HubRefRow.commit_id).where(
@@ -153,6 +147,54 @@ class HubStore:
                 ).all()
             )
             return [self._to_repo(r, heads.get(r.id)) for r in rows], total
+
+    def list_heads(
+        self, *, search: str | None = None, author: str | None = None, sort: str = "lastModified", limit: int = 100,
+        offset: int = 0, visibility: Visibility | None = None,
+    ) -> list[tuple[HubRepo, HubCommit]]:
+        """Like `list_repos`, with each repository's head commit, in one query (every repository has `main` from its
+        creation on; one without would be left out): what a listing page needs, without a query per repository. The page is cut from `hub_repos` alone
+        first, so only its own rows are joined to their refs and commits."""
+        page = self._listing(search, author, visibility).order_by(*self._order(sort)).offset(offset).limit(limit)
+        repo = aliased(HubRepoRow, page.subquery())
+        q = sa.select(repo, HubCommitRow).join(HubRefRow, sa.and_(HubRefRow.repo_id == repo.id, HubRefRow.name == DEFAULT_BRANCH))
+        q = q.join(HubCommitRow, HubCommitRow.id == HubRefRow.commit_id).order_by(*self._order(sort, repo))
+        with self.db.session() as s:
+            return [(self._to_repo(r, c.id), self._to_commit(c)) for r, c in s.execute(q).all()]
+
+    def files_of(self, commits: Iterable[str]) -> dict[str, list[HubFile]]:
+        """The files of several commits in one query: commit id -> files sorted by path."""
+        ids = sorted(set(commits))
+        out: dict[str, list[HubFile]] = {c: [] for c in ids}
+        if not ids:
+            return out
+        cols = [HubCommitFileRow.commit_id, HubCommitFileRow.path, HubCommitFileRow.sha256, HubCommitFileRow.git_sha1,
+                HubCommitFileRow.size, HubCommitFileRow.lfs]  # plain columns: no ORM identity map for a whole page
+        with self.db.session() as s:
+            q = sa.select(*cols).where(HubCommitFileRow.commit_id.in_(ids)).order_by(HubCommitFileRow.commit_id, HubCommitFileRow.path)
+            for cid, path, sha256, git_sha1, size, lfs in s.execute(q):
+                out[cid].append(HubFile(path=path, sha256=sha256, git_sha1=git_sha1, size=size, lfs=lfs))
+        return out
+
+    @staticmethod
+    def _listing(search: str | None, author: str | None, visibility: Visibility | None) -> sa.Select[tuple[HubRepoRow]]:
+        q = sa.select(HubRepoRow)
+        if search:
+            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            q = q.where(sa.func.lower(HubRepoRow.namespace + "/" + HubRepoRow.name).like(f"%{escaped}%", escape="\\"))
+        if author:
+            q = q.where(HubRepoRow.namespace == author)
+        if visibility is not None:
+            q = q.where(hub_repo_visible(visibility))
+        return q
+
+    @staticmethod
+    def _order(sort: str, table: Any = HubRepoRow) -> list[sa.ColumnElement[Any]]:
+        """`id` sorts by name; `createdAt` newest first; anything else (the Hub's downloads, likes...) by last change."""
+        if sort == "id":
+            return [table.namespace.asc(), table.name.asc()]
+        column = table.created_at if sort == "createdAt" else table.last_modified
+        return [column.desc(), table.id.desc()]
 
     # --- revisions and files -----------------------------------------------------------------------------------
 

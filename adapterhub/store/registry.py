@@ -27,6 +27,7 @@ from .db import Database, default_database_url
 from .orm import AdapterRow, AliasRow, BaseModelRow, FileRow, RepoRow
 from .records import VersionFields, base_named, record_version, verified_base
 from .search import run_search
+from .visibility import Visibility
 
 RESERVED_ALIASES = {"latest"}
 
@@ -193,14 +194,17 @@ class Registry:
                 q = q.limit(limit)
             return [convert.card(s, r) for r in s.scalars(q)]
 
-    def search(self, query: SearchQuery) -> SearchResult:
-        if query.base and Path(query.base).exists():
+    def search(self, query: SearchQuery, *, visibility: Visibility | None = None, local_paths: bool = True) -> SearchResult:
+        """Adapters matching `query`. `visibility` (a hub's caller) leaves out adapters of private hub repositories the
+        caller may not read, inside the SQL, so `total` is exact; None sees everything. `local_paths=False` (a server
+        answering remote callers) never treats `base` as a path on this machine."""
+        if local_paths and query.base and Path(query.base).exists():
             from ..fingerprint import arch_hash
 
             # adapters that fit this base: same architecture (headers only, no weights read)
             query = query.model_copy(update={"base": arch_hash(Path(query.base))})
         with self.db.session() as s:
-            total, rows = run_search(s, query)
+            total, rows = run_search(s, query, visibility)
             return SearchResult(query=query, total=total, items=[convert.card(s, r) for r in rows])
 
     # --- changing ----------------------------------------------------------------------------------------
@@ -370,7 +374,7 @@ def _check_alias(alias: str) -> str:
 
     if alias in RESERVED_ALIASES:
         raise UsageError(f"alias {alias!r} is reserved", hint="`latest` always means the newest version")
-    if not ALIAS_PATTERN.match(alias):
+    if not ALIAS_PATTERN.fullmatch(alias):
         raise UsageError(f"bad alias {alias!r}", hint="an alias starts with a letter: letters, digits, '.', '_', '-'")
     return alias
 

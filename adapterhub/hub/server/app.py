@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from sqlalchemy import exc as sa_exc
 
 from ...errors import (
     AdapterHubError,
+    AdapterNotFound,
     AlreadyExists,
     CommitConflict,
     DatabaseBusy,
@@ -67,6 +69,7 @@ class HubContext:
     scratch: Path  # temp files of uploads in progress and commit checks, under the registry home
     page_size: int = DEFAULT_PAGE_SIZE
     max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES  # largest commit body accepted (HTTP 413 above it); None: no limit
+    private_paths: re.Pattern[str] | None = None  # the server's own folders, scrubbed from every error message
 
     def check_readable(self, request: Request, repo: HubRepo) -> None:
         self.access.check_readable(request, repo)
@@ -126,6 +129,7 @@ def context(request: Request) -> HubContext:
 # Exception class -> (HTTP status, X-Error-Code). Order matters: the first matching class wins.
 _ERRORS: list[tuple[type[AdapterHubError], int, str | None]] = [
     (RepoNotFound, 404, "RepoNotFound"),
+    (AdapterNotFound, 404, "RepoNotFound"),  # the registry API: missing and hidden adapters answer alike
     (RevisionNotFound, 404, "RevisionNotFound"),
     (EntryNotFound, 404, "EntryNotFound"),
     (NotFound, 404, None),
@@ -145,9 +149,50 @@ _ERRORS: list[tuple[type[AdapterHubError], int, str | None]] = [
 RETRY_AFTER_S = 30  # for 503/507: the lock or the disk may be free by then
 
 
+UPLOADS_DIR = "hub-uploads"  # under the registry home: one scratch folder per server process
+
+
+def server_paths_pattern(registry: Registry, scratch: Path) -> re.Pattern[str]:
+    """Matches a path inside the server's storage, blob store or upload scratch (as given and resolved)."""
+    roots: set[str] = set()
+    for root in (registry.home, registry.home / UPLOADS_DIR, scratch, registry.blobs.root):
+        roots.add(str(root.absolute()).rstrip("/"))  # absolute only: a relative "hub" would match ordinary words
+        with contextlib.suppress(OSError):
+            roots.add(str(root.resolve()).rstrip("/"))
+    alternatives = "|".join(re.escape(r) for r in sorted(roots - {""}, key=len, reverse=True))
+    return re.compile(rf"(?<![\w./-])(?:{alternatives})(?P<tail>(?:/[^\s'\":;,)]*)?)")
+
+
+def scrub_paths(text: str, pattern: re.Pattern[str] | None, repo: str | None) -> str:
+    """The message with the server's own paths taken out: a file staged from an upload becomes its path in the
+    repository (`<scratch>/<worker>/<stage>/adapter_config.json` -> `adapter_config.json`), the staged folder
+    itself the repository, and anything else in the storage `<hub storage>`. No response names a server path."""
+    if pattern is None:
+        return text
+
+    def public(m: re.Match[str]) -> str:
+        full = m.group(0)
+        marker = f"/{UPLOADS_DIR}/"
+        if marker in full:
+            rest = [p for p in full.split(marker, 1)[1].split("/") if p]
+            return "/".join(rest[2:]) or repo or "the upload"
+        return "<hub storage>"
+
+    return pattern.sub(public, text)
+
+
+def _public_repo(request: Request) -> str | None:
+    params = request.scope.get("path_params") or {}
+    ns, name = params.get("namespace"), params.get("name")
+    return f"{ns}/{name}" if isinstance(ns, str) and isinstance(name, str) else None
+
+
 def error_response(exc: AdapterHubError, request: Request) -> JSONResponse:
     status, code = next(((st, c) for cls, st, c in _ERRORS if isinstance(exc, cls)), (500, None))
-    headers = {"X-Error-Message": exc.message.encode("ascii", "replace").decode()[:500]}
+    hub = getattr(request.app.state, "hub", None)
+    pattern, repo = getattr(hub, "private_paths", None), _public_repo(request)
+    message, text = scrub_paths(exc.message, pattern, repo), scrub_paths(str(exc), pattern, repo)
+    headers = {"X-Error-Message": message.encode("ascii", "replace").decode()[:500]}
     if code:
         headers["X-Error-Code"] = code
     if status in (503, 507):
@@ -156,24 +201,32 @@ def error_response(exc: AdapterHubError, request: Request) -> JSONResponse:
         headers["X-Repo-Commit"] = exc.revision  # lets clients cache "this file does not exist at this commit"
     if request.method == "HEAD":
         return JSONResponse(None, status_code=status, headers=headers)
-    return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+    return JSONResponse({"error": text}, status_code=status, headers=headers)
+
+
+OPEN_HUB_NOTICE = ("adapterhub: OPEN HUB (--open): callers without a token may read, write and delete every repository, "
+                   "private ones included")  # fmt: skip
 
 
 def create_app(
     registry: Registry, *, tokens: dict[str, str] | None = None, page_size: int = DEFAULT_PAGE_SIZE,
-    max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES,
+    max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES, open_hub: bool = False,
 ) -> FastAPI:
     """The hub over `registry`'s database and blob store; `tokens` (secret -> user) are static write tokens.
 
-    Temp files a killed server left (upload scratch, blob-store temp files) are removed before it serves."""
+    Anonymous callers may only read public repositories unless `open_hub` (announced on stderr here) lets them do
+    everything. Temp files a killed server left (upload scratch, blob-store temp files) are removed before it serves."""
     from . import api, commits, registry_api, resolve
     from .openapi import describe_raw_bodies
 
     app = FastAPI(title="adapterhub", docs_url="/api/adapterhub/docs", openapi_url="/api/adapterhub/openapi.json", redoc_url=None)
-    scratch = claim_scratch(registry.home / "hub-uploads")
+    scratch = claim_scratch(registry.home / UPLOADS_DIR)
     remove_stale_temp([registry.blobs.root / "tmp"], before=STARTED_AT)
-    access = Access(registry.db, tokens)
-    app.state.hub = HubContext(registry, HubStore(registry.db, registry.blobs), access, scratch, page_size, max_upload_bytes)
+    access = Access(registry.db, tokens, open_hub=open_hub)
+    if open_hub:
+        print(OPEN_HUB_NOTICE, file=sys.stderr, flush=True)
+    app.state.hub = HubContext(registry, HubStore(registry.db, registry.blobs), access, scratch, page_size, max_upload_bytes,
+                               server_paths_pattern(registry, scratch))  # fmt: skip
     app.add_middleware(_RefuseNul)
     app.add_middleware(BodyLimit, commit_limit=max_upload_bytes)
 
@@ -357,6 +410,7 @@ def serve(
     *, home: Path | None = None, database_url: str | None = None, host: str = "127.0.0.1", port: int = 8000,
     tokens: dict[str, str] | None = None, page_size: int = DEFAULT_PAGE_SIZE, log_level: str = "warning",
     on_ready: Any = None, max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES, limits: ConnectionLimits | None = None,
+    open_hub: bool = False,
 ) -> None:
     """Run the hub with uvicorn until interrupted, over the registry at `home` (blob store) and `database_url`."""
     import uvicorn
@@ -364,7 +418,8 @@ def serve(
     from .protocol import MAX_HEAD_BYTES, guarded_protocol
 
     lim = limits or ConnectionLimits()
-    app = create_app(Registry(home=home, database_url=database_url), tokens=tokens, page_size=page_size, max_upload_bytes=max_upload_bytes)
+    app = create_app(Registry(home=home, database_url=database_url), tokens=tokens, page_size=page_size,
+                     max_upload_bytes=max_upload_bytes, open_hub=open_hub)  # fmt: skip
     if on_ready is not None:
         on_ready(f"http://{host}:{port}")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,

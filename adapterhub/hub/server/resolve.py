@@ -18,12 +18,12 @@ from fastapi.responses import StreamingResponse
 
 from ...errors import RepoNotFound, StoreError
 from ...fsutil import check_relative_path
-from ..types import HubFile
+from ..types import RESERVED_NAMESPACES, HubFile
 from .app import context
 
 router = APIRouter()
 CHUNK = 4 << 20  # large reads keep a localhost transfer bound by the socket, not by Python per-chunk overhead
-_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")  # longer numbers: not a range we honour, send it all
+_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")  # longer numbers: not a range we honour, send it all
 
 
 def _headers(f: HubFile, commit: str) -> dict[str, str]:
@@ -50,7 +50,7 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     """(start, end inclusive) for one satisfiable range, None to send everything, "unsatisfiable" for a 416."""
     if not header:
         return None
-    m = _RANGE.match(header.strip().replace(" ", ""))
+    m = _RANGE.fullmatch(header.strip().replace(" ", ""))
     if not m or (not m.group(1) and not m.group(2)):
         return None  # several ranges or another unit: the whole file is a valid answer
     if m.group(1):
@@ -79,7 +79,7 @@ def _read(fh: BinaryIO, start: int, length: int) -> Iterator[bytes]:
 def resolve_file(namespace: str, name: str, revision: str, path: str, request: Request) -> Response:
     """One file of one revision; a sync route so blob reads run in the threadpool, not on the event loop."""
     ctx = context(request)
-    if namespace in ("api", "static"):
+    if namespace.lower() in RESERVED_NAMESPACES:  # a route word, never a repository (none can be created there)
         raise RepoNotFound(f"{namespace}/{name}")
     check_relative_path(path)  # '..', absolute, backslash, drive, control characters: 400 before any lookup
     repo, commit = ctx.resolve(request, namespace, name, revision)
