@@ -7,10 +7,22 @@ The message is one line: what is wrong, then what to do about it (`hint`). The C
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+
+def _rebuild(cls: type[AdapterHubError], args: tuple[Any, ...], state: dict[str, Any]) -> AdapterHubError:
+    """Unpickle an error without calling its `__init__` (whose signature differs per class): same type, text, fields."""
+    err = cls.__new__(cls, *args)  # the built-in base's __new__ (MemoryError refuses object.__new__)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class AdapterHubError(Exception):
-    """Base class: a failure adapterhub anticipated and can explain in one line."""
+    """Base class: a failure adapterhub anticipated and can explain in one line.
+
+    Every subclass pickles (process pools, server workers): `__reduce__` restores the message and the fields its
+    `__init__` set, whatever that `__init__` takes."""
 
     hint: str = ""
 
@@ -21,6 +33,9 @@ class AdapterHubError(Exception):
         message = message.replace("\r", "\\r").replace("\n", "\\n")
         self.message = message
         super().__init__(f"{message}; {self.hint}" if self.hint else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class UsageError(AdapterHubError, ValueError):
