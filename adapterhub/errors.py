@@ -12,7 +12,8 @@ from typing import Any
 
 def _rebuild(cls: type[AdapterHubError], args: tuple[Any, ...], state: dict[str, Any]) -> AdapterHubError:
     """Unpickle an error without calling its `__init__` (whose signature differs per class): same type, text, fields."""
-    err = cls.__new__(cls, *args)  # the built-in base's __new__ (MemoryError refuses object.__new__)
+    # BaseException.__new__: the exception layout every built-in base shares (MemoryError.__new__ refuses subclasses)
+    err = BaseException.__new__(cls, *args)
     Exception.__init__(err, *args)
     err.__dict__.update(state)
     return err
