@@ -12,8 +12,9 @@ from typing import Any
 
 def _rebuild(cls: type[AdapterHubError], args: tuple[Any, ...], state: dict[str, Any]) -> AdapterHubError:
     """Unpickle an error without calling its `__init__` (whose signature differs per class): same type, text, fields."""
-    # BaseException.__new__: the exception layout every built-in base shares (MemoryError.__new__ refuses subclasses)
-    err = BaseException.__new__(cls, *args)
+    # the __new__ of the base that fixes the instance layout (OSError's for FileExistsError...); `cls.__new__` would
+    # find MemoryError.__new__ by MRO for CacheFull, which refuses subclasses
+    err = cls.__base__.__new__(cls, *args)
     Exception.__init__(err, *args)
     err.__dict__.update(state)
     return err
