@@ -6,14 +6,13 @@ import sys
 
 import click
 
-from ._common import handle_errors, json_option, parse_ref_weight, print_json, print_table
+from ._common import json_option, parse_ref_weight, print_json, print_table
 
 
 @click.command()
 @click.argument("adapter")
 @click.option("--base", "base", required=True, type=click.Path(), help="Base model folder or .safetensors file.")
 @json_option
-@handle_errors
 def validate(adapter: str, base: str, as_json: bool) -> None:
     """Check ADAPTER (a registry reference or a PEFT folder) against a base model, from file headers only.
 
@@ -53,7 +52,6 @@ def validate(adapter: str, base: str, as_json: bool) -> None:
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 100))
 @click.option("--dtype", default=None, type=click.Choice(["float32", "float16", "bfloat16"]))
 @json_option
-@handle_errors
 def run(
     base: str, adapters: tuple[str, ...], prompt: str | None, sentence: str | None, top_k: int, dtype: str | None, as_json: bool
 ) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ._common import handle_errors
-
 
 @click.group()
 def db() -> None:
@@ -14,7 +12,6 @@ def db() -> None:
 
 @db.command()
 @click.option("--revision", default="head", show_default=True)
-@handle_errors
 def upgrade(revision: str) -> None:
     """Migrate the database named by ADAPTERHUB_DATABASE_URL (default: the SQLite file in ADAPTERHUB_HOME)."""
     from ..store.registry import Registry
@@ -24,7 +21,6 @@ def upgrade(revision: str) -> None:
 
 
 @db.command()
-@handle_errors
 def current() -> None:
     """Print the database's migration revision and the newest one this version ships."""
     from ..store.db import head_revision

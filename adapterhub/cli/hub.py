@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import handle_errors, json_option, print_json, show_progress
+from ._common import json_option, print_json, show_progress
 
 
 @click.command()
@@ -21,7 +21,6 @@ from ._common import handle_errors, json_option, print_json, show_progress
 @click.option("--page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Entries per page of listings.")
 @click.option("--max-upload-bytes", default=None, type=click.IntRange(1), metavar="BYTES",
               help="Refuse a commit whose request body (base64 included) is larger than this, with HTTP 413.")  # fmt: skip
-@handle_errors
 def serve(database_url: str | None, storage: Path | None, host: str, port: int, tokens: tuple[str, ...], page_size: int,
           max_upload_bytes: int | None) -> None:  # fmt: skip
     """Serve the registry over the Hugging Face Hub HTTP API (HF_ENDPOINT=http://HOST:PORT) and its own JSON API."""
@@ -39,7 +38,6 @@ def serve(database_url: str | None, storage: Path | None, host: str, port: int, 
 @click.option("--private", is_flag=True, help="Create the repository as private.")
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Access token (default: $HF_TOKEN or the saved login).")
 @json_option
-@handle_errors
 def push(ref: str, remote: str | None, repo: str | None, private: bool, token: str | None, as_json: bool) -> None:
     """Upload adapter REF (NAME[@V]) with its card and a model card to a hub."""
     from ..hub.client import push as run
@@ -54,7 +52,6 @@ def push(ref: str, remote: str | None, repo: str | None, private: bool, token: s
 @click.option("--as", "name", default=None, metavar="NS/NAME", help="Register under this name (default: the repository's).")
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Access token for private repositories.")
 @json_option
-@handle_errors
 def pull(spec: str, remote: str | None, name: str | None, token: str | None, as_json: bool) -> None:
     """Download REPO at REV (default main), verify every file, and register it as a new local version."""
     from ..hub.client import pull as run
