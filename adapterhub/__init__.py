@@ -27,8 +27,8 @@ _EXPORTS: dict[str, str] = {
     "SearchQuery": "adapterhub.card",
     "SearchResult": "adapterhub.card",
     # the PEFT format
-    "load_adapter": "adapterhub.peft_format",
-    "save_adapter": "adapterhub.peft_format",
+    "load_adapter": "adapterhub.peft_weights",
+    "save_adapter": "adapterhub.peft_weights",
     "check_adapter": "adapterhub.adapter_check",
     # compatibility, loading and the runtime
     "validate": "adapterhub.compatibility",
@@ -93,6 +93,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .lora.merge import merge
     from .lora.routing import route
     from .lora.trainable import add_trainable
-    from .peft_format import load_adapter, save_adapter
+    from .peft_weights import load_adapter, save_adapter
     from .store.registry import Registry
     from .compatibility import CompatibilityReport, validate

@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 from adapterhub.lora.attach import attach, detach, set_active  # noqa: E402
 from adapterhub.lora.cache import resident_nbytes  # noqa: E402
 from adapterhub.lora.routing import route  # noqa: E402
-from adapterhub.peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, lora_scaling, save_adapter  # noqa: E402
+from adapterhub.peft_format import LayerKind, LoraConfig, lora_scaling  # noqa: E402
+from adapterhub.peft_weights import LoraModule, PeftAdapter, save_adapter
 
 CACHE = Path("/tmp/adapterhub-bench")
 SAVED_LLAMA = CACHE / "tinyllama-1.1b"

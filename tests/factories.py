@@ -126,7 +126,8 @@ def _train(peft_model: torch.nn.Module, *, steps: int, seed: int) -> None:
 def write_large_adapter(folder: Path, *, seed: int = 0, layers: int = 4, width: int = 2048, rank: int = 64) -> Path:
     """A valid PEFT LoRA on `down_proj` of `layers` layers (float32, 2*layers*width*rank*4 bytes), big enough that
     hashing, copies and uploads can be interrupted part-way. Written by adapterhub itself: no base model needed."""
-    from adapterhub.peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, save_adapter
+    from adapterhub.peft_format import LayerKind, LoraConfig
+    from adapterhub.peft_weights import LoraModule, PeftAdapter, save_adapter
 
     g = torch.Generator().manual_seed(seed)
     modules = {

@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from adapterhub.adapter_check import check_adapter
 from adapterhub.errors import AdapterHubError, InvalidAdapter, PickleRefused, UnsupportedFeature
-from adapterhub.peft_format import CONFIG_NAME, WEIGHTS_NAME, load_adapter, read_layout
+from adapterhub.peft_format import CONFIG_NAME, WEIGHTS_NAME, read_layout
+from adapterhub.peft_weights import load_adapter
 from adapterhub.tensorfile import read_header
 from tests import factories
 
@@ -387,7 +388,7 @@ def test_layers_to_transform_excludes_a_saved_module(good: Path) -> None:
 
 
 def test_save_refuses_an_inconsistent_adapter_and_writes_nothing(llama_adapter_dir: Path, tmp_path: Path) -> None:
-    from adapterhub.peft_format import save_adapter
+    from adapterhub.peft_weights import save_adapter
 
     adapter = load_adapter(llama_adapter_dir)
     adapter.modules["model.layers.0.self_attn.q_proj"].magnitude = torch.ones(32)  # DoRA tensor, config says LoRA

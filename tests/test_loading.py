@@ -145,7 +145,7 @@ def test_demo_trained_adapter_is_plain_peft(tmp_path: Path, minilm_dir: Path) ->
     from transformers import AutoTokenizer
 
     from adapterhub.demo.training import TASKS, classify, embed, load_examples, train_adapter
-    from adapterhub.lora.trainable import save_adapter
+    from adapterhub.lora.trainable import save_attached
 
     task, tok = TASKS["sentiment"], AutoTokenizer.from_pretrained(str(minilm_dir))
     data = load_examples(task)
@@ -155,7 +155,7 @@ def test_demo_trained_adapter_is_plain_peft(tmp_path: Path, minilm_dir: Path) ->
     model = load_base(minilm_dir)
     res = train_adapter(model, tok, task, "s", data["train"][:32], steps=3, batch_size=8)
     assert res.last_loss < res.first_loss
-    folder = save_adapter(model, "s", tmp_path / "s")
+    folder = save_attached(model, "s", tmp_path / "s")
     ours = load(minilm_dir, [folder])
     peft = PeftModel.from_pretrained(factories.load_model(minilm_dir), str(folder)).eval()
     texts = [e.text for e in data["test"][:8]]

@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from adapterhub.peft_format import CONFIG_NAME, WEIGHTS_NAME, load_adapter, read_layout, save_adapter
+from adapterhub.peft_format import CONFIG_NAME, WEIGHTS_NAME, read_layout
+from adapterhub.peft_weights import load_adapter, save_adapter
 from tests import factories
 
 warnings.filterwarnings("ignore", module="peft")

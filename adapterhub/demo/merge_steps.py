@@ -42,7 +42,7 @@ def _attached_output(ctx: DemoContext, folder: Any, tokenizer: Any) -> tuple[Any
         import torch
 
         from ..lora.delta import delta_weight
-        from ..peft_format import load_adapter
+        from ..peft_weights import load_adapter
 
         params = dict(model.named_parameters())
         with torch.no_grad():

@@ -25,7 +25,8 @@ def write_seeded_adapter(base_dir, out_dir, *, rank: int, targets: list[str], us
     import torch
 
     from ..compat import BaseTensors
-    from ..peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, lora_scaling, save_adapter
+    from ..peft_format import LayerKind, LoraConfig, lora_scaling
+    from ..peft_weights import LoraModule, PeftAdapter, save_adapter
 
     base = BaseTensors.from_path(base_dir)
     cfg = LoraConfig(

@@ -111,7 +111,7 @@ def train_adapter(
     temperature: float = 0.05,
     seed: int = 0,
 ) -> TrainResult:
-    """Add a fresh LoRA `name` to `model` and train it on `train`; it stays attached (save it with save_adapter)."""
+    """Add a fresh LoRA `name` to `model` and train it on `train`; it stays attached (save it with save_attached)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     add_trainable(model, name, r=r, lora_alpha=2 * r, target_modules=DEMO_TARGETS)

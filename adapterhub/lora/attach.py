@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import AdapterNotFound, AlreadyExists, IncompatibleAdapter, UnsupportedFeature, UsageError
-from ..peft_format import LayerKind, LoraModule, PeftAdapter, load_adapter
+from ..peft_format import LayerKind
+from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from .delta import delta_weight
 from .layers import AdapterLayer, LoraEmbedding, LoraLinear, OverrideLayer, RuntimeState, wrapper_class
 

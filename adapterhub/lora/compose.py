@@ -25,7 +25,8 @@ from pydantic import BaseModel
 
 from ..card import AdapterCard, Lineage, ParentLink
 from ..errors import UnsupportedFeature, UsageError
-from ..peft_format import LoraConfig, LoraModule, PeftAdapter, load_adapter, save_adapter
+from ..peft_format import LoraConfig
+from ..peft_weights import LoraModule, PeftAdapter, load_adapter, save_adapter
 from .compose_methods import METHODS, NEEDS_DENSITY, Factors, Part, SignMethod
 from .compose_methods import cat as cat_factors
 from .compose_methods import linear_factors, low_rank, low_rank_of_factors, task_vector_merge

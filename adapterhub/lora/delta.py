@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import UnsupportedFeature
-from ..peft_format import LayerKind, LoraModule
+from ..peft_format import LayerKind
+from ..peft_weights import LoraModule
 
 
 def delta_weight(m: LoraModule, *, fan_in_fan_out: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -18,7 +18,8 @@ from pydantic import BaseModel
 from ..card import AdapterCard, Lineage
 from ..errors import InvalidModel, UsageError
 from ..modelfiles import model_type
-from ..peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, save_adapter
+from ..peft_format import LayerKind, LoraConfig
+from ..peft_weights import LoraModule, PeftAdapter, save_adapter
 from ..progress import progress_bar
 from .compose_methods import low_rank
 from .merge import open_registry

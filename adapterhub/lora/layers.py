@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..peft_format import LayerKind, LoraModule
+from ..peft_format import LayerKind
+from ..peft_weights import LoraModule
 
 if TYPE_CHECKING:
     from .routing import RoutePlan

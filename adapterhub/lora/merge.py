@@ -24,7 +24,8 @@ from pydantic import BaseModel
 from ..card import BaseModelInfo, Lineage, ParentLink
 from ..errors import IncompatibleAdapter, InvalidAdapter, NonFiniteResult, UsageError
 from ..fsutil import atomic_directory, atomic_writer
-from ..peft_format import CONFIG_NAME, LayerKind, LoraModule, PeftAdapter, load_adapter
+from ..peft_format import CONFIG_NAME, LayerKind
+from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from ..modelfiles import model_folder
 from ..progress import progress_bar
 from .delta import merged_weight_onto

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from ..errors import AdapterNotFound, UnsupportedFeature, UsageError
-from ..peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, lora_scaling
-from ..peft_format import save_adapter as _save_peft
+from ..peft_format import LayerKind, LoraConfig, lora_scaling
+from ..peft_weights import LoraModule, PeftAdapter
+from ..peft_weights import save_adapter as _save_peft
 from .attach import attach_loaded, runtime_state
 from .layers import AdapterLayer, LoraEmbedding, wrapper_class
 
@@ -69,7 +70,7 @@ def add_trainable(
     return name
 
 
-def save_adapter(model: nn.Module, name: str, folder: str | Path, *, overwrite: bool = False) -> Path:
+def save_attached(model: nn.Module, name: str, folder: str | Path, *, overwrite: bool = False) -> Path:
     """Write adapter `name` (trainable or attached) as a PEFT folder that `PeftModel.from_pretrained` loads.
 
     An attached (frozen) adapter is written from its source tensors, unchanged; a trainable one from its current

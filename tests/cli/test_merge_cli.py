@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from adapterhub.cli import main
 from adapterhub.lora.delta import delta_weight
-from adapterhub.peft_format import load_adapter
+from adapterhub.peft_weights import load_adapter
 
 
 def test_merge_by_registry_ref_with_weight_registers_a_base_with_lineage(run, tiny_llama_dir: Path, llama_adapter_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

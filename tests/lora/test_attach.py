@@ -10,7 +10,7 @@ import torch
 
 from adapterhub.errors import AdapterHubError, AlreadyExists, IncompatibleAdapter, UnsupportedFeature, UsageError
 from adapterhub.lora.attach import activation, active_adapters, attach, detach, list_adapters, set_active
-from adapterhub.peft_format import load_adapter
+from adapterhub.peft_weights import load_adapter
 from tests import factories
 from tests.lora.helpers import assert_close, assert_restored, peft_activate, peft_model, snapshot
 

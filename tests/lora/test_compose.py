@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from adapterhub.errors import UnsupportedFeature, UsageError
 from adapterhub.lora.compose import compose, compose_adapters
-from adapterhub.peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, load_adapter, lora_scaling
+from adapterhub.peft_format import LayerKind, LoraConfig, lora_scaling
+from adapterhub.peft_weights import LoraModule, PeftAdapter, load_adapter
 from tests import factories
 
 SHAPES = {"m.q": (6, 5), "m.v": (4, 5), "m.o": (5, 7)}  # module -> (out, in)

@@ -11,7 +11,7 @@ from adapterhub.errors import UsageError
 from adapterhub.lora.delta import delta_weight
 from adapterhub.lora.extract import extract, low_rank_factors
 from adapterhub.lora.merge import merge
-from adapterhub.peft_format import load_adapter
+from adapterhub.peft_weights import load_adapter
 from tests import factories
 
 
