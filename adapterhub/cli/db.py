@@ -14,9 +14,9 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def upgrade(revision: str) -> None:
     """Migrate the database named by ADAPTERHUB_DATABASE_URL (default: the SQLite file in ADAPTERHUB_HOME)."""
-    from ..store.registry import Registry
+    from ..sources import default_registry
 
-    reg = Registry(auto_migrate=False)
+    reg = default_registry(auto_migrate=False)
     click.echo(f"database at revision {reg.db.upgrade(revision)}")
 
 
@@ -24,7 +24,7 @@ def upgrade(revision: str) -> None:
 def current() -> None:
     """Print the database's migration revision and the newest one this version ships."""
     from ..store.db import head_revision
-    from ..store.registry import Registry
+    from ..sources import default_registry
 
-    reg = Registry(auto_migrate=False)
+    reg = default_registry(auto_migrate=False)
     click.echo(f"current {reg.db.current_revision() or '(empty)'}; head {head_revision()}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,14 +11,17 @@ from ..card import AdapterCard, EvalScore, SearchQuery
 from ..errors import UsageError
 from ._common import json_option, print_json, print_table
 
+if TYPE_CHECKING:
+    from ..store.registry import Registry
+
 # Metrics where smaller is better; anything else is taken as higher-is-better.
 LOWER_IS_BETTER = {"loss", "perplexity", "ppl", "error", "wer", "cer", "mse", "mae", "rmse", "eval_loss"}
 
 
-def _registry():  # type: ignore[no-untyped-def]
-    from ..store.registry import Registry
+def _registry() -> Registry:
+    from ..sources import default_registry
 
-    return Registry()
+    return default_registry()
 
 
 def parse_metric(text: str) -> EvalScore:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ._common import json_option, print_json, print_table
 
-
-def _tokens():  # type: ignore[no-untyped-def]
-    from ..store.registry import Registry
+if TYPE_CHECKING:
     from ..store.tokens import TokenStore
 
-    return TokenStore(Registry().db)
+
+def _tokens() -> TokenStore:
+    from ..sources import default_registry
+    from ..store.tokens import TokenStore
+
+    return TokenStore(default_registry().db)
 
 
 @click.group()

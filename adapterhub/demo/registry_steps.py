@@ -24,7 +24,7 @@ def write_seeded_adapter(base_dir, out_dir, *, rank: int, targets: list[str], us
     """
     import torch
 
-    from ..compat import BaseTensors
+    from ..shapefit import BaseTensors
     from ..peft_format import LayerKind, LoraConfig, lora_scaling
     from ..peft_weights import LoraModule, PeftAdapter, save_adapter
 

@@ -8,12 +8,10 @@ All wrappers of a model share one `RuntimeState`, so changing the active adapter
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,25 +19,12 @@ from torch import nn
 from ..errors import AdapterNotFound, AlreadyExists, IncompatibleAdapter, UnsupportedFeature, UsageError
 from ..peft_format import LayerKind
 from ..peft_weights import LoraModule, PeftAdapter, load_adapter
+from ..sources import AdapterSpec, resolve
 from .delta import delta_weight
-from .layers import AdapterLayer, LoraEmbedding, LoraLinear, OverrideLayer, RuntimeState, wrapper_class
+from .layers import AdapterLayer, LoraEmbedding, LoraLinear, OverrideLayer, wrapper_class
+from .state import STATE_ATTR, AdapterRecord, RuntimeState, runtime_state
 
-AdapterSource = str | Path | PeftAdapter
-STATE_ATTR = "_adapterhub_state"
-
-
-@dataclass
-class AdapterRecord:
-    """One attached adapter: where it lives in the model, and its source tensors (kept for an exact save)."""
-
-    name: str
-    key: str  # the name made safe for parameter names (state_dict keys while attached)
-    adapter: PeftAdapter
-    weight: float = 1.0  # used when set_active names it without weights
-    modules: list[str] = field(default_factory=list)  # paths of the LoRA wrappers it has a slot in
-    override_owners: list[str] = field(default_factory=list)  # paths of modules whose parameters it replaces
-    override_params: frozenset[str] = frozenset()
-    trainable: bool = False
+AdapterSource = AdapterSpec | PeftAdapter
 
 
 @dataclass
@@ -203,11 +188,6 @@ def unfuse(model: nn.Module) -> None:
 def is_fused(model: nn.Module) -> bool:
     st = runtime_state(model)
     return st is not None and st.fused is not None
-
-
-def runtime_state(model: nn.Module) -> RuntimeState | None:
-    """The shared state of `model`'s adapters, or None when nothing is attached."""
-    return model.__dict__.get(STATE_ATTR)
 
 
 # --- attach internals -----------------------------------------------------------------------------------------
@@ -385,19 +365,16 @@ def _fused_values(w: LoraLinear | LoraEmbedding, act: list[tuple[str, float]], w
 
 
 def _load(adapter: AdapterSource, device: torch.device | None) -> tuple[PeftAdapter, str]:
-    """A PeftAdapter and its default name from a folder, an in-memory adapter, or a registry reference."""
+    """A PeftAdapter and its default name from an in-memory adapter or anything `sources.resolve` takes: a folder
+    (named after it), a registry reference (named as given), or an adapter a check resolved already."""
     if isinstance(adapter, PeftAdapter):
         return adapter, adapter.path.name if adapter.path is not None else "adapter"
     dev = str(device) if device is not None and device.type != "meta" else None
-    path = Path(adapter)
-    if path.exists():
-        return load_adapter(path, device=dev), Path(os.path.abspath(path)).name  # abspath: no filesystem calls
-    ref = str(adapter)
-    try:
-        from ..store.registry import Registry
-    except ImportError as exc:  # pragma: no cover - the registry ships with the package
-        raise AdapterNotFound(ref, hint=f"no such folder, and the registry is unavailable ({exc})") from None
-    return load_adapter(Registry().adapter_path(ref), device=dev), ref
+    source = resolve(adapter)
+    peft = load_adapter(source.folder, device=dev, layout=source.layout)
+    if source.card is None:
+        return peft, source.folder_name
+    return peft, source.asked or source.card.ref
 
 
 def _model_device(model: nn.Module) -> torch.device | None:

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel
@@ -27,11 +27,15 @@ from ..card import AdapterCard, Lineage, ParentLink
 from ..errors import UnsupportedFeature, UsageError
 from ..peft_format import LoraConfig
 from ..peft_weights import LoraModule, PeftAdapter, load_adapter, save_adapter
+from ..sources import needs_registry, registry_or_default, resolve
 from .compose_methods import METHODS, NEEDS_DENSITY, Factors, Part, SignMethod
 from .compose_methods import cat as cat_factors
 from .compose_methods import linear_factors, low_rank, low_rank_of_factors, task_vector_merge
-from .merge import AdapterArg, normalize_adapter_args, open_registry, resolve_adapter
+from .merge import AdapterArg, normalize_adapter_args
 from .stream import one_intra_op_thread
+
+if TYPE_CHECKING:
+    from ..store.registry import Registry
 
 
 @dataclass
@@ -128,7 +132,7 @@ def compose(
     task: str | None = None,
     base: str | Path | None = None,
     description: str = "",
-    registry: Any | None = None,
+    registry: Registry | None = None,
     register: bool = True,
     overwrite: bool = False,
 ) -> ComposeResult:
@@ -140,15 +144,15 @@ def compose(
         raise UsageError("compose with register=False needs out= (a folder to write)")
     if method in ("dare_linear", "dare_ties") and seed is None:
         seed = random.SystemRandom().randrange(2**31)  # recorded in the lineage, so the result can be redone
-    reg = open_registry(registry) if register or any(not Path(a).is_dir() for a, _ in args) else None
+    reg = registry_or_default(registry) if register or needs_registry([a for a, _ in args]) else None
     loaded = []
     parents: list[ParentLink] = []
-    cards = []
+    cards: list[AdapterCard | None] = []
     for arg, w in args:
-        folder, ref, card = resolve_adapter(arg, reg)
-        loaded.append((load_adapter(folder), w))
-        parents.append(ParentLink(ref=ref, weight=w))
-        cards.append(card)
+        source = resolve(arg, reg)
+        loaded.append((load_adapter(source.folder), w))
+        parents.append(ParentLink(ref=source.label, weight=w))
+        cards.append(source.card)
     with one_intra_op_thread():
         result = compose_adapters(loaded, method, rank=rank, density=density, seed=seed, majority_sign_method=majority_sign_method)
     params: dict[str, Any] = {"rank": rank}
@@ -240,11 +244,11 @@ def _exact(module: str) -> str:
     return module.replace(".", r"\.")
 
 
-def _common_base(cards: list[Any]) -> str | None:
+def _common_base(cards: list[AdapterCard | None]) -> str | None:
     hashes = {c.base_model.content_hash for c in cards if c is not None and c.base_model is not None}
     return hashes.pop() if len(hashes) == 1 and all(c is not None and c.base_model for c in cards) else None
 
 
-def _common_task(cards: list[Any]) -> str:
+def _common_task(cards: list[AdapterCard | None]) -> str:
     tasks = {c.task for c in cards if c is not None}
     return tasks.pop() if len(tasks) == 1 and all(c is not None for c in cards) else "composed"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel
@@ -21,9 +21,12 @@ from ..modelfiles import model_type
 from ..peft_format import LayerKind, LoraConfig
 from ..peft_weights import LoraModule, PeftAdapter, save_adapter
 from ..progress import progress_bar
+from ..sources import registry_or_default
 from .compose_methods import low_rank
-from .merge import open_registry
 from .stream import FLOAT_DTYPES, SourceTensor, model_tensors, one_intra_op_thread, read_tensor
+
+if TYPE_CHECKING:
+    from ..store.registry import Registry
 
 # Checkpoint tensors that are not Linear weights although they are 2-D (PEFT's all-linear leaves them out too).
 _NOT_LINEAR = ("embed", "wte", "wpe", "lm_head", "embeddings", "shared")
@@ -132,7 +135,7 @@ def extract(
     name: str | None = None,
     out: str | Path | None = None,
     task: str = "extracted",
-    registry: Any | None = None,
+    registry: Registry | None = None,
     register: bool = True,
     overwrite: bool = False,
     progress: bool | None = None,
@@ -153,7 +156,7 @@ def extract(
     try:
         save_adapter(adapter, folder, overwrite=overwrite)
         if register:
-            reg = open_registry(registry)
+            reg = registry_or_default(registry)
             base_info = reg.register_base(base)
             lineage = Lineage(method="extract", base=base_info.content_hash,
                               params={"rank": rank, "finetuned": str(Path(finetuned).resolve()), "targets": targets})  # fmt: skip

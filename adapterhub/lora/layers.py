@@ -8,36 +8,21 @@ match) and the scale is applied inside the forward's addmm, so attaching does no
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
 from ..peft_format import LayerKind
 from ..peft_weights import LoraModule
-
-if TYPE_CHECKING:
-    from .routing import RoutePlan
+from .state import RoutePlan, RuntimeState
 
 try:  # transformers is optional: without it there is simply no Conv1D to wrap
     from transformers.pytorch_utils import Conv1D as _HFConv1D
 except ImportError:  # pragma: no cover - transformers is installed with the `hf` extra
     _HFConv1D = None
-
-
-@dataclass
-class RuntimeState:
-    """What every wrapper of one model reads at forward time; `attach.py` owns all writes."""
-
-    adapters: dict[str, Any] = field(default_factory=dict)  # name -> attach.AdapterRecord, in attach order
-    active: tuple[tuple[str, float], ...] = ()  # the user's selection: (name, weight) pairs
-    lora_active: tuple[tuple[str, float], ...] = ()  # the LoRA terms wrappers add: `active`, or () while fused
-    route: RoutePlan | None = None  # a mixed-adapter batch in progress
-    wrappers: dict[str, AdapterLayer] = field(default_factory=dict)  # module path -> wrapper
-    fused: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (base parameter, copy of its original values)
-    requires_grad: dict[str, bool] = field(default_factory=dict)  # base parameters' flags before the first attach
 
 
 class LoraSlot:
@@ -196,8 +181,6 @@ class AdapterLayer(nn.Module):
     def _routed_forward(self, plan: RoutePlan, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Each row group gets its own adapter's override and LoRA term; base rows get the base alone."""
         if x.shape[0] != plan.batch:
-            from ..errors import UsageError
-
             raise UsageError(
                 f"routing names {plan.batch} rows but a layer got a batch of {x.shape[0]}",
                 hint="pass one name per row of the batch (None for the base)",

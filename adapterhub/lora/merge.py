@@ -16,18 +16,19 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel
 
-from ..card import BaseModelInfo, Lineage, ParentLink
+from ..card import AdapterCard, BaseModelInfo, Lineage, ParentLink
 from ..errors import IncompatibleAdapter, InvalidAdapter, NonFiniteResult, UsageError
 from ..fsutil import atomic_directory, atomic_writer
 from ..peft_format import CONFIG_NAME, LayerKind
 from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from ..modelfiles import model_folder
 from ..progress import progress_bar
+from ..sources import needs_registry, registry_or_default, resolve
 from .delta import merged_weight_onto
 from .stream import (
     FLOAT_DTYPES,
@@ -47,35 +48,15 @@ from .stream import (
     write_index,
 )
 
+if TYPE_CHECKING:
+    from ..store.registry import Registry
+
 AdapterArg = str | Path | tuple[str | Path, float]
 # Files copied next to the merged weights: everything small at the top of the model folder but its weights.
 _SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack", ".lock")
 
 
 # --- adapter arguments: folder or registry reference --------------------------------------------------------
-
-
-def open_registry(registry: Any | None) -> Any:
-    """The registry passed in, or the default one (ADAPTERHUB_HOME / ADAPTERHUB_DATABASE_URL)."""
-    if registry is not None:
-        return registry
-    from ..store.registry import Registry
-
-    return Registry()
-
-
-def resolve_adapter(ref: str | Path, registry: Any | None = None) -> tuple[Path, str, Any]:
-    """A folder path or `ns/name[@v]` -> (folder, the ref to record in lineage, the card or None)."""
-    p = Path(ref)
-    if p.is_dir() and (p / CONFIG_NAME).is_file():
-        return p, str(p.resolve()), None
-    text = str(ref)
-    if p.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise InvalidAdapter(text, ["not an adapter folder (no adapter_config.json) and not a registry reference"],
-                             hint="pass a PEFT adapter folder or a registered ns/name[@version]")  # fmt: skip
-    reg = open_registry(registry)
-    card = reg.get(text)
-    return Path(reg.adapter_path(card.ref)), card.ref, card
 
 
 def normalize_adapter_args(adapters: list[AdapterArg] | tuple[AdapterArg, ...]) -> list[tuple[str | Path, float]]:
@@ -156,7 +137,7 @@ class _Loaded:
     ref: str  # recorded in lineage
     weight: float
     adapter: PeftAdapter
-    card: Any = None
+    card: AdapterCard | None = None
     ops: dict[str, list[_Op]] = field(default_factory=dict)
 
 
@@ -262,7 +243,7 @@ def merge(
     *,
     dtype: str | torch.dtype | None = None,
     max_shard_size: str | int = "2GB",
-    registry: Any | None = None,
+    registry: Registry | None = None,
     register: bool = True,
     name: str | None = None,
     overwrite: bool = False,
@@ -274,9 +255,7 @@ def merge(
     shard_limit = parse_size(max_shard_size)
     args = normalize_adapter_args(adapters)
     base_path = Path(base)
-    reg = None
-    if register or any(not Path(a).is_dir() for a, _ in args):
-        reg = open_registry(registry)
+    reg = registry_or_default(registry) if register or needs_registry([a for a, _ in args]) else None
     if not base_path.exists():
         # a registered base by name/hash is not a folder we can read here
         raise UsageError(f"base {base} is not a model folder or .safetensors file")
@@ -284,8 +263,8 @@ def merge(
 
     loaded: list[_Loaded] = []
     for arg, weight in args:
-        folder, ref, card = resolve_adapter(arg, reg)
-        loaded.append(_Loaded(str(arg), ref, weight, load_adapter(folder), card))
+        source = resolve(arg, reg)
+        loaded.append(_Loaded(str(arg), source.label, weight, load_adapter(source.folder), source.card))
     labels = [la.arg for la in loaded]
     plan = plan_ops(loaded, tensors, str(base))
     # fingerprint the base before writing anything: a failure here leaves no unregistered output behind
