@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import UsageError
 from ..peft_format import LayerKind
 from ..peft_weights import LoraModule
+from .delta import dora_norm
 from .state import RoutePlan, RuntimeState
 
 try:  # transformers is optional: without it there is simply no Conv1D to wrap
@@ -267,8 +268,7 @@ class LoraLinear(AdapterLayer):
         if cached is not None:
             return cached
         with torch.no_grad():  # PEFT detaches the norm too (DoRA paper, sec. 4.3)
-            wc = self._weight_oi(weight).float() + (s.B.float() @ s.A.float()) * coef
-            norm = torch.linalg.norm(wc, dim=1).to(s.magnitude.dtype)
+            norm = dora_norm(self._weight_oi(weight).float(), (s.B.float() @ s.A.float()) * coef).to(s.magnitude.dtype)
         ms = s.magnitude / norm
         if cacheable:
             s.dora_cache[coef] = ms
