@@ -35,7 +35,7 @@ from adapterhub.lora.attach import attach, detach, set_active  # noqa: E402
 from adapterhub.lora.cache import resident_nbytes  # noqa: E402
 from adapterhub.lora.routing import route  # noqa: E402
 from adapterhub.peft_format import LayerKind, LoraConfig, lora_scaling  # noqa: E402
-from adapterhub.peft_weights import LoraModule, PeftAdapter, save_adapter
+from adapterhub.peft_weights import LoraModule, PeftAdapter, save_adapter  # noqa: E402
 
 CACHE = Path("/tmp/adapterhub-bench")
 SAVED_LLAMA = CACHE / "tinyllama-1.1b"
@@ -144,7 +144,7 @@ def bench(which: str, repeats: int, fwd_repeats: int) -> dict[str, float]:
     flip = iter(range(10**9))
     r["switch_peft"] = median_s(lambda: pm.set_adapter(names[next(flip) % 2]), 50, warmup=2)
     pm.unload()
-    del pm
+    pm = None  # released before the next measurement
     r["attach_ours"] = median_s(lambda: attach(model, folders[0], "a0"), repeats, setup=lambda: detach(model))
     attach(model, folders[1], "a1", activate=False)
     flip = iter(range(10**9))
@@ -168,10 +168,10 @@ def bench(which: str, repeats: int, fwd_repeats: int) -> dict[str, float]:
         for n, f in zip(names[1:], folders[1:]):
             pm.load_adapter(str(f), adapter_name=n)
         pm.set_adapter("a0")
-        timed("peft", lambda: pm(**inputs))
+        timed("peft", lambda: pm(**inputs))  # noqa: B023  (called at once)
         timed("peft_mixed", lambda: pm(**inputs, adapter_names=names))  # noqa: B023
         pm.unload()
-        del pm
+        pm = None  # released before the next measurement
         for n, f in zip(names, folders):
             attach(model, f, n, activate=(n == "a0"))
         timed("ours", lambda: model(**inputs))
@@ -200,7 +200,7 @@ def bench(which: str, repeats: int, fwd_repeats: int) -> dict[str, float]:
     r["mem50_peft_rss_mb"] = (rss() - before) / 2**20
     r["mem50_peft_param_mb"] = sum(p.numel() * p.element_size() for n, p in pm.named_parameters() if "lora_" in n) / 2**20
     pm.unload()
-    del pm
+    pm = None  # released before the next measurement
     before = rss()
     for i in range(RESIDENT):
         attach(model, folders[i % 4], f"a{i}", activate=False)

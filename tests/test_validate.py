@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapterhub.errors import BaseModelNotFound, InvalidReference
 from adapterhub.compatibility import Outcome, validate
+from adapterhub.errors import BaseModelNotFound, InvalidReference
 from tests import factories
 
 

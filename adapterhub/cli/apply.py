@@ -18,7 +18,8 @@ def validate(adapter: str, base: str, as_json: bool) -> None:
 
     Exit 0 when it is exact or compatible, 1 when it is incompatible.
     """
-    from ..compatibility import Outcome, validate as run_validate
+    from ..compatibility import Outcome
+    from ..compatibility import validate as run_validate
 
     report = run_validate(adapter, base)
     if as_json:

@@ -23,8 +23,8 @@ def upgrade(revision: str) -> None:
 @db.command()
 def current() -> None:
     """Print the database's migration revision and the newest one this version ships."""
-    from ..store.db import head_revision
     from ..sources import default_registry
+    from ..store.db import head_revision
 
     reg = default_registry(auto_migrate=False)
     click.echo(f"current {reg.db.current_revision() or '(empty)'}; head {head_revision()}")

@@ -24,9 +24,9 @@ def write_seeded_adapter(base_dir, out_dir, *, rank: int, targets: list[str], us
     """
     import torch
 
-    from ..shapefit import BaseTensors
     from ..peft_format import LayerKind, LoraConfig, lora_scaling
     from ..peft_weights import LoraModule, PeftAdapter, save_adapter
+    from ..shapefit import BaseTensors
 
     base = BaseTensors.from_path(base_dir)
     cfg = LoraConfig(

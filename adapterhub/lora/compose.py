@@ -28,9 +28,18 @@ from ..errors import UnsupportedFeature, UsageError
 from ..peft_format import LoraConfig
 from ..peft_weights import LoraModule, PeftAdapter, load_adapter, save_adapter
 from ..sources import needs_registry, registry_or_default, resolve
-from .compose_methods import METHODS, NEEDS_DENSITY, Factors, Part, SignMethod
+from .compose_methods import (
+    METHODS,
+    NEEDS_DENSITY,
+    Factors,
+    Part,
+    SignMethod,
+    linear_factors,
+    low_rank,
+    low_rank_of_factors,
+    task_vector_merge,
+)
 from .compose_methods import cat as cat_factors
-from .compose_methods import linear_factors, low_rank, low_rank_of_factors, task_vector_merge
 from .merge import AdapterArg, normalize_adapter_args
 from .stream import one_intra_op_thread
 

@@ -16,20 +16,20 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import BaseModel
 
 from ..card import AdapterCard, BaseModelInfo, Lineage, ParentLink
-from ..errors import IncompatibleAdapter, InvalidAdapter, NonFiniteResult, UsageError
+from ..errors import IncompatibleAdapter, NonFiniteResult, UsageError
 from ..fsutil import atomic_directory, atomic_writer
-from ..peft_format import CONFIG_NAME, LayerKind
-from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from ..modelfiles import model_folder
+from ..peft_format import LayerKind
+from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from ..progress import progress_bar
 from ..sources import needs_registry, registry_or_default, resolve
-from .delta import merged_weight_onto
+from .delta import dora_norm, merged_weight_onto
 from .stream import (
     FLOAT_DTYPES,
     INDEX_NAME,
@@ -346,7 +346,7 @@ def _merged_chunks(name: str, src: SourceTensor, ops: list[_Op], out_dtype: torc
                 else:  # DoRA, [out, in] layout: the norm is per row, taken on the unmerged weight plus this delta
                     d = (left[r0:r1] @ right) * alpha
                     ref = unmerged if unmerged is not None else w
-                    norm = torch.linalg.norm(ref + d, dim=1)
+                    norm = dora_norm(ref, d)
                     w = (op.lora.magnitude[r0:r1].to(torch.float32) / norm).unsqueeze(1) * (w + d)
             elif op.kind == "bias":
                 assert op.lora is not None and op.lora.lora_B_bias is not None

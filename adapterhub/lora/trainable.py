@@ -14,8 +14,8 @@ from ..peft_format import LayerKind, LoraConfig, lora_scaling
 from ..peft_weights import LoraModule, PeftAdapter
 from ..peft_weights import save_adapter as _save_peft
 from .attach import attach_loaded
-from .state import runtime_state
 from .layers import AdapterLayer, LoraEmbedding, wrapper_class
+from .state import runtime_state
 
 
 def add_trainable(
