@@ -58,7 +58,7 @@ def load_base(which: str) -> nn.Module:
     from transformers import AutoModel, LlamaForCausalLM
 
     if which == "minilm":
-        from tests.factories import minilm_dir
+        from _models import minilm_dir
 
         model = AutoModel.from_pretrained(str(minilm_dir()))
     else:

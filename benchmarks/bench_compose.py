@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import _models as factories  # noqa: E402  (benchmarks/_models.py)
+
 from adapterhub.lora.compose import compose  # noqa: E402
-from tests import factories  # noqa: E402
 
 # (adapterhub method, kwargs, PEFT combination_type)
 CASES = [
