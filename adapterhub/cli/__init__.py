@@ -1,5 +1,9 @@
 """The `adapterhub` command: a thin click layer over the library. Subcommands are imported only when invoked,
-so `adapterhub ls` never pays for torch or transformers."""
+so `adapterhub ls` never pays for torch or transformers.
+
+Public surface: `main` (the console script) and `COMMANDS`. The command modules and `_common` are internal; an
+error becomes an exit code in one place, `LazyGroup.invoke`, through the table in `_common.exit_for`.
+"""
 
 from __future__ import annotations
 
