@@ -161,5 +161,3 @@ def _unsupported_in_layout(layout: AdapterLayout) -> list[str]:
         if emb:
             out.append(f"DoRA on Embedding layers ({', '.join(sorted(emb)[:3])})")
     return out
-
-

@@ -209,7 +209,9 @@ class RevisionNotFound(NotFound):
     def __init__(self, repo: str, revision: str) -> None:
         self.repo = repo
         self.revision = revision
-        super().__init__(f"revision {revision!r} not found in {repo}", hint="use a branch name such as main or a full 40-hex commit id")
+        super().__init__(
+            f"revision {revision!r} not found in {repo}", hint="use a branch name such as main or a full 40-hex commit id"
+        )
 
 
 class EntryNotFound(NotFound):

@@ -81,9 +81,7 @@ def load_base(
     return model
 
 
-def check_adapters(
-    adapters: Sequence[AdapterSpec], base: Path, registry: Registry | None = None
-) -> list[CompatibilityReport]:
+def check_adapters(adapters: Sequence[AdapterSpec], base: Path, registry: Registry | None = None) -> list[CompatibilityReport]:
     """Validate every adapter against `base`; the first incompatible one raises `IncompatibleAdapter`."""
     return [report for report, _source in _check(adapters, base, registry)]
 
@@ -153,7 +151,9 @@ def model_class(base: Path, auto_class: str | type | None = None) -> Any:
     if name is None:
         cfg = read_model_config(base)
         if cfg is None:
-            raise InvalidModel(str(base), ["no readable config.json"], hint="save the model with save_pretrained (config included)")
+            raise InvalidModel(
+                str(base), ["no readable config.json"], hint="save the model with save_pretrained (config included)"
+            )
         name = (cfg.get("architectures") or ["AutoModel"])[0]
     cls = getattr(transformers, str(name), None)
     if cls is None:
@@ -248,8 +248,11 @@ def _tokenizer(base: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(base), local_files_only=True)
     except (OSError, ValueError, TypeError) as exc:
-        raise InvalidModel(str(base), [f"no usable tokenizer ({str(exc).splitlines()[0]})"],
-                           hint="save the tokenizer next to the model (tokenizer.save_pretrained)") from None
+        raise InvalidModel(
+            str(base),
+            [f"no usable tokenizer ({str(exc).splitlines()[0]})"],
+            hint="save the tokenizer next to the model (tokenizer.save_pretrained)",
+        ) from None
 
 
 def _top(tok: Any, logits: torch.Tensor, k: int) -> list[TokenScore]:

@@ -84,7 +84,11 @@ def load_adapter(
         raise InvalidAdapter(str(folder), [f"cannot read tensors: {str(exc).splitlines()[0] if str(exc) else exc}"]) from exc
     bad = [layout.key_map[k] for k in _nonfinite_keys(tensors)]
     if bad:
-        raise InvalidAdapter(str(folder), [f"tensor {k!r} holds NaN or Inf" for k in sorted(bad)], hint="the adapter diverged in training; use an earlier checkpoint")
+        raise InvalidAdapter(
+            str(folder),
+            [f"tensor {k!r} holds NaN or Inf" for k in sorted(bad)],
+            hint="the adapter diverged in training; use an earlier checkpoint",
+        )
     modules: dict[str, LoraModule] = {}
     overrides: dict[str, torch.Tensor] = {}
     parts: dict[str, dict[str, torch.Tensor]] = {}

@@ -22,7 +22,6 @@ _OUTPUT_HEADS = ("lm_head", "embed_out")
 _INPUT_EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
 
 
-
 @dataclass(frozen=True)
 class BaseTensors:
     """Every tensor of a base model by name, from its headers (no weights loaded)."""

@@ -61,7 +61,10 @@ def make_peft_adapter(
 def sample_inputs(model: torch.nn.Module, *, batch: int = 2, seq: int = MINILM_SEQ, seed: int = 1) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     vocab = min(int(model.config.vocab_size), 1000)
-    return {"input_ids": torch.randint(1, vocab, (batch, seq), generator=g), "attention_mask": torch.ones(batch, seq, dtype=torch.long)}
+    return {
+        "input_ids": torch.randint(1, vocab, (batch, seq), generator=g),
+        "attention_mask": torch.ones(batch, seq, dtype=torch.long),
+    }
 
 
 def _train(peft_model: torch.nn.Module, *, steps: int, seed: int) -> None:
@@ -88,8 +91,13 @@ def write_large_adapter(folder: Path, *, seed: int = 0, layers: int = 4, width: 
     g = torch.Generator().manual_seed(seed)
     modules = {
         f"model.layers.{i}.mlp.down_proj": LoraModule(
-            f"model.layers.{i}.mlp.down_proj", LayerKind.LINEAR, torch.randn(rank, width, generator=g) * 0.01,
-            torch.randn(width, rank, generator=g) * 0.01, rank, 2.0 * rank, 2.0,
+            f"model.layers.{i}.mlp.down_proj",
+            LayerKind.LINEAR,
+            torch.randn(rank, width, generator=g) * 0.01,
+            torch.randn(width, rank, generator=g) * 0.01,
+            rank,
+            2.0 * rank,
+            2.0,
         )  # fmt: skip
         for i in range(layers)
     }

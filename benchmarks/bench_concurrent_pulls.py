@@ -73,7 +73,9 @@ def main() -> int:
                     raise RuntimeError(f"pull {i} registered different bytes")
                 return took
 
-            pull("bench/pulled", remote=hub.url, registry=Registry(home=tmp / "warm"), progress=False)  # imports, first connection
+            pull(
+                "bench/pulled", remote=hub.url, registry=Registry(home=tmp / "warm"), progress=False
+            )  # imports, first connection
             t0 = time.perf_counter()
             latencies: list[float] = []
             errors: list[str] = []

@@ -67,5 +67,3 @@ def model_output(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tor
     with torch.no_grad():
         out = model(**inputs)
     return out.logits if hasattr(out, "logits") and out.logits is not None else out.last_hidden_state
-
-

@@ -40,7 +40,9 @@ def _make(cls: type[AdapterHubError]) -> AdapterHubError:
     return cls(*args, **kwargs)
 
 
-PUBLIC_ERRORS = [c for c in _all_subclasses(AdapterHubError) if c.__module__ == errors.__name__ and not c.__name__.startswith("_")]
+PUBLIC_ERRORS = [
+    c for c in _all_subclasses(AdapterHubError) if c.__module__ == errors.__name__ and not c.__name__.startswith("_")
+]
 
 
 def test_every_error_class_is_covered() -> None:

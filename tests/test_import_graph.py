@@ -28,11 +28,22 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("store", ["adapterhub.store"]),
     # files and formats: PEFT's format and its tensors, the self-check, shape rules, safetensors headers, model
     # files, fingerprints, the cards (domain types), path safety, the home folder, progress bars
-    ("format", [
-        "adapterhub.peft_format", "adapterhub.peft_weights", "adapterhub.adapter_check", "adapterhub.shapefit",
-        "adapterhub.tensorfile", "adapterhub.modelfiles", "adapterhub.fingerprint", "adapterhub.card",
-        "adapterhub.fsutil", "adapterhub.progress", "adapterhub.paths",
-    ]),  # fmt: skip
+    (
+        "format",
+        [
+            "adapterhub.peft_format",
+            "adapterhub.peft_weights",
+            "adapterhub.adapter_check",
+            "adapterhub.shapefit",
+            "adapterhub.tensorfile",
+            "adapterhub.modelfiles",
+            "adapterhub.fingerprint",
+            "adapterhub.card",
+            "adapterhub.fsutil",
+            "adapterhub.progress",
+            "adapterhub.paths",
+        ],
+    ),  # fmt: skip
     ("errors", ["adapterhub.errors"]),
 ]
 

@@ -69,7 +69,9 @@ def test_load_refs_from_registry_equals_peft(
     assert torch.allclose(factories.model_output(model, inputs), peft_reference["b"], atol=1e-5, rtol=0)
 
 
-def test_load_with_names_and_weights(minilm_dir: Path, minilm_adapter_dir: Path, second_minilm_adapter: Path, peft_reference: dict) -> None:
+def test_load_with_names_and_weights(
+    minilm_dir: Path, minilm_adapter_dir: Path, second_minilm_adapter: Path, peft_reference: dict
+) -> None:
     model = load(minilm_dir, [minilm_adapter_dir, second_minilm_adapter], names=["x", "y"], weights=[1.0, 0.0])
     assert active_adapters(model) == {"x": 1.0, "y": 0.0}
     assert torch.allclose(factories.model_output(model, peft_reference["inputs"]), peft_reference["a"], atol=1e-5, rtol=0)

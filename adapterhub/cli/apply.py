@@ -26,8 +26,10 @@ def validate(adapter: str, base: str, as_json: bool) -> None:
         print_json(report)
     else:
         click.echo(f"{report.outcome.value.upper()}: {report.adapter_ref or report.adapter} on {report.base}")
-        click.echo(f"  {report.method}, rank {report.rank}, {report.modules_checked} modules checked"
-                   + (f" ({', '.join(report.target_modules)})" if report.target_modules else ""))
+        click.echo(
+            f"  {report.method}, rank {report.rank}, {report.modules_checked} modules checked"
+            + (f" ({', '.join(report.target_modules)})" if report.target_modules else "")
+        )
         if report.trained_on is not None:
             click.echo(f"  registered with base {report.trained_on.name} (content {report.trained_on.content_hash[:12]})")
         for w in report.warnings:
@@ -47,7 +49,9 @@ def validate(adapter: str, base: str, as_json: bool) -> None:
 
 @click.command()
 @click.option("--base", "base", required=True, type=click.Path(), help="Base model folder.")
-@click.option("--adapter", "adapters", multiple=True, metavar="REF[:WEIGHT]", help="Registry reference or PEFT folder; repeatable.")
+@click.option(
+    "--adapter", "adapters", multiple=True, metavar="REF[:WEIGHT]", help="Registry reference or PEFT folder; repeatable."
+)
 @click.option("--prompt", default=None, help="Causal LM: show the top next tokens after this text.")
 @click.option("--sentence", default=None, help="Encoder: show a summary of this sentence's mean-pooled embedding.")
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 100))

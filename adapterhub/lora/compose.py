@@ -110,7 +110,9 @@ def compose_adapters(
     return ComposeOutput(PeftAdapter(config, modules, overrides), energy)
 
 
-def _combine(method: str, parts: list[Part], rank: int, density: float | None, sign: SignMethod, gen: torch.Generator | None) -> Factors:
+def _combine(
+    method: str, parts: list[Part], rank: int, density: float | None, sign: SignMethod, gen: torch.Generator | None
+) -> Factors:
     if method == "cat":
         return cat_factors(parts)
     if method == "linear":
@@ -163,7 +165,9 @@ def compose(
         parents.append(ParentLink(ref=source.label, weight=w))
         cards.append(source.card)
     with one_intra_op_thread():
-        result = compose_adapters(loaded, method, rank=rank, density=density, seed=seed, majority_sign_method=majority_sign_method)
+        result = compose_adapters(
+            loaded, method, rank=rank, density=density, seed=seed, majority_sign_method=majority_sign_method
+        )
     params: dict[str, Any] = {"rank": rank}
     if method in NEEDS_DENSITY:
         params["density"] = density
@@ -183,7 +187,9 @@ def compose(
         if register:
             assert reg is not None and name is not None
             lineage = Lineage(method=f"compose:{method}", parents=parents, base=_common_base(cards), params=params)
-            card = reg.add(folder, name=name, task=task or _common_task(cards), base=base, description=description, lineage=lineage)
+            card = reg.add(
+                folder, name=name, task=task or _common_task(cards), base=base, description=description, lineage=lineage
+            )
     finally:
         if tmp_root is not None:
             shutil.rmtree(tmp_root, ignore_errors=True)
@@ -195,7 +201,9 @@ def compose(
 # --- helpers --------------------------------------------------------------------------------------------------
 
 
-def _check_args(adapters: list[tuple[PeftAdapter, float]], method: str, rank: int | None, density: float | None, sign: str) -> None:
+def _check_args(
+    adapters: list[tuple[PeftAdapter, float]], method: str, rank: int | None, density: float | None, sign: str
+) -> None:
     if method not in METHODS:
         raise UsageError(f"unknown compose method {method!r}", hint=f"use one of {', '.join(METHODS)}")
     if not adapters:
@@ -229,12 +237,16 @@ def _overrides(adapters: list[tuple[PeftAdapter, float]]) -> dict[str, torch.Ten
     for a, _ in adapters:
         for param, t in a.overrides.items():
             if param in out:
-                raise UsageError(f"two adapters replace {param} (modules_to_save)", hint="compose adapters without overlapping modules_to_save")
+                raise UsageError(
+                    f"two adapters replace {param} (modules_to_save)", hint="compose adapters without overlapping modules_to_save"
+                )
             out[param] = t
     return out
 
 
-def _config(adapters: list[tuple[PeftAdapter, float]], modules: dict[str, LoraModule], overrides: dict[str, torch.Tensor]) -> LoraConfig:
+def _config(
+    adapters: list[tuple[PeftAdapter, float]], modules: dict[str, LoraModule], overrides: dict[str, torch.Tensor]
+) -> LoraConfig:
     """The first parent's config with exact targets (full module paths), per-module ranks, and scaling 1."""
     r = max(m.rank for m in modules.values())
     pattern = {_exact(name): m.rank for name, m in sorted(modules.items()) if m.rank != r}

@@ -24,9 +24,7 @@ def dora_norm(weight_oi: torch.Tensor, delta_oi: torch.Tensor) -> torch.Tensor:
     return torch.linalg.norm(weight_oi.to(torch.float32) + delta_oi.to(torch.float32), dim=1)
 
 
-def merged_weight(
-    base: torch.Tensor, m: LoraModule, *, fan_in_fan_out: bool = False, weight: float = 1.0
-) -> torch.Tensor:
+def merged_weight(base: torch.Tensor, m: LoraModule, *, fan_in_fan_out: bool = False, weight: float = 1.0) -> torch.Tensor:
     """The base weight with `weight` x this module folded in, computed in float32, returned in float32.
 
     DoRA: W' = m / ||W + s·BA||_row · (W + s·BA), the norm taken per output feature as PEFT does; with a

@@ -78,7 +78,9 @@ def extract_adapter(
             fsrc = fine_t[name]
             bar.update(bsrc.info.nbytes)
             if bsrc.info.shape != fsrc.info.shape:
-                raise InvalidModel(str(finetuned), [f"tensor {name} is {list(fsrc.info.shape)} but {list(bsrc.info.shape)} in the base"])
+                raise InvalidModel(
+                    str(finetuned), [f"tensor {name} is {list(fsrc.info.shape)} but {list(bsrc.info.shape)} in the base"]
+                )
             if bsrc.info.dtype not in FLOAT_DTYPES or fsrc.info.dtype not in FLOAT_DTYPES:
                 continue
             module, _, leaf = name.rpartition(".")

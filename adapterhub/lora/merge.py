@@ -82,7 +82,7 @@ class NameMap:
     add: str = ""
 
     def __call__(self, param: str) -> str:
-        return self.add + param[len(self.strip):] if param.startswith(self.strip) else self.add + param
+        return self.add + param[len(self.strip) :] if param.startswith(self.strip) else self.add + param
 
 
 def _candidates(param: str, names: set[str], suffix_index: dict[str, list[str]]) -> list[NameMap]:
@@ -171,7 +171,9 @@ def plan_ops(loaded: list[_Loaded], tensors: dict[str, SourceTensor], base_label
                 problems.append(f"{param}: base {target} is {list(src.info.shape)}, adapter has {list(t.shape)}")
                 continue
             if target in replaced_by:
-                raise UsageError(f"adapters {replaced_by[target]} and {la.arg} both replace {target} (modules_to_save); merge one of them")
+                raise UsageError(
+                    f"adapters {replaced_by[target]} and {la.arg} both replace {target} (modules_to_save); merge one of them"
+                )
             replaced_by[target] = la.arg
             plan.setdefault(target, []).append(_Op(idx, "override", param, la.weight, tensor=t))
         for mod, lm in sorted(ad.modules.items()):
@@ -330,7 +332,9 @@ def _factors(op: _Op) -> tuple[torch.Tensor, torch.Tensor, float]:
     return (a.T.contiguous(), b.T.contiguous(), m.scaling * op.weight) if transposed else (b, a, m.scaling * op.weight)
 
 
-def _merged_chunks(name: str, src: SourceTensor, ops: list[_Op], out_dtype: torch.dtype, labels: list[str]) -> Iterator[torch.Tensor]:
+def _merged_chunks(
+    name: str, src: SourceTensor, ops: list[_Op], out_dtype: torch.dtype, labels: list[str]
+) -> Iterator[torch.Tensor]:
     """The merged tensor, row block by row block, in `out_dtype`; same numbers as `apply_ops` (float32 math)."""
     factors = {id(op): _factors(op) for op in ops if op.kind == "lora"}
     needs_base = len(ops) > 1 and any(op.lora is not None and op.lora.magnitude is not None for op in ops)
@@ -359,7 +363,9 @@ def _merged_chunks(name: str, src: SourceTensor, ops: list[_Op], out_dtype: torc
                 raise NonFiniteResult(name, labels[op.adapter], op.module)
         out = w.to(out_dtype)
         if out_dtype in (torch.float16, torch.bfloat16) and not _all_finite(out):  # the cast itself can overflow
-            raise NonFiniteResult(name, labels[ops[-1].adapter] if ops else "-", f"{ops[-1].module if ops else name} (overflow in {out_dtype})")
+            raise NonFiniteResult(
+                name, labels[ops[-1].adapter] if ops else "-", f"{ops[-1].module if ops else name} (overflow in {out_dtype})"
+            )
         yield out
 
 

@@ -16,6 +16,7 @@ from .state import BASE, RoutePlan, runtime_state
 
 __all__ = ["BASE", "RoutePlan", "route"]
 
+
 @contextmanager
 def route(model: nn.Module, names_per_row: Sequence[str | None]) -> Iterator[None]:
     """Inside the block, row i of every forward's batch uses adapter `names_per_row[i]` (None or "__base__": base).

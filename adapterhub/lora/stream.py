@@ -34,7 +34,15 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
 }  # fmt: skip
 DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in TORCH_DTYPES.items()}
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
-_USER_DTYPES = {"float32": "F32", "fp32": "F32", "float16": "F16", "fp16": "F16", "half": "F16", "bfloat16": "BF16", "bf16": "BF16"}
+_USER_DTYPES = {
+    "float32": "F32",
+    "fp32": "F32",
+    "float16": "F16",
+    "fp16": "F16",
+    "half": "F16",
+    "bfloat16": "BF16",
+    "bf16": "BF16",
+}
 
 
 def parse_dtype(text: str | torch.dtype | None) -> str | None:
@@ -201,7 +209,9 @@ class StreamWriter:
     def write(self, name: str, tensor: torch.Tensor) -> None:
         spec = self._expect(name)
         if DTYPE_NAMES.get(tensor.dtype) != spec.dtype or tuple(tensor.shape) != spec.shape:
-            raise RuntimeError(f"tensor {name!r}: got {tensor.dtype} {list(tensor.shape)}, header says {spec.dtype} {list(spec.shape)}")
+            raise RuntimeError(
+                f"tensor {name!r}: got {tensor.dtype} {list(tensor.shape)}, header says {spec.dtype} {list(spec.shape)}"
+            )
         if spec.nbytes:
             t = tensor.detach().contiguous().cpu()
             self._fh.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
@@ -281,6 +291,7 @@ def write_index(folder: Path, shards: Sequence[tuple[str, Sequence[TensorSpec]]]
     weight_map = {s.name: fname for fname, specs in shards for s in specs}
     total = sum(s.nbytes for _, specs in shards for s in specs)
     path = folder / INDEX_NAME
-    path.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2) + "\n")
+    path.write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2) + "\n"
+    )
     return path
-

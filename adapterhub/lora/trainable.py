@@ -55,17 +55,23 @@ def add_trainable(
         is_linear = cls is not None and cls is not LoraEmbedding
         if cfg.targets(path, is_linear=is_linear, is_output_layer=mod is output_layer):
             if cls is None:
-                raise UnsupportedFeature(f"LoRA on a {type(mod).__name__} layer", where=path, hint="target Linear, Conv1D or Embedding modules")
+                raise UnsupportedFeature(
+                    f"LoRA on a {type(mod).__name__} layer", where=path, hint="target Linear, Conv1D or Embedding modules"
+                )
             modules[path] = _fresh_module(path, mod, cfg)
         if modules_to_save and any(path == t or path.endswith("." + t) for t in modules_to_save):
             for pname, p in mod.named_parameters():
                 overrides[f"{path}.{pname}"] = p.detach().clone()
     if not modules:
-        raise UsageError(f"target_modules={target_modules!r} matches no module of the model", hint="list names such as ['q_proj', 'v_proj']")
+        raise UsageError(
+            f"target_modules={target_modules!r} matches no module of the model", hint="list names such as ['q_proj', 'v_proj']"
+        )
     # Save explicit names, so the adapter means the same modules wherever it is loaded.
     cfg.target_modules = _target_names(model, list(modules))
     # PEFT's flag for transformers' Conv1D (weights stored [in, out]); PEFT would set it itself, with a warning.
-    cfg.fan_in_fan_out = any(getattr(wrapper_class(m), "fan_in_fan_out", False) for p, m in _logical_modules(model) if p in modules)
+    cfg.fan_in_fan_out = any(
+        getattr(wrapper_class(m), "fan_in_fan_out", False) for p, m in _logical_modules(model) if p in modules
+    )
     peft = PeftAdapter(cfg, modules, overrides)
     attach_loaded(model, peft, name, activate=activate, trainable=True, dropout=lora_dropout)
     return name

@@ -58,11 +58,21 @@ def test_init_targets_and_frozen_base_match_peft(tiny_llama_dir: Path) -> None:
 
 
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "llama-all-linear-rslora-pattern": ("tiny_llama_dir", {
-        "r": 4, "lora_alpha": 8, "target_modules": "all-linear", "use_rslora": True, "rank_pattern": {"down_proj": 2},
-        "alpha_pattern": {"q_proj": 3},
-    }),
-    "llama-embedding-head": ("tiny_llama_dir", {"r": 4, "target_modules": ["embed_tokens", "v_proj"], "modules_to_save": ["lm_head"]}),
+    "llama-all-linear-rslora-pattern": (
+        "tiny_llama_dir",
+        {
+            "r": 4,
+            "lora_alpha": 8,
+            "target_modules": "all-linear",
+            "use_rslora": True,
+            "rank_pattern": {"down_proj": 2},
+            "alpha_pattern": {"q_proj": 3},
+        },
+    ),
+    "llama-embedding-head": (
+        "tiny_llama_dir",
+        {"r": 4, "target_modules": ["embed_tokens", "v_proj"], "modules_to_save": ["lm_head"]},
+    ),
     "gpt2-conv1d": ("tiny_gpt2_dir", {"r": 4, "target_modules": ["c_attn", "c_fc"]}),
     "minilm": ("minilm_dir", {"r": 4, "target_modules": ["query", "value"], "lora_dropout": 0.1}),
 }
