@@ -71,7 +71,7 @@ def load_base(
     if dtype is not None:
         kwargs["dtype"] = _torch_dtype(dtype)
     try:
-        model = cls.from_pretrained(str(base), **kwargs)
+        model: torch.nn.Module = cls.from_pretrained(str(base), **kwargs)
     except OSError as exc:  # transformers' way of saying the folder lacks config/weights
         raise InvalidModel(str(base), [str(exc).splitlines()[0]]) from None
     if device is not None:
@@ -169,7 +169,8 @@ def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     key = _DTYPES.get(str(dtype).lower().removeprefix("torch."))
     if key is None:
         raise UsageError(f"unknown dtype {dtype!r}", hint="use float32, float16 or bfloat16")
-    return getattr(torch, key)
+    out: torch.dtype = getattr(torch, key)
+    return out
 
 
 # --- probe: the quick check behind `adapterhub run` ------------------------------------------------------------
@@ -264,4 +265,5 @@ def _top(tok: Any, logits: torch.Tensor, k: int) -> list[TokenScore]:
 def _mean_pool(out: Any, mask: torch.Tensor) -> torch.Tensor:
     hidden = out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None else out[0]
     m = mask.unsqueeze(-1).to(hidden.dtype)
-    return ((hidden * m).sum(1) / m.sum(1).clamp(min=1))[0].float()
+    pooled: torch.Tensor = ((hidden * m).sum(1) / m.sum(1).clamp(min=1))[0].float()
+    return pooled

@@ -102,7 +102,9 @@ class LoraConfig(BaseModel):
             for name in LENIENT_FIELDS:
                 if name in data:
                     try:
-                        TypeAdapter(cls.model_fields[name].annotation).validate_python(data[name])
+                        annotation = cls.model_fields[name].annotation
+                        assert annotation is not None  # every LENIENT_FIELDS entry is a declared field
+                        TypeAdapter(annotation).validate_python(data[name])
                     except ValidationError:
                         kept[name] = data.pop(name)
         obj = handler(data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -109,7 +109,8 @@ def tied_embeddings(base: Path) -> bool:
     raw = read_model_config(base)
     if raw is None:
         return False
-    text_cfg = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else {}
+    text = raw.get("text_config")
+    text_cfg: dict[str, Any] = text if isinstance(text, dict) else {}
     return bool(raw.get("tie_word_embeddings", text_cfg.get("tie_word_embeddings", True)))
 
 

@@ -9,6 +9,7 @@ Sits above the store (it opens a `Registry`) and below loading, lora and the CLI
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,7 +65,7 @@ def registry_or_default(registry: Registry | None) -> Registry:
     return registry if registry is not None else default_registry()
 
 
-def needs_registry(adapters: list[AdapterSpec] | tuple[AdapterSpec, ...]) -> bool:
+def needs_registry(adapters: Sequence[AdapterSpec]) -> bool:
     """Whether any adapter is a registry reference (folders and resolved adapters need no database)."""
     return any(not isinstance(a, ResolvedAdapter) and not Path(a).is_dir() for a in adapters)
 

@@ -65,7 +65,7 @@ def run_demo(workdir: Path, *, base_dir: Path | None = None, echo: Callable[[str
     try:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
     except ImportError:  # transformers is optional for the registry-only steps
         pass
     ctx = DemoContext(Registry(home=workdir / "registry"), base_dir or default_base_dir(), workdir, echo=echo)

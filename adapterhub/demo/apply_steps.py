@@ -81,8 +81,8 @@ def run(ctx: DemoContext) -> None:
         with route(model, plan):
             mixed = embed(model, tok, SAMPLES)
         separate = []
-        for text, ref in zip(SAMPLES, plan):
-            set_active(model, ref)
+        for text, row_ref in zip(SAMPLES, plan):
+            set_active(model, row_ref)
             separate.append(embed(model, tok, [text])[0])
         set_active(model, refs["sentiment"])
         as_sentiment = embed(model, tok, SAMPLES)

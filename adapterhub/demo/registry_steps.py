@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..card import SearchQuery
@@ -17,7 +18,7 @@ ADAPTERS = [
 ]
 
 
-def write_seeded_adapter(base_dir, out_dir, *, rank: int, targets: list[str], use_rslora: bool, seed: int):  # type: ignore[no-untyped-def]
+def write_seeded_adapter(base_dir: Path, out_dir: Path, *, rank: int, targets: list[str], use_rslora: bool, seed: int) -> Path:
     """A PEFT-format LoRA with seeded random A and small random B for every targeted Linear of the base.
 
     Untrained on purpose: it exists to show the registry, not to be good at anything.

@@ -68,7 +68,7 @@ class TrainResult(BaseModel):
 
 def load_examples(task: LabelTask) -> dict[str, list[Example]]:
     """The task's examples by split, from the JSONL file shipped in adapterhub/data/."""
-    text = resources.files("adapterhub").joinpath("data", task.dataset).read_text(encoding="utf-8")
+    text = resources.files("adapterhub").joinpath("data").joinpath(task.dataset).read_text(encoding="utf-8")
     out: dict[str, list[Example]] = {}
     for line in text.splitlines():
         if line.strip():
@@ -130,7 +130,7 @@ def train_adapter(
         target = torch.tensor([label_index[e.label] for e in batch])
         loss = torch.nn.functional.cross_entropy(sent @ protos.T / temperature, target)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         opt.step()
         losses.append(loss.item())
     for p in params:

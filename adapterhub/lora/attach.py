@@ -21,7 +21,7 @@ from ..peft_format import LayerKind
 from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from ..sources import AdapterSpec, resolve
 from .delta import delta_weight
-from .layers import AdapterLayer, LoraEmbedding, LoraLinear, OverrideLayer, wrapper_class
+from .layers import AdapterLayer, LoraEmbedding, LoraLinear, OverrideLayer, module_weight, wrapper_class
 from .state import STATE_ATTR, AdapterRecord, RuntimeState, runtime_state
 
 AdapterSource = AdapterSpec | PeftAdapter
@@ -79,7 +79,9 @@ def detach(model: nn.Module, name: str | None = None) -> None:
             wrapper = st.wrappers[path]
             wrapper.remove(n)
             if wrapper.empty:
-                parent, attr, _cur = _resolve(model, path)  # type: ignore[misc]
+                found = _resolve(model, path)
+                assert found is not None  # a wrapper's path exists while it is attached
+                parent, attr, _cur = found
                 setattr(parent, attr, wrapper.base_layer)
                 del st.wrappers[path]
     st.active = tuple(p for p in st.active if p[0] in st.adapters)
@@ -166,10 +168,12 @@ def fuse(model: nn.Module) -> None:
         for w, act in work:
             # Fold into the tensors the forward reads: an active override (modules_to_save) or the base's own.
             ov = w._active_override(st) or {}
-            weight, bias = ov.get("weight", w._base.weight), ov.get("bias", getattr(w._base, "bias", None))
+            weight: torch.Tensor = ov.get("weight", w._base.weight)
+            bias: torch.Tensor | None = ov.get("bias", getattr(w._base, "bias", None))
             new_w, new_b = _fused_values(w, act, weight, bias)
             saved.append((weight, weight.detach().clone()))
             if new_b is not None:
+                assert bias is not None  # _fused_values adds to a bias only when there is one
                 saved.append((bias, bias.detach().clone()))
                 bias.copy_(new_b.to(bias.dtype))
             weight.copy_(new_w.to(weight.dtype))
@@ -290,7 +294,7 @@ def _same_values(base: torch.Tensor, value: torch.Tensor) -> bool:
 
 
 def _shape_problems(path: str, m: LoraModule, base: nn.Module, cls: type[AdapterLayer]) -> list[str]:
-    w = base.weight
+    w = module_weight(base)
     a, b = tuple(m.lora_A.shape), tuple(m.lora_B.shape)
     if cls is LoraEmbedding:
         if m.kind is not LayerKind.EMBEDDING:
@@ -302,7 +306,8 @@ def _shape_problems(path: str, m: LoraModule, base: nn.Module, cls: type[Adapter
     else:
         if m.kind is LayerKind.EMBEDDING:
             return [f"module {path}: Embedding LoRA factors on a {type(base).__name__} layer"]
-        in_f, out_f = (w.shape[0], w.shape[1]) if cls.fan_in_fan_out else (w.shape[1], w.shape[0])  # type: ignore[attr-defined]
+        fan = getattr(cls, "fan_in_fan_out", False)  # LoraLinear and LoraConv1D define it
+        in_f, out_f = (w.shape[0], w.shape[1]) if fan else (w.shape[1], w.shape[0])
         ok = a[1] == in_f and b[0] == out_f and a[0] == b[1]
         expect = f"A [r, {in_f}] and B [{out_f}, r]"
         out = out_f
@@ -359,7 +364,8 @@ def _fused_values(w: LoraLinear | LoraEmbedding, act: list[tuple[str, float]], w
             if lora_b is not None:
                 extra = lora_b if extra is None else extra + lora_b
         else:
-            ms = w._dora_scale(s, s.scale * wt, weight).float()  # type: ignore[union-attr]
+            assert isinstance(w, LoraLinear)  # fuse refuses DoRA on embeddings at attach time
+            ms = w._dora_scale(s, s.scale * wt, weight).float()
             new_w = ms.unsqueeze(1) * (new_w + d)
             if extra is not None or lora_b is not None:
                 extra = ms * ((extra if extra is not None else 0.0) + (lora_b if lora_b is not None else 0.0))

@@ -117,8 +117,10 @@ class AdapterCache:
         return list(self._entries)
 
     def __contains__(self, adapter: object) -> bool:
+        if not isinstance(adapter, (str, Path)):
+            return False
         try:
-            return self._resolve(adapter, load=False)[0] in self._entries  # type: ignore[arg-type]
+            return self._resolve(adapter, load=False)[0] in self._entries
         except (AdapterNotFound, InvalidAdapter, UsageError):
             return False
 

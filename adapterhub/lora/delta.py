@@ -21,7 +21,8 @@ def delta_weight(m: LoraModule, *, fan_in_fan_out: bool = False, dtype: torch.dt
 def dora_norm(weight_oi: torch.Tensor, delta_oi: torch.Tensor) -> torch.Tensor:
     """||W + ΔW|| per output feature, both laid out [out, in], in float32: DoRA's weight norm, the one place it is
     computed (forward, fuse, merge). PEFT takes it on the base weight plus this adapter's delta, detached."""
-    return torch.linalg.norm(weight_oi.to(torch.float32) + delta_oi.to(torch.float32), dim=1)
+    norm: torch.Tensor = torch.linalg.norm(weight_oi.to(torch.float32) + delta_oi.to(torch.float32), dim=1)
+    return norm
 
 
 def merged_weight(base: torch.Tensor, m: LoraModule, *, fan_in_fan_out: bool = False, weight: float = 1.0) -> torch.Tensor:

@@ -158,6 +158,7 @@ def extract(
     try:
         save_adapter(adapter, folder, overwrite=overwrite)
         if register:
+            assert name is not None  # checked above: register needs a name
             reg = registry_or_default(registry)
             base_info = reg.register_base(base)
             lineage = Lineage(method="extract", base=base_info.content_hash,

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from ..card import AdapterCard, BaseModelInfo, Lineage, ParentLink
 from ..errors import IncompatibleAdapter, NonFiniteResult, UsageError
 from ..fsutil import atomic_directory, atomic_writer
-from ..modelfiles import model_folder
+from ..modelfiles import INDEX_NAME, model_folder
 from ..peft_format import LayerKind
 from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from ..progress import progress_bar
@@ -32,7 +32,6 @@ from ..sources import needs_registry, registry_or_default, resolve
 from .delta import dora_norm, merged_weight_onto
 from .stream import (
     FLOAT_DTYPES,
-    INDEX_NAME,
     TORCH_DTYPES,
     SourceTensor,
     StreamWriter,

@@ -133,7 +133,7 @@ def read_row_chunks(src: SourceTensor, max_elements: int) -> Iterator[tuple[int,
     row_bytes = row_elems * DTYPE_SIZES[info.dtype]
     step = max(1, min(rows, max_elements // max(1, row_elems)))
     buf = torch.empty(step * row_bytes, dtype=torch.uint8)
-    view = memoryview(buf.numpy())
+    view = buf.numpy().data
     with open(src.path, "rb") as fh:
         fh.seek(info.start)
         for r0 in range(0, rows, step):
@@ -150,7 +150,7 @@ def read_tensor(src: SourceTensor) -> torch.Tensor:
     buf = torch.empty(info.nbytes, dtype=torch.uint8)
     with open(src.path, "rb") as fh:
         fh.seek(info.start)
-        got = fh.readinto(memoryview(buf.numpy()))
+        got = fh.readinto(buf.numpy().data)
     if got != info.nbytes:
         raise InvalidModel(str(src.path), [f"tensor {info.name!r} is truncated ({got} of {info.nbytes} bytes)"])
     dtype = TORCH_DTYPES[info.dtype]
@@ -214,7 +214,7 @@ class StreamWriter:
             )
         if spec.nbytes:
             t = tensor.detach().contiguous().cpu()
-            self._fh.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+            self._fh.write(t.view(torch.uint8).reshape(-1).numpy().data)
 
     def copy(self, name: str, src: SourceTensor) -> None:
         """Copy a tensor's bytes unchanged from its source file, in chunks (kernel-side copy when possible)."""
@@ -234,7 +234,7 @@ class StreamWriter:
             if part.dtype != want:
                 raise RuntimeError(f"tensor {name!r}: a part has dtype {part.dtype}, header says {spec.dtype}")
             t = part.detach().contiguous().cpu()
-            self._fh.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+            self._fh.write(t.view(torch.uint8).reshape(-1).numpy().data)
             done += t.numel() * t.element_size()
         if done != spec.nbytes:
             raise RuntimeError(f"tensor {name!r}: wrote {done} bytes, header says {spec.nbytes}")

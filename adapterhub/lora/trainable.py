@@ -14,7 +14,7 @@ from ..peft_format import LayerKind, LoraConfig, lora_scaling
 from ..peft_weights import LoraModule, PeftAdapter
 from ..peft_weights import save_adapter as _save_peft
 from .attach import attach_loaded
-from .layers import AdapterLayer, LoraEmbedding, wrapper_class
+from .layers import AdapterLayer, LoraEmbedding, module_weight, wrapper_class
 from .state import runtime_state
 
 
@@ -47,7 +47,8 @@ def add_trainable(
         rank_pattern=dict(rank_pattern or {}), alpha_pattern=dict(alpha_pattern or {}),
         modules_to_save=list(modules_to_save) if modules_to_save else None, inference_mode=False,
     )  # fmt: skip
-    output_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    get_output = getattr(model, "get_output_embeddings", None)  # transformers models have it; a bare nn.Module not
+    output_layer = get_output() if callable(get_output) else None
     modules: dict[str, LoraModule] = {}
     overrides: dict[str, torch.Tensor] = {}
     for path, mod in _logical_modules(model):
@@ -110,7 +111,7 @@ def _fresh_module(path: str, mod: nn.Module, cfg: LoraConfig) -> LoraModule:
     """PEFT's default init: Linear A kaiming-uniform(a=sqrt(5)), B zeros; Embedding A zeros, B normal."""
     rank, alpha = cfg.rank_for(path), cfg.alpha_for(path)
     scaling = lora_scaling(alpha, rank, cfg.use_rslora)
-    w = mod.weight
+    w = module_weight(mod)
     dt = w.dtype if w.is_floating_point() else torch.float32
     if isinstance(mod, nn.Embedding):
         a = torch.zeros(rank, w.shape[0], dtype=dt, device=w.device)
