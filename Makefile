@@ -29,6 +29,17 @@ test: $(STAMP)
 test-pg: $(STAMP)
 	scripts/with-postgres.sh $(MAKE) test
 
+# ruff (lint + format check) and mypy --strict on adapterhub/; the tools come with the `lint` extra.
+LINT_STAMP := $(VENV)/.lint-stamp
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,lint]"
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(VENV)/bin/ruff check adapterhub tests benchmarks
+	$(VENV)/bin/ruff format --check adapterhub tests benchmarks
+	$(VENV)/bin/mypy
+
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 

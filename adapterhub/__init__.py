@@ -27,8 +27,8 @@ _EXPORTS: dict[str, str] = {
     "SearchQuery": "adapterhub.card",
     "SearchResult": "adapterhub.card",
     # the PEFT format
-    "load_adapter": "adapterhub.peft_format",
-    "save_adapter": "adapterhub.peft_format",
+    "load_adapter": "adapterhub.peft_weights",
+    "save_adapter": "adapterhub.peft_weights",
     "check_adapter": "adapterhub.adapter_check",
     # compatibility, loading and the runtime
     "validate": "adapterhub.compatibility",
@@ -80,10 +80,28 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .adapter_check import check_adapter
-    from .card import (AdapterCard, AdapterRef, BaseModelInfo, EvalScore, FileEntry, Fingerprint, Lineage, ParentLink,
-                       SearchQuery, SearchResult)  # fmt: skip
-    from .errors import (AdapterHubError, AdapterNotFound, IncompatibleAdapter, IntegrityError, InvalidAdapter,
-                         PickleRefused, UnsupportedFeature)  # fmt: skip
+    from .card import (
+        AdapterCard,
+        AdapterRef,
+        BaseModelInfo,
+        EvalScore,
+        FileEntry,
+        Fingerprint,
+        Lineage,
+        ParentLink,
+        SearchQuery,  # fmt: skip
+        SearchResult,
+    )
+    from .compatibility import CompatibilityReport, validate
+    from .errors import (
+        AdapterHubError,
+        AdapterNotFound,
+        IncompatibleAdapter,
+        IntegrityError,
+        InvalidAdapter,
+        PickleRefused,  # fmt: skip
+        UnsupportedFeature,
+    )
     from .hub.client import pull, push, remote_search
     from .loading import load
     from .lora.attach import activation, attach, detach, fuse, list_adapters, set_active, unfuse
@@ -93,6 +111,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .lora.merge import merge
     from .lora.routing import route
     from .lora.trainable import add_trainable
-    from .peft_format import load_adapter, save_adapter
+    from .peft_weights import load_adapter, save_adapter
     from .store.registry import Registry
-    from .compatibility import CompatibilityReport, validate

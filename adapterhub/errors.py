@@ -7,10 +7,24 @@ The message is one line: what is wrong, then what to do about it (`hint`). The C
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+
+def _rebuild(cls: type[AdapterHubError], args: tuple[Any, ...], state: dict[str, Any]) -> AdapterHubError:
+    """Unpickle an error without calling its `__init__` (whose signature differs per class): same type, text, fields."""
+    # the __new__ of the base that fixes the instance layout (OSError's for FileExistsError...); `cls.__new__` would
+    # find MemoryError.__new__ by MRO for CacheFull, which refuses subclasses
+    err = cls.__base__.__new__(cls, *args)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class AdapterHubError(Exception):
-    """Base class: a failure adapterhub anticipated and can explain in one line."""
+    """Base class: a failure adapterhub anticipated and can explain in one line.
+
+    Every subclass pickles (process pools, server workers): `__reduce__` restores the message and the fields its
+    `__init__` set, whatever that `__init__` takes."""
 
     hint: str = ""
 
@@ -21,6 +35,9 @@ class AdapterHubError(Exception):
         message = message.replace("\r", "\\r").replace("\n", "\\n")
         self.message = message
         super().__init__(f"{message}; {self.hint}" if self.hint else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class UsageError(AdapterHubError, ValueError):
@@ -206,7 +223,9 @@ class RevisionNotFound(NotFound):
     def __init__(self, repo: str, revision: str) -> None:
         self.repo = repo
         self.revision = revision
-        super().__init__(f"revision {revision!r} not found in {repo}", hint="use a branch name such as main or a full 40-hex commit id")
+        super().__init__(
+            f"revision {revision!r} not found in {repo}", hint="use a branch name such as main or a full 40-hex commit id"
+        )
 
 
 class EntryNotFound(NotFound):

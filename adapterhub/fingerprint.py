@@ -133,9 +133,7 @@ def _arch_hash(tensors: dict[str, TensorInfo]) -> str:
 
 
 def _content_hash(tensors: dict[str, TensorInfo], digests: dict[str, str]) -> str:
-    lines = (
-        f'[{json.dumps(n)},"{t.dtype}",{_shape(t)},"{digests[n]}"]\n' for n, t in ((n, tensors[n]) for n in sorted(tensors))
-    )
+    lines = (f'[{json.dumps(n)},"{t.dtype}",{_shape(t)},"{digests[n]}"]\n' for n, t in ((n, tensors[n]) for n in sorted(tensors)))
     return hashlib.sha256("".join(lines).encode("ascii")).hexdigest()
 
 

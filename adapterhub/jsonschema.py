@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from .card import AdapterCard, BaseModelInfo, SearchQuery, SearchResult
 
-SCHEMAS: dict[str, type] = {
+SCHEMAS: dict[str, type[BaseModel]] = {
     "adapter-card": AdapterCard,
     "search-result": SearchResult,
     "search-query": SearchQuery,
@@ -23,7 +25,7 @@ SCHEMAS: dict[str, type] = {
 def generate() -> dict[str, dict[str, Any]]:
     out = {}
     for name, model in SCHEMAS.items():
-        schema = model.model_json_schema(mode="serialization")  # type: ignore[attr-defined]
+        schema = model.model_json_schema(mode="serialization")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://adapterhub.dev/schemas/{name}.schema.json"
         out[f"{name}.schema.json"] = schema

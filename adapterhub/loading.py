@@ -6,22 +6,23 @@ memory; `probe` is the quick look behind `adapterhub run` (top next tokens, or a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from .compatibility import CompatibilityReport, check
 from .errors import BaseModelNotFound, IncompatibleAdapter, InvalidModel, UsageError
-from .compatibility import CompatibilityReport, resolve_adapter, validate
+from .modelfiles import read_model_config
+from .shapefit import BaseTensors, tied_embeddings
+from .sources import AdapterSpec, ResolvedAdapter, needs_registry, registry_or_default, resolve
 
 if TYPE_CHECKING:
     import torch
 
     from .store.registry import Registry
 
-AdapterSpec = str | Path
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
            "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
 
@@ -47,10 +48,12 @@ def load(
     base = Path(base)
     if not base.exists():
         raise BaseModelNotFound(str(base))
-    registry = registry or _registry_for(adapters)
-    check_adapters(adapters, base, registry)  # cheap (headers) and before the expensive model load
+    if registry is None and needs_registry(adapters):
+        registry = registry_or_default(None)  # one default registry for every reference
+    # cheap (headers) and before the expensive model load; attach takes what the check resolved and parsed
+    checked = [source for _report, source in _check(adapters, base, registry)]
     model = load_base(base, dtype=dtype, device=device, auto_class=auto_class)
-    attach_checked(model, base, adapters, registry, names=names, weights=weights, activate=activate, checked=True)
+    attach_checked(model, base, checked, registry, names=names, weights=weights, activate=activate, checked=True)
     return model
 
 
@@ -68,7 +71,7 @@ def load_base(
     if dtype is not None:
         kwargs["dtype"] = _torch_dtype(dtype)
     try:
-        model = cls.from_pretrained(str(base), **kwargs)
+        model: torch.nn.Module = cls.from_pretrained(str(base), **kwargs)
     except OSError as exc:  # transformers' way of saying the folder lacks config/weights
         raise InvalidModel(str(base), [str(exc).splitlines()[0]]) from None
     if device is not None:
@@ -78,15 +81,26 @@ def load_base(
     return model
 
 
-def check_adapters(
-    adapters: Sequence[AdapterSpec], base: Path, registry: Registry | None = None
-) -> list[CompatibilityReport]:
+def check_adapters(adapters: Sequence[AdapterSpec], base: Path, registry: Registry | None = None) -> list[CompatibilityReport]:
     """Validate every adapter against `base`; the first incompatible one raises `IncompatibleAdapter`."""
-    reports = [validate(a, base, registry=registry) for a in adapters]
-    for r in reports:
+    return [report for report, _source in _check(adapters, base, registry)]
+
+
+def _check(
+    adapters: Sequence[AdapterSpec], base: Path, registry: Registry | None
+) -> list[tuple[CompatibilityReport, ResolvedAdapter]]:
+    """Resolve each adapter once and check it against `base`, whose headers and config are read once for all."""
+    sources = [resolve(a, registry) for a in adapters]
+    if not sources:
+        return []
+    if not base.exists():
+        raise BaseModelNotFound(str(base))
+    tensors, tied = BaseTensors.from_path(base), tied_embeddings(base)
+    out = [check(s, base, tensors, tied=tied) for s in sources]
+    for r, _s in out:
         if not r.ok:
             raise IncompatibleAdapter(r.adapter_ref or r.adapter, str(base), r.problems())
-    return reports
+    return out
 
 
 def attach_checked(
@@ -111,14 +125,12 @@ def attach_checked(
         raise UsageError(f"{len(names)} names for {len(adapters)} adapters", hint="give one name per adapter or none")
     if weights is not None and len(weights) != len(adapters):
         raise UsageError(f"{len(weights)} weights for {len(adapters)} adapters", hint="give one weight per adapter or none")
-    if not checked:
-        check_adapters(adapters, Path(base), registry)
+    sources = [resolve(a, registry) for a in adapters] if checked else [s for _r, s in _check(adapters, Path(base), registry)]
     done: list[str] = []
     try:
-        for i, spec in enumerate(adapters):
-            folder, card = resolve_adapter(spec, registry)
-            name = names[i] if names is not None else (card.ref if card is not None else None)
-            done.append(attach(model, folder, name, activate=False))
+        for i, source in enumerate(sources):
+            name = names[i] if names is not None else source.ref
+            done.append(attach(model, source, name, activate=False))
     except BaseException:
         for name in reversed(done):
             detach(model, name)
@@ -126,15 +138,6 @@ def attach_checked(
     if activate and done:
         set_active(model, done, list(weights) if weights is not None else None)
     return done
-
-
-def _registry_for(adapters: Sequence[AdapterSpec]) -> Registry | None:
-    """One default registry for all references in `adapters` (None when every adapter is a folder)."""
-    if all(Path(a).is_dir() for a in adapters):
-        return None
-    from .store.registry import Registry
-
-    return Registry()
 
 
 def model_class(base: Path, auto_class: str | type | None = None) -> Any:
@@ -146,10 +149,11 @@ def model_class(base: Path, auto_class: str | type | None = None) -> Any:
         return auto_class
     name = auto_class
     if name is None:
-        try:
-            cfg = json.loads((base / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InvalidModel(str(base), [f"no readable config.json ({exc})"]) from None
+        cfg = read_model_config(base)
+        if cfg is None:
+            raise InvalidModel(
+                str(base), ["no readable config.json"], hint="save the model with save_pretrained (config included)"
+            )
         name = (cfg.get("architectures") or ["AutoModel"])[0]
     cls = getattr(transformers, str(name), None)
     if cls is None:
@@ -165,7 +169,8 @@ def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     key = _DTYPES.get(str(dtype).lower().removeprefix("torch."))
     if key is None:
         raise UsageError(f"unknown dtype {dtype!r}", hint="use float32, float16 or bfloat16")
-    return getattr(torch, key)
+    out: torch.dtype = getattr(torch, key)
+    return out
 
 
 # --- probe: the quick check behind `adapterhub run` ------------------------------------------------------------
@@ -244,8 +249,11 @@ def _tokenizer(base: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(base), local_files_only=True)
     except (OSError, ValueError, TypeError) as exc:
-        raise InvalidModel(str(base), [f"no usable tokenizer ({str(exc).splitlines()[0]})"],
-                           hint="save the tokenizer next to the model (tokenizer.save_pretrained)") from None
+        raise InvalidModel(
+            str(base),
+            [f"no usable tokenizer ({str(exc).splitlines()[0]})"],
+            hint="save the tokenizer next to the model (tokenizer.save_pretrained)",
+        ) from None
 
 
 def _top(tok: Any, logits: torch.Tensor, k: int) -> list[TokenScore]:
@@ -257,4 +265,5 @@ def _top(tok: Any, logits: torch.Tensor, k: int) -> list[TokenScore]:
 def _mean_pool(out: Any, mask: torch.Tensor) -> torch.Tensor:
     hidden = out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None else out[0]
     m = mask.unsqueeze(-1).to(hidden.dtype)
-    return ((hidden * m).sum(1) / m.sum(1).clamp(min=1))[0].float()
+    pooled: torch.Tensor = ((hidden * m).sum(1) / m.sum(1).clamp(min=1))[0].float()
+    return pooled

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import InvalidModel, InvalidReference, PickleRefused
 from .fsutil import check_relative_path, check_segment
@@ -76,16 +77,25 @@ def read_model_headers(path: Path | str) -> ModelHeaders:
     return ModelHeaders(res.folder, res.files, headers, tensors, tensor_file)
 
 
-def model_type(path: Path | str) -> str | None:
-    """`model_type` from the config.json beside the weights, or None when there is none or it is unreadable."""
+CONFIG_NAME = "config.json"
+
+
+def read_model_config(path: Path | str) -> dict[str, Any] | None:
+    """The transformers `config.json` beside the model's weights (a folder, a weights file, or a Hugging Face cache
+    entry), or None when there is none or it is unreadable: the one reader of a base model's config."""
     p = Path(path).expanduser()
     try:
         folder = p.parent if p.is_file() else _snapshot_of(p) if _is_hf_repo_root(p) else p
-        obj = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, InvalidModel):
-        # the config is informational: a model without one (or with a broken one) still hashes
+        obj = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError, InvalidModel):
         return None
-    value = obj.get("model_type") if isinstance(obj, dict) else None
+    return obj if isinstance(obj, dict) else None
+
+
+def model_type(path: Path | str) -> str | None:
+    """`model_type` from the config.json beside the weights, or None when there is none or it is unreadable."""
+    obj = read_model_config(path)  # informational: a model without a config (or a broken one) still hashes
+    value = obj.get("model_type") if obj is not None else None
     return value if isinstance(value, str) and value else None
 
 

@@ -2,8 +2,9 @@
 
 An adapter folder holds `adapter_config.json` and `adapter_model.safetensors`. Keys look like
 `base_model.model.<module path>.lora_A.weight`; PEFT strips the adapter name (`.default`) when saving, and older
-or hand-made files sometimes keep it, so both spellings are read. Everything here that reads only headers and
-configs imports no torch; `load_adapter` and `save_adapter` do.
+or hand-made files sometimes keep it, so both spellings are read. Everything here reads only headers and configs
+and imports no torch, including the consistency rules `read_layout` applies (`layout_problems`, shared with
+`adapter_check`); tensors are `peft_weights`' job.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import regex
 from pydantic import (
@@ -32,9 +33,6 @@ from pydantic import (
 
 from .errors import InvalidAdapter, PickleRefused, UnsupportedFeature
 from .tensorfile import Header, TensorInfo, read_header
-
-if TYPE_CHECKING:
-    import torch
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -118,7 +116,9 @@ class LoraConfig(BaseModel):
             for name in LENIENT_FIELDS:
                 if name in data:
                     try:
-                        TypeAdapter(cls.model_fields[name].annotation).validate_python(data[name])
+                        annotation = cls.model_fields[name].annotation
+                        assert annotation is not None  # every LENIENT_FIELDS entry is a declared field
+                        TypeAdapter(annotation).validate_python(data[name])
                     except ValidationError:
                         kept[name] = data.pop(name)
         obj = handler(data)
@@ -502,8 +502,6 @@ def read_layout(folder: Path | str, *, strict: bool = True) -> AdapterLayout:
                 problems.append(f"module {pk.module}: mixes Linear (lora_A/lora_B) and Embedding (lora_embedding_A/B) keys")
             lay.kind = pk.kind
         setattr(lay, {"A": "a", "B": "b", "B_bias": "b_bias", "magnitude": "magnitude"}[pk.part], info)
-    from .adapter_check import layout_problems  # the consistency rules live with the checker
-
     found, more_unsupported = layout_problems(config, header, modules, overrides)
     problems += found
     unsupported += more_unsupported
@@ -528,157 +526,89 @@ def nonfinite_tensors(layout: AdapterLayout) -> list[str]:
     return [name for name, info in layout.header.tensors.items() if count_nonfinite(layout.header.path, info)]
 
 
-# --- tensors (torch) ---------------------------------------------------------------------------------------
+# --- the consistency rules read_layout applies (header only, no torch) -----------------------------------------
 
 
-@dataclass
-class LoraModule:
-    """One module's LoRA factors. Linear: A [r, in], B [out, r]. Embedding: A [r, num_embeddings], B [dim, r]."""
-
-    module: str
-    kind: LayerKind
-    lora_A: torch.Tensor
-    lora_B: torch.Tensor
-    rank: int
-    alpha: float
-    scaling: float
-    magnitude: torch.Tensor | None = None  # DoRA: per output feature
-    lora_B_bias: torch.Tensor | None = None  # lora_bias=True
-
-    def delta(self, fan_in_fan_out: bool = False) -> torch.Tensor:
-        """scaling * B @ A laid out like the base weight (transposed for Conv1D/fan_in_fan_out and Embedding)."""
-        d = (self.lora_B.float() @ self.lora_A.float()) * self.scaling
-        return d.T if (fan_in_fan_out or self.kind is LayerKind.EMBEDDING) else d
+def layout_problems(
+    config: LoraConfig, header: Header, modules: dict[str, ModuleLayout], overrides: dict[str, TensorInfo]
+) -> tuple[list[str], list[str]]:
+    """(problems, unsupported features) of a parsed adapter: dtypes, A/B pairs and shapes vs ranks, lora_bias and
+    DoRA consistency, and full parameters that nothing in the config explains."""
+    problems = _dtype_problems(header)
+    unsupported: list[str] = []
+    for name, lay in sorted(modules.items()):
+        problems += _module_problems(name, lay, config, unsupported)
+    problems += _override_problems(overrides, modules, config)
+    return problems, unsupported
 
 
-@dataclass
-class PeftAdapter:
-    """An adapter in memory: config, LoRA modules, and full parameters that replace the base's."""
-
-    config: LoraConfig
-    modules: dict[str, LoraModule]
-    overrides: dict[str, torch.Tensor] = field(default_factory=dict)
-    path: Path | None = None
-
-
-def _nonfinite_keys(tensors: dict[str, torch.Tensor]) -> list[str]:
-    """Keys of tensors holding NaN/Inf. One fused norm over all tensors answers the common all-finite case in a
-    single call (an adapter has hundreds of small tensors); only a non-finite norm triggers the per-tensor check."""
-    import torch
-
-    floats = {k: t for k, t in tensors.items() if t.is_floating_point() and t.numel()}
-    if not floats:
-        return []
-    norms = torch._foreach_norm([t.float() if t.dtype not in (torch.float32, torch.float64) else t for t in floats.values()])
-    if bool(torch.isfinite(torch.stack(norms)).all()):
-        return []
-    # a huge but finite tensor can overflow its norm: decide exactly, tensor by tensor
-    return [k for k, t in floats.items() if not bool(torch.isfinite(t).all())]
-
-
-def load_adapter(folder: Path | str, *, device: str | None = None, dtype: torch.dtype | None = None) -> PeftAdapter:
-    """Read and check an adapter folder into tensors; raises InvalidAdapter (also for NaN/Inf), PickleRefused or
-    UnsupportedFeature. Tensors are read with safetensors only: nothing is ever unpickled."""
-    from safetensors import safe_open
-
-    layout = read_layout(folder)
-    tensors: dict[str, torch.Tensor] = {}
-    try:
-        with safe_open(str(layout.weights_path), framework="pt", device=device or "cpu") as fh:
-            for norm, key in layout.key_map.items():
-                tensors[norm] = fh.get_tensor(key)
-    except Exception as exc:  # safetensors raises its own SafetensorError for bytes the header check missed
-        raise InvalidAdapter(str(folder), [f"cannot read tensors: {str(exc).splitlines()[0] if str(exc) else exc}"]) from exc
-    bad = [layout.key_map[k] for k in _nonfinite_keys(tensors)]
-    if bad:
-        raise InvalidAdapter(str(folder), [f"tensor {k!r} holds NaN or Inf" for k in sorted(bad)], hint="the adapter diverged in training; use an earlier checkpoint")
-    modules: dict[str, LoraModule] = {}
-    overrides: dict[str, torch.Tensor] = {}
-    parts: dict[str, dict[str, torch.Tensor]] = {}
-    for norm, t in tensors.items():
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        pk = parse_key(norm)
-        if pk.part == "override":
-            overrides[pk.param] = t
-        else:
-            parts.setdefault(pk.module, {})[pk.part] = t
-    for name, p in parts.items():
-        lay = layout.modules[name]
-        modules[name] = LoraModule(
-            name, lay.kind, p["A"], p["B"], lay.rank, lay.alpha, lay.scaling, p.get("magnitude"), p.get("B_bias")
-        )
-    return PeftAdapter(layout.config, modules, overrides, Path(folder))
-
-
-def adapter_state_dict(adapter: PeftAdapter) -> dict[str, torch.Tensor]:
-    """The tensors under the exact key names PEFT saves (and loads)."""
-    out: dict[str, torch.Tensor] = {}
-    for name, m in adapter.modules.items():
-        if m.kind is LayerKind.EMBEDDING:
-            out[f"{KEY_PREFIX}{name}.lora_embedding_A"] = m.lora_A
-            out[f"{KEY_PREFIX}{name}.lora_embedding_B"] = m.lora_B
-        else:
-            out[f"{KEY_PREFIX}{name}.lora_A.weight"] = m.lora_A
-            out[f"{KEY_PREFIX}{name}.lora_B.weight"] = m.lora_B
-            if m.lora_B_bias is not None:
-                out[f"{KEY_PREFIX}{name}.lora_B.bias"] = m.lora_B_bias
-        if m.magnitude is not None:
-            out[f"{KEY_PREFIX}{name}.lora_magnitude_vector"] = m.magnitude
-    for param, t in adapter.overrides.items():
-        module, _, leaf = param.rpartition(".")
-        # PEFT saves a LoRA-wrapped module's own parameters (trained biases, embeddings) under its `base_layer`.
-        out[KEY_PREFIX + (f"{module}.base_layer.{leaf}" if module in adapter.modules else param)] = t
+def _dtype_problems(header: Header) -> list[str]:
+    counts: dict[str, int] = {}
+    for info in header.tensors.values():
+        counts[info.dtype] = counts.get(info.dtype, 0) + 1
+    float_dtypes = {d: n for d, n in counts.items() if d.startswith(("F", "BF"))}
+    out = []
+    if len(float_dtypes) > 1:
+        out.append("mixed dtypes: " + ", ".join(f"{n} tensors {d}" for d, n in sorted(float_dtypes.items())))
+    non_float = sorted(set(counts) - set(float_dtypes))
+    if non_float:
+        out.append(f"non-floating tensors ({', '.join(non_float)}) in an adapter")
     return out
 
 
-def export_config(adapter: PeftAdapter) -> LoraConfig:
-    """The adapter's config with rank_pattern/alpha_pattern entries added for modules whose factor shapes or
-    scaling differ from what the config alone gives (merged or edited adapters), so PEFT rebuilds the same maths."""
-    cfg = adapter.config
-    ranks: dict[str, int] = {}
-    alphas: dict[str, float] = {}
-    for name, m in sorted(adapter.modules.items()):
-        rank = int(m.lora_A.shape[0])
-        alpha = m.scaling * (math.sqrt(rank) if cfg.use_rslora else rank)
-        exact = re.escape(name)
-        if rank != cfg.rank_for(name):
-            ranks[exact] = rank
-        if not math.isclose(alpha, cfg.alpha_for(name), rel_tol=1e-9, abs_tol=1e-12) or exact in ranks:
-            alphas[exact] = int(alpha) if float(alpha).is_integer() else alpha
-    if not ranks and not alphas:
-        return cfg
-    # exact entries first: PEFT takes the first pattern that matches
-    update = {"rank_pattern": {**ranks, **cfg.rank_pattern}, "alpha_pattern": {**alphas, **cfg.alpha_pattern}}
-    return cfg.model_copy(update=update)
-
-
-def save_adapter(adapter: PeftAdapter, folder: Path | str, *, overwrite: bool = False) -> Path:
-    """Write `adapter_config.json` + `adapter_model.safetensors` atomically, loadable by PeftModel.from_pretrained.
-
-    The written folder is read back (strict) before it is moved into place, so an export never leaves an adapter
-    that adapterhub itself would refuse."""
-    from safetensors.torch import save_file
-
-    from .fsutil import atomic_directory
-
-    folder = Path(folder)
-    config = export_config(adapter)
-    checkable = config.target_modules not in (None, "all-linear")
-    untargeted = [n for n in adapter.modules if checkable and not config.targets(n)]
-    if untargeted:
-        raise InvalidAdapter(
-            str(folder),
-            [f"module {n} is not matched by target_modules {config.target_modules}" for n in sorted(untargeted)],
-            hint="add the module names to config.target_modules (PEFT would silently ignore these tensors)",
+def _module_problems(name: str, lay: ModuleLayout, config: LoraConfig, unsupported: list[str]) -> list[str]:
+    if lay.a is None or lay.b is None:
+        missing = " and ".join(p for p, t in (("lora_A", lay.a), ("lora_B", lay.b)) if t is None)
+        return [f"module {name}: {missing} missing"]
+    if len(lay.a.shape) != 2 or len(lay.b.shape) != 2:
+        unsupported.append(f"LoRA on a {len(lay.a.shape)}-d weight (module {name}, e.g. Conv2d/Conv3d)")
+        return []
+    out: list[str] = []
+    if config.target_modules not in (None, "all-linear") and not config.targets(name):
+        out.append(f"module {name}: not matched by target_modules {config.target_modules!r} (PEFT would ignore its tensors)")
+    r, out_f = lay.rank, lay.b.shape[0]
+    if lay.a.shape[0] != r or lay.b.shape[1] != r:
+        source = "rank_pattern" if config.pattern_key(config.rank_pattern, name) is not None else "r"
+        out.append(
+            f"module {name}: rank {r} from the config ({source}), but lora_A is {list(lay.a.shape)} and lora_B is {list(lay.b.shape)}"
         )
-    state = {k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(adapter).items()}
-    with atomic_directory(folder, overwrite=overwrite) as tmp:
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        # key order is kept: PEFT resolves rank_pattern/alpha_pattern by the first matching key
-        (tmp / CONFIG_NAME).write_text(json.dumps(config.to_json_dict(), indent=2) + "\n", encoding="utf-8")
-        try:
-            read_layout(tmp)
-        except InvalidAdapter as exc:
-            raise InvalidAdapter(str(folder), exc.problems, hint="nothing was written; fix the adapter in memory") from None
-    return folder
+    if 0 in lay.a.shape or 0 in lay.b.shape:
+        out.append(f"module {name}: empty LoRA tensor (unsharded ZeRO-3/FSDP save?)")
+    if lay.b_bias is not None:
+        if lay.kind is LayerKind.EMBEDDING or not config.lora_bias:
+            out.append(f"module {name}: has lora_B.bias but lora_bias is false")
+        elif lay.b_bias.shape != (out_f,):
+            out.append(f"module {name}: lora_B.bias has shape {list(lay.b_bias.shape)}, expected [{out_f}]")
+    elif config.lora_bias and lay.kind is LayerKind.LINEAR:
+        out.append(f"module {name}: lora_bias is true but lora_B.bias is missing")
+    if lay.magnitude is not None:
+        if not config.use_dora:
+            out.append(f"module {name}: has a DoRA magnitude vector but use_dora is false")
+        elif lay.magnitude.shape != (out_f,):
+            out.append(f"module {name}: magnitude has shape {list(lay.magnitude.shape)}, expected [{out_f}]")
+    elif config.use_dora:
+        out.append(f"module {name}: use_dora is true but the magnitude vector is missing")
+    return out
+
+
+def override_reason(param: str, modules: dict[str, ModuleLayout], config: LoraConfig) -> str | None:
+    """Why PEFT saved this full parameter: "modules_to_save", "bias" or "embedding"; None if nothing explains it."""
+    module, _, leaf = param.rpartition(".")
+    if config.saves_module(module):
+        return "modules_to_save"
+    if leaf == "bias" and (config.bias == "all" or (config.bias == "lora_only" and module in modules)):
+        return "bias"
+    lay = modules.get(module)
+    if leaf == "weight" and (
+        (lay is not None and lay.kind is LayerKind.EMBEDDING) or module.rsplit(".", 1)[-1] in EMBEDDING_MODULE_NAMES
+    ):
+        return "embedding"  # PEFT's save_embedding_layers (embedding targeted, or vocabulary resized)
+    return None
+
+
+def _override_problems(overrides: dict[str, TensorInfo], modules: dict[str, ModuleLayout], config: LoraConfig) -> list[str]:
+    out = []
+    for param in sorted(overrides):
+        if override_reason(param, modules, config) is None:
+            out.append(f"unknown key {param!r}: not a LoRA tensor, and not saved by modules_to_save, bias or embedding layers")
+    return out

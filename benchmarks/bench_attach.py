@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 from adapterhub.lora.attach import attach, detach, set_active  # noqa: E402
 from adapterhub.lora.cache import resident_nbytes  # noqa: E402
 from adapterhub.lora.routing import route  # noqa: E402
-from adapterhub.peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, lora_scaling, save_adapter  # noqa: E402
+from adapterhub.peft_format import LayerKind, LoraConfig, lora_scaling  # noqa: E402
+from adapterhub.peft_weights import LoraModule, PeftAdapter, save_adapter  # noqa: E402
 
 CACHE = Path("/tmp/adapterhub-bench")
 SAVED_LLAMA = CACHE / "tinyllama-1.1b"
@@ -57,7 +58,7 @@ def load_base(which: str) -> nn.Module:
     from transformers import AutoModel, LlamaForCausalLM
 
     if which == "minilm":
-        from tests.factories import minilm_dir
+        from _models import minilm_dir
 
         model = AutoModel.from_pretrained(str(minilm_dir()))
     else:
@@ -114,7 +115,9 @@ def bench(which: str, repeats: int, fwd_repeats: int) -> dict[str, float]:
     t0 = time.perf_counter()
     model = load_base(which)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"base: {n_params / 1e6:.0f} M parameters, {next(model.parameters()).dtype}, loaded in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"base: {n_params / 1e6:.0f} M parameters, {next(model.parameters()).dtype}, loaded in {time.perf_counter() - t0:.1f} s"
+    )
     folders = [write_adapter(model, CACHE / "attach" / f"{which.split('-')[0]}-r{RANK}-s{i}", seed=i) for i in range(4)]
     adapter_mb = sum(f.stat().st_size for f in folders[0].iterdir()) / 2**20
     print(f"adapter: r={RANK} on {len(json.loads((folders[0] / 'adapter_config.json').read_text())['target_modules'])} "
@@ -143,7 +146,7 @@ def bench(which: str, repeats: int, fwd_repeats: int) -> dict[str, float]:
     flip = iter(range(10**9))
     r["switch_peft"] = median_s(lambda: pm.set_adapter(names[next(flip) % 2]), 50, warmup=2)
     pm.unload()
-    del pm
+    pm = None  # released before the next measurement
     r["attach_ours"] = median_s(lambda: attach(model, folders[0], "a0"), repeats, setup=lambda: detach(model))
     attach(model, folders[1], "a1", activate=False)
     flip = iter(range(10**9))
@@ -167,10 +170,10 @@ def bench(which: str, repeats: int, fwd_repeats: int) -> dict[str, float]:
         for n, f in zip(names[1:], folders[1:]):
             pm.load_adapter(str(f), adapter_name=n)
         pm.set_adapter("a0")
-        timed("peft", lambda: pm(**inputs))
+        timed("peft", lambda: pm(**inputs))  # noqa: B023  (called at once)
         timed("peft_mixed", lambda: pm(**inputs, adapter_names=names))  # noqa: B023
         pm.unload()
-        del pm
+        pm = None  # released before the next measurement
         for n, f in zip(names, folders):
             attach(model, f, n, activate=(n == "a0"))
         timed("ours", lambda: model(**inputs))
@@ -199,7 +202,7 @@ def bench(which: str, repeats: int, fwd_repeats: int) -> dict[str, float]:
     r["mem50_peft_rss_mb"] = (rss() - before) / 2**20
     r["mem50_peft_param_mb"] = sum(p.numel() * p.element_size() for n, p in pm.named_parameters() if "lora_" in n) / 2**20
     pm.unload()
-    del pm
+    pm = None  # released before the next measurement
     before = rss()
     for i in range(RESIDENT):
         attach(model, folders[i % 4], f"a{i}", activate=False)
@@ -215,13 +218,19 @@ def report(which: str, r: dict[str, float]) -> None:
         return f"{x * 1e3:9.3f} ms"
 
     print(f"{'':34}{'adapterhub':>14}{'PEFT':>14}{'ratio':>9}   target")
-    print(f"{'attach one adapter (loaded base)':34}{ms(r['attach_ours']):>14}{ms(r['attach_peft']):>14}"
-          f"{r['attach_ours'] / r['attach_peft']:8.3f}x   <= 0.3x PEFT")
-    print(f"{'switch adapter':34}{ms(r['switch_ours']):>14}{ms(r['switch_peft']):>14}"
-          f"{r['switch_ours'] / r['switch_peft']:8.4f}x   <= 0.1 ms")
+    print(
+        f"{'attach one adapter (loaded base)':34}{ms(r['attach_ours']):>14}{ms(r['attach_peft']):>14}"
+        f"{r['attach_ours'] / r['attach_peft']:8.3f}x   <= 0.3x PEFT"
+    )
+    print(
+        f"{'switch adapter':34}{ms(r['switch_ours']):>14}{ms(r['switch_peft']):>14}"
+        f"{r['switch_ours'] / r['switch_peft']:8.4f}x   <= 0.1 ms"
+    )
     print(f"{'forward 4x128, bare base':34}{ms(r['fwd_bare']):>14}")
-    print(f"{'forward, one adapter':34}{ms(r['fwd_ours']):>14}{ms(r['fwd_peft']):>14}"
-          f"{'':9}   ours {r['fwd_ours'] / r['fwd_bare']:.3f}x bare (<= 1.05x), PEFT {r['fwd_peft'] / r['fwd_bare']:.3f}x")
+    print(
+        f"{'forward, one adapter':34}{ms(r['fwd_ours']):>14}{ms(r['fwd_peft']):>14}"
+        f"{'':9}   ours {r['fwd_ours'] / r['fwd_bare']:.3f}x bare (<= 1.05x), PEFT {r['fwd_peft'] / r['fwd_bare']:.3f}x"
+    )
     print(f"{'forward, 4 adapters mixed':34}{ms(r['fwd_ours_mixed']):>14}{ms(r['fwd_peft_mixed']):>14}"
           f"{r['fwd_ours_mixed'] / r['fwd_peft_mixed']:8.3f}x   ours {r['fwd_ours_mixed'] / r['fwd_ours']:.3f}x one adapter (<= 1.3x),"
           f" PEFT {r['fwd_peft_mixed'] / r['fwd_peft']:.3f}x")  # fmt: skip
@@ -229,8 +238,11 @@ def report(which: str, r: dict[str, float]) -> None:
     print(f"{f'{RESIDENT} resident adapters, params':34}{r['mem50_ours_param_mb']:11.1f} MiB{r['mem50_peft_param_mb']:10.1f} MiB"
           f"{r['mem50_ours_param_mb'] / r['mem50_peft_param_mb']:8.3f}x")  # fmt: skip
     print(f"{f'{RESIDENT} resident adapters, RSS growth':34}{r['mem50_ours_rss_mb']:11.1f} MiB{r['mem50_peft_rss_mb']:10.1f} MiB")
-    print(f"max |ours - PEFT| output: one adapter {r['max_abs_diff_vs_peft']:.2e}, mixed batch "
-          f"{r['mixed_max_abs_diff_vs_peft']:.2e} (the adapter moves it by {r['adapter_effect']:.2e})", flush=True)
+    print(
+        f"max |ours - PEFT| output: one adapter {r['max_abs_diff_vs_peft']:.2e}, mixed batch "
+        f"{r['mixed_max_abs_diff_vs_peft']:.2e} (the adapter moves it by {r['adapter_effect']:.2e})",
+        flush=True,
+    )
 
 
 def main() -> None:

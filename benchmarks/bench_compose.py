@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import _models as factories  # noqa: E402  (benchmarks/_models.py)
+
 from adapterhub.lora.compose import compose  # noqa: E402
-from tests import factories  # noqa: E402
 
 # (adapterhub method, kwargs, PEFT combination_type)
 CASES = [
@@ -39,12 +40,16 @@ WEIGHTS = [0.4, 0.3, 0.2, 0.1]
 
 def make_adapters(base: Path, work: Path) -> list[Path]:
     return [
-        factories.make_peft_adapter(base, work / f"a{i}", r=16, lora_alpha=32, target_modules=["query", "key", "value", "dense"], seed=i)
+        factories.make_peft_adapter(
+            base, work / f"a{i}", r=16, lora_alpha=32, target_modules=["query", "key", "value", "dense"], seed=i
+        )
         for i in range(4)
     ]
 
 
-def peft_compose(base: Path, adapters: list[Path], method: str, kw: dict, out: Path) -> tuple[float, float, dict[str, torch.Tensor]]:
+def peft_compose(
+    base: Path, adapters: list[Path], method: str, kw: dict, out: Path
+) -> tuple[float, float, dict[str, torch.Tensor]]:
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
 
@@ -60,7 +65,9 @@ def peft_compose(base: Path, adapters: list[Path], method: str, kw: dict, out: P
     pm.add_weighted_adapter([f"a{i}" for i in range(4)], WEIGHTS, "mix", combination_type=method, **extra)
     pm.save_pretrained(str(out), selected_adapters=["mix"])
     total = time.perf_counter() - t0
-    deltas = {p: m.get_delta_weight("mix").detach() for p, m in pm.named_modules() if isinstance(m, LoraLayer) and "mix" in m.lora_A}
+    deltas = {
+        p: m.get_delta_weight("mix").detach() for p, m in pm.named_modules() if isinstance(m, LoraLayer) and "mix" in m.lora_A
+    }
     return total, t_base, deltas
 
 
@@ -69,7 +76,9 @@ def ours_deltas(base: Path, folder: Path) -> dict[str, torch.Tensor]:
     from peft.tuners.lora import LoraLayer
 
     pm = PeftModel.from_pretrained(factories.load_model(base), str(folder), adapter_name="ours")
-    return {p: m.get_delta_weight("ours").detach() for p, m in pm.named_modules() if isinstance(m, LoraLayer) and "ours" in m.lora_A}
+    return {
+        p: m.get_delta_weight("ours").detach() for p, m in pm.named_modules() if isinstance(m, LoraLayer) and "ours" in m.lora_A
+    }
 
 
 def tinyllama_scale(work: Path) -> None:
@@ -114,8 +123,10 @@ def main() -> None:
             ours = ours_deltas(base, work / f"ours-{method}-0")
             err = max(float((ours[k] - ref[k]).abs().max() / ref[k].abs().max()) for k in ref)
             o, p, b = min(ours_t), min(peft_t), min(base_t)
-            print(f"  {method:>6} (PEFT {peft_method:>8}): adapterhub {o:6.3f} s   PEFT {p:6.3f} s (of which base load {b:5.3f} s)"
-                  f"   ratio {o / p:5.3f}   ratio excl. base load {o / max(p - b, 1e-9):5.3f}   max rel. delta diff {err:.1e}")
+            print(
+                f"  {method:>6} (PEFT {peft_method:>8}): adapterhub {o:6.3f} s   PEFT {p:6.3f} s (of which base load {b:5.3f} s)"
+                f"   ratio {o / p:5.3f}   ratio excl. base load {o / max(p - b, 1e-9):5.3f}   max rel. delta diff {err:.1e}"
+            )
         if not args.skip_tinyllama:
             tinyllama_scale(work)
     finally:

@@ -19,12 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.factories
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # adapterhub from this checkout
 
 
 def _adapter(folder: Path, mb: int) -> Path:
-    """A synthetic PEFT adapter of about `mb` MiB (tests/factories.py builds it)."""
-    from tests.factories import write_large_adapter
+    """A synthetic PEFT adapter of about `mb` MiB (benchmarks/_models.py builds it)."""
+    from _models import write_large_adapter
 
     width, rank = 2048, 64
     return write_large_adapter(folder, layers=max(1, mb * (1 << 20) // (2 * width * rank * 4)), width=width, rank=rank)
@@ -73,7 +73,9 @@ def main() -> int:
                     raise RuntimeError(f"pull {i} registered different bytes")
                 return took
 
-            pull("bench/pulled", remote=hub.url, registry=Registry(home=tmp / "warm"), progress=False)  # imports, first connection
+            pull(
+                "bench/pulled", remote=hub.url, registry=Registry(home=tmp / "warm"), progress=False
+            )  # imports, first connection
             t0 = time.perf_counter()
             latencies: list[float] = []
             errors: list[str] = []

@@ -192,8 +192,10 @@ def main() -> None:
             print(f"  {temp}: adapterhub/raw read = {mine / raw:.2f}x   adapterhub/hashlib.sha256 = {mine / sha:.2f}x   "
                   f"hashlib.sha256/raw read = {sha / raw:.2f}x")  # fmt: skip
         again = hash_model(model, progress=False)
-        print(f"  cached re-hash vs uncached (warm): {results['cached warm'] / results['ah warm']:.0f}x faster "
-              f"(a cached run read {again.bytes_hashed} tensor bytes, {again.cached_files}/{len(files)} files from cache)")
+        print(
+            f"  cached re-hash vs uncached (warm): {results['cached warm'] / results['ah warm']:.0f}x faster "
+            f"(a cached run read {again.bytes_hashed} tensor bytes, {again.cached_files}/{len(files)} files from cache)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

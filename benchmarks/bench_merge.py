@@ -105,7 +105,9 @@ def timed(cmd: list[str]) -> tuple[float, float, float]:
 
     CPU time is printed too because the machine is shared: wall time moves with other people's load."""
     full = ["flock", LOCK, "/usr/bin/time", "-v", *cmd]
-    proc = subprocess.run(full, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    proc = subprocess.run(
+        full, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    )
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
@@ -130,7 +132,11 @@ def compare(ours: Path, peft: Path) -> float:
 
     a, b = model_tensors(ours), model_tensors(peft)
     worst = 0.0
-    for name in ["model.layers.0.self_attn.q_proj.weight", "model.layers.21.mlp.down_proj.weight", "model.layers.10.self_attn.k_proj.weight"]:
+    for name in [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.21.mlp.down_proj.weight",
+        "model.layers.10.self_attn.k_proj.weight",
+    ]:
         x, y = read_tensor(a[name]).float(), read_tensor(b[name]).float()
         ulp = y.abs().clamp(min=1e-30) * 2.0**-7
         worst = max(worst, float(((x - y).abs() / ulp).max()))
@@ -154,7 +160,9 @@ def main() -> None:
     if not adapter.is_dir():
         build_adapter(adapter)
     n_params = json.loads((base / "model.safetensors.index.json").read_text())["metadata"]["total_size"] // 2
-    print(f"base: {base} ({n_params / 1e9:.2f}B params, bf16, {len(list(base.glob('*.safetensors')))} shards); adapter: r=16 on {len(TARGETS)} module types x 22 layers")
+    print(
+        f"base: {base} ({n_params / 1e9:.2f}B params, bf16, {len(list(base.glob('*.safetensors')))} shards); adapter: r=16 on {len(TARGETS)} module types x 22 layers"
+    )
 
     py = sys.executable
     ah = str(Path(py).with_name("adapterhub"))
@@ -170,11 +178,16 @@ def main() -> None:
                 cmd = [ah, "merge", "--base", str(base), "--adapter", str(adapter), "--out", str(out), "--no-register"]
             wall, rss, cpu = timed(cmd)
             results[side].append((wall, rss, cpu))
-            print(f"run {run + 1} {side:>10}: wall {wall:7.1f} s   CPU {cpu:7.1f} s   peak RSS {rss:8.0f} MiB   (load avg {os.getloadavg()[0]:.1f})", flush=True)
+            print(
+                f"run {run + 1} {side:>10}: wall {wall:7.1f} s   CPU {cpu:7.1f} s   peak RSS {rss:8.0f} MiB   (load avg {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
     ulps = compare(args.cache / "out-adapterhub", args.cache / "out-peft")
     pw, pr, pc = (min(x[i] for x in results["peft"]) for i in range(3))
     aw, ar, ac = (min(x[i] for x in results["adapterhub"]) for i in range(3))
-    print(f"\nbest of {args.runs}:  PEFT {pw:.1f} s wall, {pc:.1f} s CPU, {pr:.0f} MiB   adapterhub {aw:.1f} s wall, {ac:.1f} s CPU, {ar:.0f} MiB")
+    print(
+        f"\nbest of {args.runs}:  PEFT {pw:.1f} s wall, {pc:.1f} s CPU, {pr:.0f} MiB   adapterhub {aw:.1f} s wall, {ac:.1f} s CPU, {ar:.0f} MiB"
+    )
     print(f"ratio wall time  adapterhub/PEFT = {aw / pw:.3f}  (target <= 0.30)")
     print(f"ratio CPU time   adapterhub/PEFT = {ac / pc:.3f}")
     print(f"ratio peak RSS   adapterhub/PEFT = {ar / pr:.3f}  (target <= 0.25)")

@@ -111,11 +111,21 @@ def main() -> None:
     walls = []
     for _ in range(7):
         t = time.perf_counter()
-        subprocess.run([exe, "search", "--task", "sentiment", "--sort", "sst2/accuracy", "--limit", "10"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [exe, "search", "--task", "sentiment", "--sort", "sst2/accuracy", "--limit", "10"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         walls.append(time.perf_counter() - t)
     wall = statistics.median(walls)
     bare = statistics.median(
-        [(lambda t: (subprocess.run([sys.executable, "-c", "pass"], check=True), time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(5)]
+        [
+            (lambda t: (subprocess.run([sys.executable, "-c", "pass"], check=True), time.perf_counter() - t)[1])(
+                time.perf_counter()
+            )
+            for _ in range(5)
+        ]
     )
     print(f"`adapterhub search` wall time: median {wall:.3f} s over 7 runs (bare python start {bare:.3f} s); "
           f"target <= 0.5 s -> {wall / 0.5:.2f} of budget")  # fmt: skip

@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from adapterhub.adapter_check import check_adapter
 from adapterhub.errors import AdapterHubError, InvalidAdapter, PickleRefused, UnsupportedFeature
-from adapterhub.peft_format import CONFIG_NAME, WEIGHTS_NAME, load_adapter, read_layout
+from adapterhub.peft_format import CONFIG_NAME, WEIGHTS_NAME, read_layout
+from adapterhub.peft_weights import load_adapter
 from adapterhub.tensorfile import read_header
 from tests import factories
 
@@ -198,7 +199,12 @@ def test_use_dora_without_magnitude(good: Path) -> None:
 
 def test_lora_bias_of_wrong_shape(good: Path) -> None:
     edit_config(good, lambda c: c.update(lora_bias=True))
-    edit_tensors(good, lambda t: t.update({f"{k[:-len('lora_A.weight')]}lora_B.bias": torch.zeros(5) for k in list(t) if k.endswith("lora_A.weight")}))
+    edit_tensors(
+        good,
+        lambda t: t.update(
+            {f"{k[: -len('lora_A.weight')]}lora_B.bias": torch.zeros(5) for k in list(t) if k.endswith("lora_A.weight")}
+        ),
+    )
     expect(InvalidAdapter, good, "lora_B.bias has shape [5]")
 
 
@@ -278,7 +284,9 @@ def test_peft_type_not_lora(llama_adapter_dir: Path, tiny_llama_dir: Path, tmp_p
     """A real IA3 adapter saved by PEFT, and a LoRA folder relabelled LOHA."""
     from peft import IA3Config, get_peft_model
 
-    model = get_peft_model(factories.load_model(tiny_llama_dir), IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]))
+    model = get_peft_model(
+        factories.load_model(tiny_llama_dir), IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"])
+    )
     model.save_pretrained(tmp_path / "ia3")
     expect(UnsupportedFeature, tmp_path / "ia3", "peft_type IA3")
     relabelled = edit_config(Path(shutil.copytree(llama_adapter_dir, tmp_path / "loha")), lambda c: c.update(peft_type="LOHA"))
@@ -303,7 +311,9 @@ def test_conv2d_lora_is_unsupported(tmp_path: Path) -> None:
 
 
 def test_trainable_tokens_are_unsupported(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    folder = factories.make_peft_adapter(tiny_llama_dir, tmp_path / "tt", target_modules=["q_proj"], trainable_token_indices=[1, 2])
+    folder = factories.make_peft_adapter(
+        tiny_llama_dir, tmp_path / "tt", target_modules=["q_proj"], trainable_token_indices=[1, 2]
+    )
     expect(UnsupportedFeature, folder, "trainable tokens")
 
 
@@ -387,7 +397,7 @@ def test_layers_to_transform_excludes_a_saved_module(good: Path) -> None:
 
 
 def test_save_refuses_an_inconsistent_adapter_and_writes_nothing(llama_adapter_dir: Path, tmp_path: Path) -> None:
-    from adapterhub.peft_format import save_adapter
+    from adapterhub.peft_weights import save_adapter
 
     adapter = load_adapter(llama_adapter_dir)
     adapter.modules["model.layers.0.self_attn.q_proj"].magnitude = torch.ones(32)  # DoRA tensor, config says LoRA

@@ -69,7 +69,9 @@ def test_load_refs_from_registry_equals_peft(
     assert torch.allclose(factories.model_output(model, inputs), peft_reference["b"], atol=1e-5, rtol=0)
 
 
-def test_load_with_names_and_weights(minilm_dir: Path, minilm_adapter_dir: Path, second_minilm_adapter: Path, peft_reference: dict) -> None:
+def test_load_with_names_and_weights(
+    minilm_dir: Path, minilm_adapter_dir: Path, second_minilm_adapter: Path, peft_reference: dict
+) -> None:
     model = load(minilm_dir, [minilm_adapter_dir, second_minilm_adapter], names=["x", "y"], weights=[1.0, 0.0])
     assert active_adapters(model) == {"x": 1.0, "y": 0.0}
     assert torch.allclose(factories.model_output(model, peft_reference["inputs"]), peft_reference["a"], atol=1e-5, rtol=0)
@@ -145,7 +147,7 @@ def test_demo_trained_adapter_is_plain_peft(tmp_path: Path, minilm_dir: Path) ->
     from transformers import AutoTokenizer
 
     from adapterhub.demo.training import TASKS, classify, embed, load_examples, train_adapter
-    from adapterhub.lora.trainable import save_adapter
+    from adapterhub.lora.trainable import save_attached
 
     task, tok = TASKS["sentiment"], AutoTokenizer.from_pretrained(str(minilm_dir))
     data = load_examples(task)
@@ -155,7 +157,7 @@ def test_demo_trained_adapter_is_plain_peft(tmp_path: Path, minilm_dir: Path) ->
     model = load_base(minilm_dir)
     res = train_adapter(model, tok, task, "s", data["train"][:32], steps=3, batch_size=8)
     assert res.last_loss < res.first_loss
-    folder = save_adapter(model, "s", tmp_path / "s")
+    folder = save_attached(model, "s", tmp_path / "s")
     ours = load(minilm_dir, [folder])
     peft = PeftModel.from_pretrained(factories.load_model(minilm_dir), str(folder)).eval()
     texts = [e.text for e in data["test"][:8]]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from adapterhub.adapter_check import check_adapter
+from adapterhub.errors import UnsupportedFeature
 from adapterhub.peft_format import (
     CONFIG_NAME,
     LayerKind,
@@ -26,7 +27,6 @@ from adapterhub.peft_format import (
     read_config,
     read_layout,
 )
-from adapterhub.errors import UnsupportedFeature
 from tests import factories
 
 warnings.filterwarnings("ignore", module="peft")

@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from adapterhub.peft_format import CONFIG_NAME, WEIGHTS_NAME, load_adapter, read_layout, save_adapter
+from adapterhub.peft_format import CONFIG_NAME, WEIGHTS_NAME, read_layout
+from adapterhub.peft_weights import load_adapter, save_adapter
 from tests import factories
 
 warnings.filterwarnings("ignore", module="peft")
@@ -26,8 +27,14 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "minilm-plain-trained": ("minilm_dir", dict(target_modules=["query", "value"], train_steps=2)),
     "minilm-rslora-patterns": (
         "minilm_dir",
-        dict(target_modules=["query", "key", "value"], use_rslora=True, r=4, lora_alpha=6,
-             rank_pattern={"value": 2, r"layer\.1\.attention\.self\.query": 6}, alpha_pattern={"key": 3}),
+        dict(
+            target_modules=["query", "key", "value"],
+            use_rslora=True,
+            r=4,
+            lora_alpha=6,
+            rank_pattern={"value": 2, r"layer\.1\.attention\.self\.query": 6},
+            alpha_pattern={"key": 3},
+        ),
     ),
     "minilm-bias-lora-only": ("minilm_dir", dict(target_modules=["query"], bias="lora_only", train_steps=2)),
     "minilm-seqcls-head": ("minilm_cls_dir", dict(target_modules=["query", "value"], task_type="SEQ_CLS", train_steps=2)),
@@ -36,7 +43,9 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "llama-all-linear": ("tiny_llama_dir", dict(target_modules="all-linear", r=2)),
     "llama-rank-alpha-pattern": (
         "tiny_llama_dir",
-        dict(target_modules=["q_proj", "v_proj", "up_proj"], rank_pattern={"v_proj": 2, "up_proj": 8}, alpha_pattern={"q_proj": 32}),
+        dict(
+            target_modules=["q_proj", "v_proj", "up_proj"], rank_pattern={"v_proj": 2, "up_proj": 8}, alpha_pattern={"q_proj": 32}
+        ),
     ),
     "llama-dora": ("tiny_llama_dir", dict(target_modules=["q_proj", "v_proj", "gate_proj"], use_dora=True, train_steps=2)),
     "llama-embedding": ("tiny_llama_dir", dict(target_modules=["embed_tokens", "q_proj"])),
@@ -112,7 +121,9 @@ def test_resaved_adapter_matches_peft(case: str, request: pytest.FixtureRequest,
         assert module.scaling == pytest.approx(peft_layer.scaling["default"], rel=1e-12)
         if kwargs.get("use_dora"):
             assert module.magnitude is not None
-            torch.testing.assert_close(module.magnitude, peft_layer.lora_magnitude_vector["default"].weight.detach(), rtol=0, atol=0)
+            torch.testing.assert_close(
+                module.magnitude, peft_layer.lora_magnitude_vector["default"].weight.detach(), rtol=0, atol=0
+            )
         else:
             assert module.magnitude is None
         if kwargs.get("lora_bias"):

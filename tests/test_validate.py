@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapterhub.errors import BaseModelNotFound, InvalidReference
 from adapterhub.compatibility import Outcome, validate
+from adapterhub.errors import BaseModelNotFound, InvalidReference
 from tests import factories
 
 
@@ -120,7 +120,9 @@ def test_plain_dora_and_conv1d_adapters_fit_their_bases(
     assert validate(gpt2_adapter_dir, tiny_gpt2_dir).outcome is Outcome.COMPATIBLE
 
 
-def test_conv1d_adapter_saved_without_fan_in_fan_out_gets_a_hint(gpt2_adapter_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path) -> None:
+def test_conv1d_adapter_saved_without_fan_in_fan_out_gets_a_hint(
+    gpt2_adapter_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
     folder = _copy_with_config(gpt2_adapter_dir, tmp_path / "a", fan_in_fan_out=False)
     report = validate(folder, tiny_gpt2_dir)
     assert report.outcome is Outcome.INCOMPATIBLE
@@ -167,7 +169,10 @@ def test_registered_adapter_on_its_own_base_is_exact(registry, llama_adapter_dir
 
 
 def test_registered_adapter_on_other_weights_is_compatible_with_a_warning(
-    registry, llama_adapter_dir: Path, tiny_llama_dir: Path, other_llama_dir: Path  # noqa: ANN001
+    registry,
+    llama_adapter_dir: Path,
+    tiny_llama_dir: Path,
+    other_llama_dir: Path,  # noqa: ANN001
 ) -> None:
     card = registry.add(llama_adapter_dir, name="t/llama-lora", task="test", base=tiny_llama_dir)
     report = validate("t/llama-lora@1", other_llama_dir, registry=registry)
@@ -178,7 +183,9 @@ def test_registered_adapter_on_other_weights_is_compatible_with_a_warning(
     assert card.base_model.content_hash[:12] in report.warnings[0]
 
 
-def test_registered_adapter_on_a_wrong_base_is_incompatible(registry, llama_adapter_dir: Path, tiny_llama_dir: Path, wide_llama_dir: Path) -> None:  # noqa: ANN001
+def test_registered_adapter_on_a_wrong_base_is_incompatible(
+    registry, llama_adapter_dir: Path, tiny_llama_dir: Path, wide_llama_dir: Path
+) -> None:  # noqa: ANN001
     registry.add(llama_adapter_dir, name="t/llama-lora", task="test", base=tiny_llama_dir)
     report = validate("t/llama-lora", wide_llama_dir, registry=registry)
     assert report.outcome is Outcome.INCOMPATIBLE and len(report.issues) == 4

@@ -1,11 +1,20 @@
 """The `adapterhub` command: a thin click layer over the library. Subcommands are imported only when invoked,
-so `adapterhub ls` never pays for torch or transformers."""
+so `adapterhub ls` never pays for torch or transformers.
+
+Public surface: `main` (the console script) and `COMMANDS`. The command modules and `_common` are internal; an
+error becomes an exit code in one place, `LazyGroup.invoke`, through the table in `_common.exit_for`.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+import traceback
 
 import click
+
+from ._common import debug_enabled, exit_for
 
 # command name -> "module:attribute" (each module holds one command group's commands)
 COMMANDS: dict[str, str] = {
@@ -36,6 +45,8 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
+    """Imports a command's module only when it runs; the one place an error becomes an exit code (see `invoke`)."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(name for name, target in COMMANDS.items() if _module_exists(target))
 
@@ -44,7 +55,24 @@ class LazyGroup(click.Group):
         if target is None or not _module_exists(target):
             return None
         module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]  # a click.Command by COMMANDS
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; an error adapterhub explains becomes one line on stderr and its exit code (the table is
+        `_common.exit_for`: 2 usage, 1 failed). `ADAPTERHUB_DEBUG=1` prints the traceback first."""
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            verdict = exit_for(exc)
+            if verdict is None:
+                raise  # a bug: click shows the traceback
+            if debug_enabled():
+                traceback.print_exc(file=sys.stderr)
+            code, line = verdict
+            if code == 2:
+                raise click.UsageError(line) from None
+            click.echo(f"error: {line}", err=True)
+            sys.exit(code)
 
 
 def _module_exists(target: str) -> bool:

@@ -1,44 +1,44 @@
-"""What every command shares: error-to-exit-code mapping, JSON vs table output, progress on terminals only."""
+"""What every command shares: the error table (exit codes), JSON vs table output, progress on terminals only."""
 
 from __future__ import annotations
 
-import functools
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import click
 from pydantic import BaseModel
 
 from ..errors import AdapterHubError, UsageError
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
 
 
-def handle_errors(fn: F) -> F:
-    """Turn AdapterHubError into one line on stderr: exit 2 for usage errors, 1 for failed operations."""
+def _database_error(exc: BaseException) -> str | None:
+    """A database that is unreachable or from another schema: one line with what to do, not a traceback."""
+    if not type(exc).__module__.startswith("sqlalchemy"):
+        return None
+    first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    return f"database error: {first}; check ADAPTERHUB_DATABASE_URL, or run `adapterhub db upgrade`"
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UsageError as exc:
-            raise click.UsageError(str(exc)) from None
-        except AdapterHubError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except Exception as exc:
-            # A database that is unreachable or from another schema: one line, not a traceback.
-            if type(exc).__module__.startswith("sqlalchemy"):
-                first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-                click.echo(f"error: database error: {first}; check ADAPTERHUB_DATABASE_URL, or run `adapterhub db upgrade`", err=True)
-                sys.exit(1)
-            raise
 
-    return wrapper  # type: ignore[return-value]
+def exit_for(exc: BaseException) -> tuple[int, str] | None:
+    """The CLI's one error table: (exit code, line for stderr) for an error it explains, None for a bug.
+
+    2: usage (a bad argument, reference or method; click prints it with the usage hint); 1: an operation failed."""
+    if isinstance(exc, UsageError):
+        return 2, str(exc)
+    if isinstance(exc, AdapterHubError):
+        return 1, str(exc)
+    line = _database_error(exc)
+    return (1, line) if line is not None else None
+
+
+def debug_enabled() -> bool:
+    """`ADAPTERHUB_DEBUG=1` prints the traceback of an explained error too."""
+    return os.environ.get("ADAPTERHUB_DEBUG", "") not in ("", "0")
 
 
 def to_jsonable(obj: Any) -> Any:

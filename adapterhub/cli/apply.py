@@ -6,28 +6,30 @@ import sys
 
 import click
 
-from ._common import handle_errors, json_option, parse_ref_weight, print_json, print_table
+from ._common import json_option, parse_ref_weight, print_json, print_table
 
 
 @click.command()
 @click.argument("adapter")
 @click.option("--base", "base", required=True, type=click.Path(), help="Base model folder or .safetensors file.")
 @json_option
-@handle_errors
 def validate(adapter: str, base: str, as_json: bool) -> None:
     """Check ADAPTER (a registry reference or a PEFT folder) against a base model, from file headers only.
 
     Exit 0 when it is exact or compatible, 1 when it is incompatible.
     """
-    from ..compatibility import Outcome, validate as run_validate
+    from ..compatibility import Outcome
+    from ..compatibility import validate as run_validate
 
     report = run_validate(adapter, base)
     if as_json:
         print_json(report)
     else:
         click.echo(f"{report.outcome.value.upper()}: {report.adapter_ref or report.adapter} on {report.base}")
-        click.echo(f"  {report.method}, rank {report.rank}, {report.modules_checked} modules checked"
-                   + (f" ({', '.join(report.target_modules)})" if report.target_modules else ""))
+        click.echo(
+            f"  {report.method}, rank {report.rank}, {report.modules_checked} modules checked"
+            + (f" ({', '.join(report.target_modules)})" if report.target_modules else "")
+        )
         if report.trained_on is not None:
             click.echo(f"  registered with base {report.trained_on.name} (content {report.trained_on.content_hash[:12]})")
         for w in report.warnings:
@@ -47,13 +49,14 @@ def validate(adapter: str, base: str, as_json: bool) -> None:
 
 @click.command()
 @click.option("--base", "base", required=True, type=click.Path(), help="Base model folder.")
-@click.option("--adapter", "adapters", multiple=True, metavar="REF[:WEIGHT]", help="Registry reference or PEFT folder; repeatable.")
+@click.option(
+    "--adapter", "adapters", multiple=True, metavar="REF[:WEIGHT]", help="Registry reference or PEFT folder; repeatable."
+)
 @click.option("--prompt", default=None, help="Causal LM: show the top next tokens after this text.")
 @click.option("--sentence", default=None, help="Encoder: show a summary of this sentence's mean-pooled embedding.")
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 100))
 @click.option("--dtype", default=None, type=click.Choice(["float32", "float16", "bfloat16"]))
 @json_option
-@handle_errors
 def run(
     base: str, adapters: tuple[str, ...], prompt: str | None, sentence: str | None, top_k: int, dtype: str | None, as_json: bool
 ) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ._common import handle_errors
-
 
 @click.group()
 def db() -> None:
@@ -14,21 +12,19 @@ def db() -> None:
 
 @db.command()
 @click.option("--revision", default="head", show_default=True)
-@handle_errors
 def upgrade(revision: str) -> None:
     """Migrate the database named by ADAPTERHUB_DATABASE_URL (default: the SQLite file in ADAPTERHUB_HOME)."""
-    from ..store.registry import Registry
+    from ..sources import default_registry
 
-    reg = Registry(auto_migrate=False)
+    reg = default_registry(auto_migrate=False)
     click.echo(f"database at revision {reg.db.upgrade(revision)}")
 
 
 @db.command()
-@handle_errors
 def current() -> None:
     """Print the database's migration revision and the newest one this version ships."""
+    from ..sources import default_registry
     from ..store.db import head_revision
-    from ..store.registry import Registry
 
-    reg = Registry(auto_migrate=False)
+    reg = default_registry(auto_migrate=False)
     click.echo(f"current {reg.db.current_revision() or '(empty)'}; head {head_revision()}")

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import click
 
-from ._common import handle_errors
-
 
 @click.command()
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"), show_default=True,
               help="Scratch folder (emptied first) holding the demo registry and files.")  # fmt: skip
-@handle_errors
 def demo(workdir: Path) -> None:
     """Fingerprint MiniLM, register adapters, search, train/attach/swap, merge, and share them through a hub."""
     from ..demo import run_demo

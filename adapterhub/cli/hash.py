@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import click
 
-from ._common import handle_errors, json_option, print_json, print_table, show_progress
+from ._common import json_option, print_json, print_table, show_progress
 
 
 @click.command("hash")
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--no-cache", is_flag=True, help="Re-read every byte instead of using cached per-tensor digests.")
 @json_option
-@handle_errors
 def hash_cmd(path: str, no_cache: bool, as_json: bool) -> None:
     """Fingerprint the base model at PATH: a model folder, a .safetensors file, or a Hugging Face cache entry.
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import handle_errors, json_option, print_json, show_progress
+from ._common import json_option, print_json, show_progress
 
 
 @click.command()
@@ -33,7 +33,6 @@ from ._common import handle_errors, json_option, print_json, show_progress
               help="Close a connection idle for this long between requests.")  # fmt: skip
 @click.option("--max-connections", default=1000, show_default=True, type=click.IntRange(1),
               help="Answer 503 to requests while this many connections or requests are open.")  # fmt: skip
-@handle_errors
 def serve(database_url: str | None, storage: Path | None, host: str, port: int, tokens: tuple[str, ...], open_hub: bool,
           page_size: int, max_upload_bytes: int, head_timeout: float, body_timeout: float, keep_alive: float,
           max_connections: int) -> None:  # fmt: skip
@@ -56,7 +55,6 @@ def serve(database_url: str | None, storage: Path | None, host: str, port: int, 
 @click.option("--private", is_flag=True, help="Create the repository as private.")
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Access token (default: $HF_TOKEN or the saved login).")
 @json_option
-@handle_errors
 def push(ref: str, remote: str | None, repo: str | None, private: bool, token: str | None, as_json: bool) -> None:
     """Upload adapter REF (NAME[@V]) with its card and a model card to a hub."""
     from ..hub.client import push as run
@@ -71,7 +69,6 @@ def push(ref: str, remote: str | None, repo: str | None, private: bool, token: s
 @click.option("--as", "name", default=None, metavar="NS/NAME", help="Register under this name (default: the repository's).")
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Access token for private repositories.")
 @json_option
-@handle_errors
 def pull(spec: str, remote: str | None, name: str | None, token: str | None, as_json: bool) -> None:
     """Download REPO at REV (default main), verify every file, and register it as a new local version."""
     from ..hub.client import pull as run

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import handle_errors, json_option, parse_ref_weight, print_json, print_table
+from ._common import json_option, parse_ref_weight, print_json, print_table
 
 METHODS = ("cat", "linear", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")  # compose_methods.METHODS
 
@@ -22,8 +22,16 @@ def _energy_rows(energy: dict[str, float]) -> list[list[object]]:
 
 
 @click.command()
-@click.option("--base", required=True, type=click.Path(exists=True, path_type=Path), help="Base model folder or .safetensors file.")
-@click.option("--adapter", "adapters", required=True, multiple=True, help="Adapter folder or ns/name[@v], optionally :WEIGHT (repeatable, applied in order).")
+@click.option(
+    "--base", required=True, type=click.Path(exists=True, path_type=Path), help="Base model folder or .safetensors file."
+)
+@click.option(
+    "--adapter",
+    "adapters",
+    required=True,
+    multiple=True,
+    help="Adapter folder or ns/name[@v], optionally :WEIGHT (repeatable, applied in order).",
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write (must be new or empty).")
 @click.option("--dtype", help="Output dtype for floating tensors: float32, float16 or bfloat16 (default: keep each tensor's).")
 @click.option("--max-shard-size", default="2GB", show_default=True, help="Largest shard, e.g. 2GB, 500MB, 1GiB.")
@@ -31,7 +39,6 @@ def _energy_rows(energy: dict[str, float]) -> list[list[object]]:
 @click.option("--no-register", is_flag=True, help="Only write the folder; do not record it in the registry.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out folder.")
 @json_option
-@handle_errors
 def merge(base: Path, adapters: tuple[str, ...], out: Path, dtype: str | None, max_shard_size: str, name: str | None,
           no_register: bool, overwrite: bool, as_json: bool) -> None:  # fmt: skip
     """Merge adapters into the base, streaming one tensor at a time, and write standalone safetensors weights."""
@@ -56,14 +63,15 @@ def merge(base: Path, adapters: tuple[str, ...], out: Path, dtype: str | None, m
 @click.option("--rank", type=int, help="Rank of the result for svd and task-vector methods (default: the largest input rank).")
 @click.option("--density", type=float, help="Fraction kept by ties, dare_* and magnitude_prune, in (0, 1].")
 @click.option("--seed", type=int, help="Seed for DARE's random drops (recorded in the lineage).")
-@click.option("--majority-sign", type=click.Choice(["total", "frequency"]), default="total", show_default=True, help="TIES sign election.")
+@click.option(
+    "--majority-sign", type=click.Choice(["total", "frequency"]), default="total", show_default=True, help="TIES sign election."
+)
 @click.option("--name", required=True, help="namespace/name to register the composed adapter under.")
 @click.option("--task", help="Task of the result (default: the parents' task when they agree).")
 @click.option("--base", type=click.Path(exists=True, path_type=Path), help="Base model to register the result against.")
 @click.option("--out", type=click.Path(path_type=Path), help="Also keep the adapter folder here.")
 @click.option("--description", default="", help="Free text for the card.")
 @json_option
-@handle_errors
 def compose(adapters: tuple[str, ...], method: str, rank: int | None, density: float | None, seed: int | None, majority_sign: str,
             name: str, task: str | None, base: Path | None, out: Path | None, description: str, as_json: bool) -> None:  # fmt: skip
     """Combine adapters REF[:WEIGHT]... into one new PEFT adapter and register it with its lineage."""
@@ -89,8 +97,9 @@ def compose(adapters: tuple[str, ...], method: str, rank: int | None, density: f
 @click.option("--task", default="extracted", show_default=True, help="Task of the adapter.")
 @click.option("--out", type=click.Path(path_type=Path), help="Also keep the adapter folder here.")
 @json_option
-@handle_errors
-def extract(base: Path, finetuned: Path, rank: int, targets: tuple[str, ...], name: str, task: str, out: Path | None, as_json: bool) -> None:
+def extract(
+    base: Path, finetuned: Path, rank: int, targets: tuple[str, ...], name: str, task: str, out: Path | None, as_json: bool
+) -> None:
     """Extract a rank-R LoRA of (finetuned - base), tensor by tensor, and register it against the base."""
     from ..lora.extract import extract as extract_fn
 

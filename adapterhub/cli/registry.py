@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..card import AdapterCard, EvalScore, SearchQuery
 from ..errors import UsageError
-from ._common import handle_errors, json_option, print_json, print_table
+from ._common import json_option, print_json, print_table
+
+if TYPE_CHECKING:
+    from ..store.registry import Registry
 
 # Metrics where smaller is better; anything else is taken as higher-is-better.
 LOWER_IS_BETTER = {"loss", "perplexity", "ppl", "error", "wer", "cer", "mse", "mae", "rmse", "eval_loss"}
 
 
-def _registry():  # type: ignore[no-untyped-def]
-    from ..store.registry import Registry
+def _registry() -> Registry:
+    from ..sources import default_registry
 
-    return Registry()
+    return default_registry()
 
 
 def parse_metric(text: str) -> EvalScore:
@@ -31,7 +35,13 @@ def parse_metric(text: str) -> EvalScore:
         number = None
     if not sep or not slash or not dataset or not metric or number is None:
         raise UsageError(f"bad metric {text!r}", hint="use DATASET/METRIC[:SPLIT]=VALUE, e.g. sst2/accuracy=0.91")
-    return EvalScore(dataset=dataset, metric=metric, split=split or "test", value=number, higher_is_better=metric.lower() not in LOWER_IS_BETTER)
+    return EvalScore(
+        dataset=dataset,
+        metric=metric,
+        split=split or "test",
+        value=number,
+        higher_is_better=metric.lower() not in LOWER_IS_BETTER,
+    )
 
 
 def _parse_threshold(text: str) -> tuple[str, float]:
@@ -54,14 +64,15 @@ HEADERS = ["adapter", "aliases", "task", "method", "rank", "base", "scores"]
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--name", required=True, help="namespace/name; each add creates the next version.")
 @click.option("--task", required=True, help="What the adapter is for, e.g. sentiment.")
-@click.option("--base", type=click.Path(exists=True, path_type=Path), help="Base model folder/file: fingerprint it and check shapes.")
+@click.option(
+    "--base", type=click.Path(exists=True, path_type=Path), help="Base model folder/file: fingerprint it and check shapes."
+)
 @click.option("--metric", "metrics", multiple=True, help="DATASET/METRIC[:SPLIT]=VALUE (repeatable).")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
 @click.option("--alias", "aliases", multiple=True, help="Point an alias (e.g. prod) at the new version.")
 @click.option("--description", default="", help="One line about the adapter.")
 @click.option("--license", "license_", default=None, help="SPDX license id, e.g. apache-2.0.")
 @json_option
-@handle_errors
 def add(folder: Path, name: str, task: str, base: Path | None, metrics: tuple[str, ...], tags: tuple[str, ...],
         aliases: tuple[str, ...], description: str, license_: str | None, as_json: bool) -> None:  # fmt: skip
     """Register the PEFT adapter in FOLDER as the next version of NAME."""
@@ -76,7 +87,6 @@ def add(folder: Path, name: str, task: str, base: Path | None, metrics: tuple[st
 @click.option("--all", "all_versions", is_flag=True, help="Every version, not only the newest of each name.")
 @click.option("--namespace", default=None, help="Only this namespace.")
 @json_option
-@handle_errors
 def ls(all_versions: bool, namespace: str | None, as_json: bool) -> None:
     """List adapters, newest first."""
     cards = _registry().list(namespace=namespace, all_versions=all_versions)
@@ -86,7 +96,6 @@ def ls(all_versions: bool, namespace: str | None, as_json: bool) -> None:
 @click.command()
 @click.argument("ref")
 @json_option
-@handle_errors
 def show(ref: str, as_json: bool) -> None:
     """Show one adapter's card: NAME[@VERSION|@ALIAS]."""
     card = _registry().get(ref)
@@ -111,7 +120,6 @@ def show(ref: str, as_json: bool) -> None:
 @click.option("--all-versions", is_flag=True)
 @click.option("--remote", default=None, metavar="URL", help="Search an `adapterhub serve` hub instead of the local registry.")
 @json_option
-@handle_errors
 def search(text: str | None, task: str | None, base: str | None, rank_min: int | None, rank_max: int | None,
            mins: tuple[str, ...], tags: tuple[str, ...], sort: str | None, limit: int, all_versions: bool,
            remote: str | None, as_json: bool) -> None:  # fmt: skip
@@ -137,7 +145,6 @@ def search(text: str | None, task: str | None, base: str | None, rank_min: int |
 @click.command()
 @click.argument("ref")
 @json_option
-@handle_errors
 def rm(ref: str, as_json: bool) -> None:
     """Remove NAME@VERSION, NAME@ALIAS, or every version of NAME. Files are freed by `adapterhub gc`."""
     removed = _registry().remove(ref)
@@ -148,7 +155,6 @@ def rm(ref: str, as_json: bool) -> None:
 @click.argument("ref")
 @click.argument("alias")
 @json_option
-@handle_errors
 def tag(ref: str, alias: str, as_json: bool) -> None:
     """Point ALIAS (e.g. prod) at REF; it moves if it pointed elsewhere."""
     card = _registry().tag(ref, alias)
@@ -159,7 +165,6 @@ def tag(ref: str, alias: str, as_json: bool) -> None:
 @click.argument("ref")
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace DEST if it exists.")
-@handle_errors
 def export(ref: str, dest: Path, force: bool) -> None:
     """Write REF's PEFT files to DEST (loadable by PeftModel.from_pretrained)."""
     click.echo(str(_registry().export(ref, dest, overwrite=force)))
@@ -169,7 +174,6 @@ def export(ref: str, dest: Path, force: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 @click.option("--grace", type=float, default=600.0, show_default=True, help="Keep blobs younger than this many seconds.")
 @json_option
-@handle_errors
 def gc(dry_run: bool, grace: float, as_json: bool) -> None:
     """Remove stored files that no adapter version points at."""
     report = _registry().gc(grace_seconds=grace, dry_run=dry_run)
@@ -182,7 +186,6 @@ def gc(dry_run: bool, grace: float, as_json: bool) -> None:
 @click.command()
 @click.option("--quick", is_flag=True, help="Check sizes only, not sha256.")
 @json_option
-@handle_errors
 def fsck(quick: bool, as_json: bool) -> None:
     """Check every recorded file is present with the right sha256; exit 1 when something is missing or corrupt."""
     report = _registry().fsck(verify_hashes=not quick)
@@ -202,7 +205,6 @@ def fsck(quick: bool, as_json: bool) -> None:
 
 @click.command()
 @json_option
-@handle_errors
 def bases(as_json: bool) -> None:
     """List registered base models with their fingerprints."""
     infos = _registry().list_bases()

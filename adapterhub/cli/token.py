@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ._common import handle_errors, json_option, print_json, print_table
+from ._common import json_option, print_json, print_table
 
-
-def _tokens():  # type: ignore[no-untyped-def]
-    from ..store.registry import Registry
+if TYPE_CHECKING:
     from ..store.tokens import TokenStore
 
-    return TokenStore(Registry().db)
+
+def _tokens() -> TokenStore:
+    from ..sources import default_registry
+    from ..store.tokens import TokenStore
+
+    return TokenStore(default_registry().db)
 
 
 @click.group()
@@ -25,7 +30,6 @@ def token() -> None:
 @click.option("--expires", default=None, help="Lifetime such as 12h, 30d or 2w (default: never).")
 @click.option("--label", default="", help="A note to recognise the token by.")
 @json_option
-@handle_errors
 def create(namespace: str, scope: str, expires: str | None, label: str, as_json: bool) -> None:
     """Create a token and print its secret (shown only this once)."""
     from ..store.tokens import parse_duration
@@ -42,7 +46,6 @@ def create(namespace: str, scope: str, expires: str | None, label: str, as_json:
 @token.command(name="list")
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked tokens.")
 @json_option
-@handle_errors
 def list_(include_revoked: bool, as_json: bool) -> None:
     """List tokens (never their secrets)."""
     infos = _tokens().list(include_revoked=include_revoked)
@@ -60,7 +63,6 @@ def list_(include_revoked: bool, as_json: bool) -> None:
 @token.command()
 @click.argument("token_id", type=int)
 @json_option
-@handle_errors
 def revoke(token_id: int, as_json: bool) -> None:
     """Revoke a token by id; requests carrying it are refused from now on."""
     info = _tokens().revoke(token_id)

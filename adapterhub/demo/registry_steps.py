@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..card import SearchQuery
@@ -17,15 +18,16 @@ ADAPTERS = [
 ]
 
 
-def write_seeded_adapter(base_dir, out_dir, *, rank: int, targets: list[str], use_rslora: bool, seed: int):  # type: ignore[no-untyped-def]
+def write_seeded_adapter(base_dir: Path, out_dir: Path, *, rank: int, targets: list[str], use_rslora: bool, seed: int) -> Path:
     """A PEFT-format LoRA with seeded random A and small random B for every targeted Linear of the base.
 
     Untrained on purpose: it exists to show the registry, not to be good at anything.
     """
     import torch
 
-    from ..compat import BaseTensors
-    from ..peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, lora_scaling, save_adapter
+    from ..peft_format import LayerKind, LoraConfig, lora_scaling
+    from ..peft_weights import LoraModule, PeftAdapter, save_adapter
+    from ..shapefit import BaseTensors
 
     base = BaseTensors.from_path(base_dir)
     cfg = LoraConfig(
@@ -41,7 +43,9 @@ def write_seeded_adapter(base_dir, out_dir, *, rank: int, targets: list[str], us
         out_f, in_f = info.shape
         a = torch.randn(rank, in_f, generator=g) / in_f**0.5
         b = torch.randn(out_f, rank, generator=g) * 0.01
-        modules[module] = LoraModule(module, LayerKind.LINEAR, a, b, rank, cfg.lora_alpha, lora_scaling(cfg.lora_alpha, rank, use_rslora))
+        modules[module] = LoraModule(
+            module, LayerKind.LINEAR, a, b, rank, cfg.lora_alpha, lora_scaling(cfg.lora_alpha, rank, use_rslora)
+        )
     return save_adapter(PeftAdapter(cfg, modules), out_dir, overwrite=True)
 
 

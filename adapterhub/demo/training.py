@@ -68,7 +68,7 @@ class TrainResult(BaseModel):
 
 def load_examples(task: LabelTask) -> dict[str, list[Example]]:
     """The task's examples by split, from the JSONL file shipped in adapterhub/data/."""
-    text = resources.files("adapterhub").joinpath("data", task.dataset).read_text(encoding="utf-8")
+    text = resources.files("adapterhub").joinpath("data").joinpath(task.dataset).read_text(encoding="utf-8")
     out: dict[str, list[Example]] = {}
     for line in text.splitlines():
         if line.strip():
@@ -111,7 +111,7 @@ def train_adapter(
     temperature: float = 0.05,
     seed: int = 0,
 ) -> TrainResult:
-    """Add a fresh LoRA `name` to `model` and train it on `train`; it stays attached (save it with save_adapter)."""
+    """Add a fresh LoRA `name` to `model` and train it on `train`; it stays attached (save it with save_attached)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     add_trainable(model, name, r=r, lora_alpha=2 * r, target_modules=DEMO_TARGETS)
@@ -130,7 +130,7 @@ def train_adapter(
         target = torch.tensor([label_index[e.label] for e in batch])
         loss = torch.nn.functional.cross_entropy(sent @ protos.T / temperature, target)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         opt.step()
         losses.append(loss.item())
     for p in params:

@@ -8,37 +8,23 @@ All wrappers of a model share one `RuntimeState`, so changing the active adapter
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import AdapterNotFound, AlreadyExists, IncompatibleAdapter, UnsupportedFeature, UsageError
-from ..peft_format import LayerKind, LoraModule, PeftAdapter, load_adapter
+from ..peft_format import LayerKind
+from ..peft_weights import LoraModule, PeftAdapter, load_adapter
+from ..sources import AdapterSpec, resolve
 from .delta import delta_weight
-from .layers import AdapterLayer, LoraEmbedding, LoraLinear, OverrideLayer, RuntimeState, wrapper_class
+from .layers import AdapterLayer, LoraEmbedding, LoraLinear, OverrideLayer, module_weight, wrapper_class
+from .state import STATE_ATTR, AdapterRecord, RuntimeState, runtime_state
 
-AdapterSource = str | Path | PeftAdapter
-STATE_ATTR = "_adapterhub_state"
-
-
-@dataclass
-class AdapterRecord:
-    """One attached adapter: where it lives in the model, and its source tensors (kept for an exact save)."""
-
-    name: str
-    key: str  # the name made safe for parameter names (state_dict keys while attached)
-    adapter: PeftAdapter
-    weight: float = 1.0  # used when set_active names it without weights
-    modules: list[str] = field(default_factory=list)  # paths of the LoRA wrappers it has a slot in
-    override_owners: list[str] = field(default_factory=list)  # paths of modules whose parameters it replaces
-    override_params: frozenset[str] = frozenset()
-    trainable: bool = False
+AdapterSource = AdapterSpec | PeftAdapter
 
 
 @dataclass
@@ -53,7 +39,9 @@ class _Planned:
 # --- public API ------------------------------------------------------------------------------------------------
 
 
-def attach(model: nn.Module, adapter: AdapterSource, name: str | None = None, weight: float = 1.0, *, activate: bool = True) -> str:
+def attach(
+    model: nn.Module, adapter: AdapterSource, name: str | None = None, weight: float = 1.0, *, activate: bool = True
+) -> str:
     """Attach `adapter` (PEFT folder, `PeftAdapter`, or registry ref `ns/name[@version]`) to `model`; return its name.
 
     Everything is checked before the model changes (missing module, shape, unsupported layer -> error, model intact).
@@ -91,7 +79,9 @@ def detach(model: nn.Module, name: str | None = None) -> None:
             wrapper = st.wrappers[path]
             wrapper.remove(n)
             if wrapper.empty:
-                parent, attr, _cur = _resolve(model, path)  # type: ignore[misc]
+                found = _resolve(model, path)
+                assert found is not None  # a wrapper's path exists while it is attached
+                parent, attr, _cur = found
                 setattr(parent, attr, wrapper.base_layer)
                 del st.wrappers[path]
     st.active = tuple(p for p in st.active if p[0] in st.adapters)
@@ -118,7 +108,9 @@ def set_active(model: nn.Module, names: str | Sequence[str] | None, weights: flo
 
 
 @contextmanager
-def activation(model: nn.Module, names: str | Sequence[str] | None, weights: float | Sequence[float] | None = None) -> Iterator[None]:
+def activation(
+    model: nn.Module, names: str | Sequence[str] | None, weights: float | Sequence[float] | None = None
+) -> Iterator[None]:
     """Temporarily activate `names` (as `set_active`); the previous activation is restored on exit."""
     st = runtime_state(model)
     previous = st.active if st is not None else ()
@@ -176,10 +168,12 @@ def fuse(model: nn.Module) -> None:
         for w, act in work:
             # Fold into the tensors the forward reads: an active override (modules_to_save) or the base's own.
             ov = w._active_override(st) or {}
-            weight, bias = ov.get("weight", w._base.weight), ov.get("bias", getattr(w._base, "bias", None))
+            weight: torch.Tensor = ov.get("weight", w._base.weight)
+            bias: torch.Tensor | None = ov.get("bias", getattr(w._base, "bias", None))
             new_w, new_b = _fused_values(w, act, weight, bias)
             saved.append((weight, weight.detach().clone()))
             if new_b is not None:
+                assert bias is not None  # _fused_values adds to a bias only when there is one
                 saved.append((bias, bias.detach().clone()))
                 bias.copy_(new_b.to(bias.dtype))
             weight.copy_(new_w.to(weight.dtype))
@@ -202,11 +196,6 @@ def unfuse(model: nn.Module) -> None:
 def is_fused(model: nn.Module) -> bool:
     st = runtime_state(model)
     return st is not None and st.fused is not None
-
-
-def runtime_state(model: nn.Module) -> RuntimeState | None:
-    """The shared state of `model`'s adapters, or None when nothing is attached."""
-    return model.__dict__.get(STATE_ATTR)
 
 
 # --- attach internals -----------------------------------------------------------------------------------------
@@ -251,7 +240,9 @@ def attach_loaded(
     return rec
 
 
-def _plan(model: nn.Module, peft: PeftAdapter, name: str, *, skip_identical: bool = True) -> tuple[list[tuple[_Planned, LoraModule]], list[tuple[_Planned, str, torch.Tensor]]]:
+def _plan(
+    model: nn.Module, peft: PeftAdapter, name: str, *, skip_identical: bool = True
+) -> tuple[list[tuple[_Planned, LoraModule]], list[tuple[_Planned, str, torch.Tensor]]]:
     """Resolve and check every module and override; raise before anything changes. Pure: the model is only read."""
     problems: list[str] = []
     lora: list[tuple[_Planned, LoraModule]] = []
@@ -303,7 +294,7 @@ def _same_values(base: torch.Tensor, value: torch.Tensor) -> bool:
 
 
 def _shape_problems(path: str, m: LoraModule, base: nn.Module, cls: type[AdapterLayer]) -> list[str]:
-    w = base.weight
+    w = module_weight(base)
     a, b = tuple(m.lora_A.shape), tuple(m.lora_B.shape)
     if cls is LoraEmbedding:
         if m.kind is not LayerKind.EMBEDDING:
@@ -315,7 +306,8 @@ def _shape_problems(path: str, m: LoraModule, base: nn.Module, cls: type[Adapter
     else:
         if m.kind is LayerKind.EMBEDDING:
             return [f"module {path}: Embedding LoRA factors on a {type(base).__name__} layer"]
-        in_f, out_f = (w.shape[0], w.shape[1]) if cls.fan_in_fan_out else (w.shape[1], w.shape[0])  # type: ignore[attr-defined]
+        fan = getattr(cls, "fan_in_fan_out", False)  # LoraLinear and LoraConv1D define it
+        in_f, out_f = (w.shape[0], w.shape[1]) if fan else (w.shape[1], w.shape[0])
         ok = a[1] == in_f and b[0] == out_f and a[0] == b[1]
         expect = f"A [r, {in_f}] and B [{out_f}, r]"
         out = out_f
@@ -372,7 +364,8 @@ def _fused_values(w: LoraLinear | LoraEmbedding, act: list[tuple[str, float]], w
             if lora_b is not None:
                 extra = lora_b if extra is None else extra + lora_b
         else:
-            ms = w._dora_scale(s, s.scale * wt, weight).float()  # type: ignore[union-attr]
+            assert isinstance(w, LoraLinear)  # fuse refuses DoRA on embeddings at attach time
+            ms = w._dora_scale(s, s.scale * wt, weight).float()
             new_w = ms.unsqueeze(1) * (new_w + d)
             if extra is not None or lora_b is not None:
                 extra = ms * ((extra if extra is not None else 0.0) + (lora_b if lora_b is not None else 0.0))
@@ -384,19 +377,16 @@ def _fused_values(w: LoraLinear | LoraEmbedding, act: list[tuple[str, float]], w
 
 
 def _load(adapter: AdapterSource, device: torch.device | None) -> tuple[PeftAdapter, str]:
-    """A PeftAdapter and its default name from a folder, an in-memory adapter, or a registry reference."""
+    """A PeftAdapter and its default name from an in-memory adapter or anything `sources.resolve` takes: a folder
+    (named after it), a registry reference (named as given), or an adapter a check resolved already."""
     if isinstance(adapter, PeftAdapter):
         return adapter, adapter.path.name if adapter.path is not None else "adapter"
     dev = str(device) if device is not None and device.type != "meta" else None
-    path = Path(adapter)
-    if path.exists():
-        return load_adapter(path, device=dev), Path(os.path.abspath(path)).name  # abspath: no filesystem calls
-    ref = str(adapter)
-    try:
-        from ..store.registry import Registry
-    except ImportError as exc:  # pragma: no cover - the registry ships with the package
-        raise AdapterNotFound(ref, hint=f"no such folder, and the registry is unavailable ({exc})") from None
-    return load_adapter(Registry().adapter_path(ref), device=dev), ref
+    source = resolve(adapter)
+    peft = load_adapter(source.folder, device=dev, layout=source.layout)
+    if source.card is None:
+        return peft, source.folder_name
+    return peft, source.asked or source.card.ref
 
 
 def _model_device(model: nn.Module) -> torch.device | None:

@@ -17,9 +17,11 @@ import torch
 from pydantic import BaseModel
 
 from ..card import AdapterRef
-from ..errors import AdapterNotFound, CacheFull, UsageError
+from ..errors import AdapterNotFound, CacheFull, InvalidAdapter, UsageError
 from ..peft_format import read_layout
-from .attach import attach, detach, list_adapters, runtime_state, set_active
+from ..sources import default_registry, needs_registry, resolve
+from .attach import attach, detach, list_adapters, set_active
+from .state import runtime_state
 
 if TYPE_CHECKING:
     from ..store.registry import Registry
@@ -115,9 +117,11 @@ class AdapterCache:
         return list(self._entries)
 
     def __contains__(self, adapter: object) -> bool:
+        if not isinstance(adapter, (str, Path)):
+            return False
         try:
-            return self._resolve(adapter, load=False)[0] in self._entries  # type: ignore[arg-type]
-        except (AdapterNotFound, UsageError):
+            return self._resolve(adapter, load=False)[0] in self._entries
+        except (AdapterNotFound, InvalidAdapter, UsageError):
             return False
 
     def stats(self) -> CacheStats:
@@ -163,25 +167,13 @@ class AdapterCache:
     def _resolve(self, adapter: str | Path, *, load: bool = True) -> tuple[str, Path]:
         """(attached name, folder). A ref pinned to a version is its own key, without a registry lookup on hits;
         `ns/name` and aliases are looked up each time, so a new version or a moved alias is picked up."""
-        path = Path(adapter)
-        if path.is_dir():
-            return str(path.resolve()), path
         text = str(adapter)
-        ref = AdapterRef.parse(text)
-        if ref.version is not None and text in self._entries:
+        if text in self._entries and not Path(adapter).is_dir() and AdapterRef.parse(text).version is not None:
             return text, Path()  # a hit: the folder is not needed
-        reg = self._get_registry()
-        card = reg.get(text)
-        if not load:
-            return card.ref, Path()
-        return card.ref, Path(reg.adapter_path(card.ref))
-
-    def _get_registry(self) -> Registry:
-        if self._registry is None:
-            from ..store.registry import Registry
-
-            self._registry = Registry()
-        return self._registry
+        if self._registry is None and needs_registry([adapter]):
+            self._registry = default_registry()
+        source = resolve(adapter, self._registry)
+        return source.label, source.folder if load else Path()
 
 
 def adapter_nbytes(folder: Path, dtype: torch.dtype) -> int:

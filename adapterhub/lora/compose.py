@@ -18,19 +18,33 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel
 
 from ..card import AdapterCard, Lineage, ParentLink
 from ..errors import UnsupportedFeature, UsageError
-from ..peft_format import LoraConfig, LoraModule, PeftAdapter, load_adapter, save_adapter
-from .compose_methods import METHODS, NEEDS_DENSITY, Factors, Part, SignMethod
+from ..peft_format import LoraConfig
+from ..peft_weights import LoraModule, PeftAdapter, load_adapter, save_adapter
+from ..sources import needs_registry, registry_or_default, resolve
+from .compose_methods import (
+    METHODS,
+    NEEDS_DENSITY,
+    Factors,
+    Part,
+    SignMethod,
+    linear_factors,
+    low_rank,
+    low_rank_of_factors,
+    task_vector_merge,
+)
 from .compose_methods import cat as cat_factors
-from .compose_methods import linear_factors, low_rank, low_rank_of_factors, task_vector_merge
-from .merge import AdapterArg, normalize_adapter_args, open_registry, resolve_adapter
+from .merge import AdapterArg, normalize_adapter_args
 from .stream import one_intra_op_thread
+
+if TYPE_CHECKING:
+    from ..store.registry import Registry
 
 
 @dataclass
@@ -96,7 +110,9 @@ def compose_adapters(
     return ComposeOutput(PeftAdapter(config, modules, overrides), energy)
 
 
-def _combine(method: str, parts: list[Part], rank: int, density: float | None, sign: SignMethod, gen: torch.Generator | None) -> Factors:
+def _combine(
+    method: str, parts: list[Part], rank: int, density: float | None, sign: SignMethod, gen: torch.Generator | None
+) -> Factors:
     if method == "cat":
         return cat_factors(parts)
     if method == "linear":
@@ -127,7 +143,7 @@ def compose(
     task: str | None = None,
     base: str | Path | None = None,
     description: str = "",
-    registry: Any | None = None,
+    registry: Registry | None = None,
     register: bool = True,
     overwrite: bool = False,
 ) -> ComposeResult:
@@ -139,17 +155,19 @@ def compose(
         raise UsageError("compose with register=False needs out= (a folder to write)")
     if method in ("dare_linear", "dare_ties") and seed is None:
         seed = random.SystemRandom().randrange(2**31)  # recorded in the lineage, so the result can be redone
-    reg = open_registry(registry) if register or any(not Path(a).is_dir() for a, _ in args) else None
+    reg = registry_or_default(registry) if register or needs_registry([a for a, _ in args]) else None
     loaded = []
     parents: list[ParentLink] = []
-    cards = []
+    cards: list[AdapterCard | None] = []
     for arg, w in args:
-        folder, ref, card = resolve_adapter(arg, reg)
-        loaded.append((load_adapter(folder), w))
-        parents.append(ParentLink(ref=ref, weight=w))
-        cards.append(card)
+        source = resolve(arg, reg)
+        loaded.append((load_adapter(source.folder), w))
+        parents.append(ParentLink(ref=source.label, weight=w))
+        cards.append(source.card)
     with one_intra_op_thread():
-        result = compose_adapters(loaded, method, rank=rank, density=density, seed=seed, majority_sign_method=majority_sign_method)
+        result = compose_adapters(
+            loaded, method, rank=rank, density=density, seed=seed, majority_sign_method=majority_sign_method
+        )
     params: dict[str, Any] = {"rank": rank}
     if method in NEEDS_DENSITY:
         params["density"] = density
@@ -169,7 +187,9 @@ def compose(
         if register:
             assert reg is not None and name is not None
             lineage = Lineage(method=f"compose:{method}", parents=parents, base=_common_base(cards), params=params)
-            card = reg.add(folder, name=name, task=task or _common_task(cards), base=base, description=description, lineage=lineage)
+            card = reg.add(
+                folder, name=name, task=task or _common_task(cards), base=base, description=description, lineage=lineage
+            )
     finally:
         if tmp_root is not None:
             shutil.rmtree(tmp_root, ignore_errors=True)
@@ -181,7 +201,9 @@ def compose(
 # --- helpers --------------------------------------------------------------------------------------------------
 
 
-def _check_args(adapters: list[tuple[PeftAdapter, float]], method: str, rank: int | None, density: float | None, sign: str) -> None:
+def _check_args(
+    adapters: list[tuple[PeftAdapter, float]], method: str, rank: int | None, density: float | None, sign: str
+) -> None:
     if method not in METHODS:
         raise UsageError(f"unknown compose method {method!r}", hint=f"use one of {', '.join(METHODS)}")
     if not adapters:
@@ -215,12 +237,16 @@ def _overrides(adapters: list[tuple[PeftAdapter, float]]) -> dict[str, torch.Ten
     for a, _ in adapters:
         for param, t in a.overrides.items():
             if param in out:
-                raise UsageError(f"two adapters replace {param} (modules_to_save)", hint="compose adapters without overlapping modules_to_save")
+                raise UsageError(
+                    f"two adapters replace {param} (modules_to_save)", hint="compose adapters without overlapping modules_to_save"
+                )
             out[param] = t
     return out
 
 
-def _config(adapters: list[tuple[PeftAdapter, float]], modules: dict[str, LoraModule], overrides: dict[str, torch.Tensor]) -> LoraConfig:
+def _config(
+    adapters: list[tuple[PeftAdapter, float]], modules: dict[str, LoraModule], overrides: dict[str, torch.Tensor]
+) -> LoraConfig:
     """The first parent's config with exact targets (full module paths), per-module ranks, and scaling 1."""
     r = max(m.rank for m in modules.values())
     pattern = {_exact(name): m.rank for name, m in sorted(modules.items()) if m.rank != r}
@@ -239,11 +265,11 @@ def _exact(module: str) -> str:
     return module.replace(".", r"\.")
 
 
-def _common_base(cards: list[Any]) -> str | None:
+def _common_base(cards: list[AdapterCard | None]) -> str | None:
     hashes = {c.base_model.content_hash for c in cards if c is not None and c.base_model is not None}
     return hashes.pop() if len(hashes) == 1 and all(c is not None and c.base_model for c in cards) else None
 
 
-def _common_task(cards: list[Any]) -> str:
+def _common_task(cards: list[AdapterCard | None]) -> str:
     tasks = {c.task for c in cards if c is not None}
     return tasks.pop() if len(tasks) == 1 and all(c is not None for c in cards) else "composed"

@@ -160,14 +160,14 @@ def task_vector_merge(
 ) -> torch.Tensor:
     """PEFT's merge_utils semantics on full deltas (= its `<method>_svd` combination types before the SVD)."""
     if method == "magnitude_prune":
-        return sum(d * magnitude_mask(d, density) * w for d, w in zip(deltas, weights))  # type: ignore[return-value]
+        return sum(d * magnitude_mask(d, density) * w for d, w in zip(deltas, weights))  # type: ignore[return-value]  # a sum of tensors (typeshed types sum's start as int)
     if method == "ties":
         return elect_and_merge([d * magnitude_mask(d, density) for d in deltas], weights, sign_method)
     if generator is None:
         raise ValueError("DARE needs a generator (seeded) for reproducible drops")
     dropped = [dare_drop(d, density, generator) for d in deltas]
     if method == "dare_linear":
-        return sum(d * w for d, w in zip(dropped, weights))  # type: ignore[return-value]
+        return sum(d * w for d, w in zip(dropped, weights))  # type: ignore[return-value]  # a sum of tensors (typeshed types sum's start as int)
     if method == "dare_ties":
         return elect_and_merge(dropped, weights, sign_method)
     raise UsageError(f"unknown compose method {method!r}", hint=f"use one of {', '.join(METHODS)}")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import UnsupportedFeature
-from ..peft_format import LayerKind, LoraModule
+from ..peft_format import LayerKind
+from ..peft_weights import LoraModule
 
 
 def delta_weight(m: LoraModule, *, fan_in_fan_out: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -17,9 +18,14 @@ def delta_weight(m: LoraModule, *, fan_in_fan_out: bool = False, dtype: torch.dt
     return d.T if (fan_in_fan_out or m.kind is LayerKind.EMBEDDING) else d
 
 
-def merged_weight(
-    base: torch.Tensor, m: LoraModule, *, fan_in_fan_out: bool = False, weight: float = 1.0
-) -> torch.Tensor:
+def dora_norm(weight_oi: torch.Tensor, delta_oi: torch.Tensor) -> torch.Tensor:
+    """||W + ΔW|| per output feature, both laid out [out, in], in float32: DoRA's weight norm, the one place it is
+    computed (forward, fuse, merge). PEFT takes it on the base weight plus this adapter's delta, detached."""
+    norm: torch.Tensor = torch.linalg.norm(weight_oi.to(torch.float32) + delta_oi.to(torch.float32), dim=1)
+    return norm
+
+
+def merged_weight(base: torch.Tensor, m: LoraModule, *, fan_in_fan_out: bool = False, weight: float = 1.0) -> torch.Tensor:
     """The base weight with `weight` x this module folded in, computed in float32, returned in float32.
 
     DoRA: W' = m / ||W + s·BA||_row · (W + s·BA), the norm taken per output feature as PEFT does; with a
@@ -34,9 +40,7 @@ def merged_weight(
     # work in [out, in] layout
     w_oi = w.T if fan_in_fan_out else w
     d_oi = d.T if fan_in_fan_out else d
-    combined = w_oi + d_oi
-    norm = torch.linalg.norm(combined, dim=1)
-    merged = (m.magnitude.to(torch.float32) / norm).unsqueeze(1) * combined
+    merged = (m.magnitude.to(torch.float32) / dora_norm(w_oi, d_oi)).unsqueeze(1) * (w_oi + d_oi)
     return merged.T if fan_in_fan_out else merged
 
 
@@ -56,7 +60,7 @@ def merged_weight_onto(
     d = delta_weight(m, fan_in_fan_out=fan_in_fan_out) * weight
     b = base.to(torch.float32)
     c = current.to(torch.float32)
-    norm = torch.linalg.norm((b.T if fan_in_fan_out else b) + (d.T if fan_in_fan_out else d), dim=1)
+    norm = dora_norm(b.T if fan_in_fan_out else b, d.T if fan_in_fan_out else d)
     factor = (m.magnitude.to(torch.float32) / norm).unsqueeze(1)
     merged = factor * ((c.T if fan_in_fan_out else c) + (d.T if fan_in_fan_out else d))
     return merged.T if fan_in_fan_out else merged

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import BaseModel
@@ -18,11 +18,15 @@ from pydantic import BaseModel
 from ..card import AdapterCard, Lineage
 from ..errors import InvalidModel, UsageError
 from ..modelfiles import model_type
-from ..peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, save_adapter
+from ..peft_format import LayerKind, LoraConfig
+from ..peft_weights import LoraModule, PeftAdapter, save_adapter
 from ..progress import progress_bar
+from ..sources import registry_or_default
 from .compose_methods import low_rank
-from .merge import open_registry
 from .stream import FLOAT_DTYPES, SourceTensor, model_tensors, one_intra_op_thread, read_tensor
+
+if TYPE_CHECKING:
+    from ..store.registry import Registry
 
 # Checkpoint tensors that are not Linear weights although they are 2-D (PEFT's all-linear leaves them out too).
 _NOT_LINEAR = ("embed", "wte", "wpe", "lm_head", "embeddings", "shared")
@@ -74,7 +78,9 @@ def extract_adapter(
             fsrc = fine_t[name]
             bar.update(bsrc.info.nbytes)
             if bsrc.info.shape != fsrc.info.shape:
-                raise InvalidModel(str(finetuned), [f"tensor {name} is {list(fsrc.info.shape)} but {list(bsrc.info.shape)} in the base"])
+                raise InvalidModel(
+                    str(finetuned), [f"tensor {name} is {list(fsrc.info.shape)} but {list(bsrc.info.shape)} in the base"]
+                )
             if bsrc.info.dtype not in FLOAT_DTYPES or fsrc.info.dtype not in FLOAT_DTYPES:
                 continue
             module, _, leaf = name.rpartition(".")
@@ -131,7 +137,7 @@ def extract(
     name: str | None = None,
     out: str | Path | None = None,
     task: str = "extracted",
-    registry: Any | None = None,
+    registry: Registry | None = None,
     register: bool = True,
     overwrite: bool = False,
     progress: bool | None = None,
@@ -152,7 +158,8 @@ def extract(
     try:
         save_adapter(adapter, folder, overwrite=overwrite)
         if register:
-            reg = open_registry(registry)
+            assert name is not None  # checked above: register needs a name
+            reg = registry_or_default(registry)
             base_info = reg.register_base(base)
             lineage = Lineage(method="extract", base=base_info.content_hash,
                               params={"rank": rank, "finetuned": str(Path(finetuned).resolve()), "targets": targets})  # fmt: skip

@@ -8,35 +8,22 @@ match) and the scale is applied inside the forward's addmm, so attaching does no
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..peft_format import LayerKind, LoraModule
-
-if TYPE_CHECKING:
-    from .routing import RoutePlan
+from ..errors import UsageError
+from ..peft_format import LayerKind
+from ..peft_weights import LoraModule
+from .delta import dora_norm
+from .state import RoutePlan, RuntimeState
 
 try:  # transformers is optional: without it there is simply no Conv1D to wrap
     from transformers.pytorch_utils import Conv1D as _HFConv1D
 except ImportError:  # pragma: no cover - transformers is installed with the `hf` extra
-    _HFConv1D = None
-
-
-@dataclass
-class RuntimeState:
-    """What every wrapper of one model reads at forward time; `attach.py` owns all writes."""
-
-    adapters: dict[str, Any] = field(default_factory=dict)  # name -> attach.AdapterRecord, in attach order
-    active: tuple[tuple[str, float], ...] = ()  # the user's selection: (name, weight) pairs
-    lora_active: tuple[tuple[str, float], ...] = ()  # the LoRA terms wrappers add: `active`, or () while fused
-    route: RoutePlan | None = None  # a mixed-adapter batch in progress
-    wrappers: dict[str, AdapterLayer] = field(default_factory=dict)  # module path -> wrapper
-    fused: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (base parameter, copy of its original values)
-    requires_grad: dict[str, bool] = field(default_factory=dict)  # base parameters' flags before the first attach
+    _HFConv1D = None  # type: ignore[assignment,misc]  # the optional class is simply absent
 
 
 class LoraSlot:
@@ -63,6 +50,9 @@ class AdapterLayer(nn.Module):
     """Base class of the wrappers: the original module plus per-adapter LoRA slots and parameter overrides."""
 
     kind: LayerKind | None = None
+    # The wrapped layer (nn.Linear, transformers' Conv1D, nn.Embedding, or any module an override replaces a
+    # parameter of). Any, because torch types every Module attribute as `Tensor | Module`.
+    _base: Any
 
     def __init__(self, base_layer: nn.Module, state: RuntimeState) -> None:
         super().__init__()
@@ -142,16 +132,16 @@ class AdapterLayer(nn.Module):
         # Re-read the slot tensors from the registered parameters (they may be new objects after `.to()`).
         params = self._parameters
         for s in self._slots.values():
-            s.A = params[_pname("A", s.key)]  # type: ignore[assignment]
-            s.B = params[_pname("B", s.key)]  # type: ignore[assignment]
+            s.A = _tensor(params[_pname("A", s.key)])
+            s.B = _tensor(params[_pname("B", s.key)])
             s.bias = params.get(_pname("B_bias", s.key))
             s.magnitude = params.get(_pname("magnitude", s.key))
             s.dora_cache.clear()
         for name, key in self._override_keys.items():
-            self._overrides[name] = {leaf: params[_pname(f"override_{leaf}", key)] for leaf in self._overrides[name]}  # type: ignore[misc]
+            self._overrides[name] = {leaf: _tensor(params[_pname(f"override_{leaf}", key)]) for leaf in self._overrides[name]}
 
-    def _apply(self, fn: Any, recurse: bool = True) -> AdapterLayer:  # type: ignore[override]
-        super()._apply(fn, recurse)
+    def _apply(self, fn: Any, recurse: bool = True) -> AdapterLayer:
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]  # torch leaves Module._apply unannotated
         self._refresh()
         return self
 
@@ -159,7 +149,8 @@ class AdapterLayer(nn.Module):
         w = getattr(self._base, "weight", None)
         if isinstance(w, torch.Tensor):
             return w
-        return next(self._base.parameters())
+        first: torch.Tensor = next(self._base.parameters())
+        return first
 
     def _active_override(self, st: RuntimeState) -> dict[str, torch.Tensor] | None:
         # At most one active adapter overrides a given parameter (set_active checks), so the first hit wins.
@@ -176,7 +167,7 @@ class AdapterLayer(nn.Module):
         if st.route is not None:
             return self._routed_forward(st.route, x, *args, **kwargs)
         ov = self._active_override(st) if self._overrides else None
-        out = self._base(x, *args, **kwargs) if ov is None else self._base_with(ov, x, *args, **kwargs)
+        out: torch.Tensor = self._base(x, *args, **kwargs) if ov is None else self._base_with(ov, x, *args, **kwargs)
         if self._slots and st.lora_active:
             for name, w in st.lora_active:
                 s = self._slots.get(name)
@@ -186,7 +177,8 @@ class AdapterLayer(nn.Module):
 
     def _base_with(self, ov: dict[str, torch.Tensor], x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The base module's forward with some parameters replaced (generic; subclasses use a direct formula)."""
-        return torch.func.functional_call(self._base, ov, (x, *args), kwargs, strict=False)
+        out: torch.Tensor = torch.func.functional_call(self._base, ov, (x, *args), kwargs, strict=False)
+        return out
 
     def _add_lora(self, out: torch.Tensor, x: torch.Tensor, s: LoraSlot, w: float,
                   ov: dict[str, torch.Tensor] | None) -> torch.Tensor:  # fmt: skip
@@ -195,13 +187,11 @@ class AdapterLayer(nn.Module):
     def _routed_forward(self, plan: RoutePlan, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Each row group gets its own adapter's override and LoRA term; base rows get the base alone."""
         if x.shape[0] != plan.batch:
-            from ..errors import UsageError
-
             raise UsageError(
                 f"routing names {plan.batch} rows but a layer got a batch of {x.shape[0]}",
                 hint="pass one name per row of the batch (None for the base)",
             )
-        out = self._base(x, *args, **kwargs)
+        out: torch.Tensor = self._base(x, *args, **kwargs)
         grad = torch.is_grad_enabled()
         for name, rows in plan.groups(x.device):
             ov = self._overrides.get(name)
@@ -219,6 +209,12 @@ class AdapterLayer(nn.Module):
             else:
                 out[rows] = new_r
         return out
+
+
+def _tensor(p: torch.Tensor | None) -> torch.Tensor:
+    """A registered parameter that `_refresh` knows exists (the parameter dict's values are typed Optional)."""
+    assert p is not None
+    return p
 
 
 def _pname(part: str, key: str) -> str:
@@ -245,14 +241,15 @@ class LoraLinear(AdapterLayer):
     def _bias(self, ov: dict[str, torch.Tensor] | None) -> torch.Tensor | None:
         if ov is not None and "bias" in ov:
             return ov["bias"]
-        return self._base.bias
+        bias: torch.Tensor | None = self._base.bias
+        return bias
 
     def _base_with(self, ov: dict[str, torch.Tensor], x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return F.linear(x, ov.get("weight", self._base.weight), self._bias(ov))
 
     def _weight_oi(self, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The base weight (or an override of it) as [out, in]."""
-        w = self._base.weight if weight is None else weight
+        w: torch.Tensor = self._base.weight if weight is None else weight
         return w.T if self.fan_in_fan_out else w
 
     def _add_lora(self, out: torch.Tensor, x: torch.Tensor, s: LoraSlot, w: float,
@@ -283,8 +280,7 @@ class LoraLinear(AdapterLayer):
         if cached is not None:
             return cached
         with torch.no_grad():  # PEFT detaches the norm too (DoRA paper, sec. 4.3)
-            wc = self._weight_oi(weight).float() + (s.B.float() @ s.A.float()) * coef
-            norm = torch.linalg.norm(wc, dim=1).to(s.magnitude.dtype)
+            norm = dora_norm(self._weight_oi(weight).float(), (s.B.float() @ s.A.float()) * coef).to(s.magnitude.dtype)
         ms = s.magnitude / norm
         if cacheable:
             s.dora_cache[coef] = ms
@@ -336,6 +332,13 @@ class LoraEmbedding(AdapterLayer):
 
 class OverrideLayer(AdapterLayer):
     """Wraps any other module whose parameters an adapter replaces (`modules_to_save`, e.g. a classifier head)."""
+
+
+def module_weight(module: nn.Module) -> torch.Tensor:
+    """A Linear, Conv1D or Embedding layer's weight, typed (torch types module attributes `Tensor | Module`)."""
+    w = module.weight
+    assert isinstance(w, torch.Tensor)
+    return w
 
 
 def wrapper_class(module: nn.Module) -> type[AdapterLayer] | None:

@@ -16,22 +16,23 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import BaseModel
 
-from ..card import BaseModelInfo, Lineage, ParentLink
-from ..errors import IncompatibleAdapter, InvalidAdapter, NonFiniteResult, UsageError
+from ..card import AdapterCard, BaseModelInfo, Lineage, ParentLink
+from ..errors import IncompatibleAdapter, NonFiniteResult, UsageError
 from ..fsutil import atomic_directory, atomic_writer
-from ..peft_format import CONFIG_NAME, LayerKind, LoraModule, PeftAdapter, load_adapter
-from ..modelfiles import model_folder
+from ..modelfiles import INDEX_NAME, model_folder
+from ..peft_format import LayerKind
+from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from ..progress import progress_bar
+from ..sources import needs_registry, registry_or_default, resolve
 from ..tensorfile import PICKLE_SUFFIXES
-from .delta import merged_weight_onto
+from .delta import dora_norm, merged_weight_onto
 from .stream import (
     FLOAT_DTYPES,
-    INDEX_NAME,
     TORCH_DTYPES,
     SourceTensor,
     StreamWriter,
@@ -47,35 +48,15 @@ from .stream import (
     write_index,
 )
 
+if TYPE_CHECKING:
+    from ..store.registry import Registry
+
 AdapterArg = str | Path | tuple[str | Path, float]
 # Files copied next to the merged weights: everything small at the top of the model folder but its weights.
 _SKIP_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES, ".h5", ".msgpack", ".lock")
 
 
 # --- adapter arguments: folder or registry reference --------------------------------------------------------
-
-
-def open_registry(registry: Any | None) -> Any:
-    """The registry passed in, or the default one (ADAPTERHUB_HOME / ADAPTERHUB_DATABASE_URL)."""
-    if registry is not None:
-        return registry
-    from ..store.registry import Registry
-
-    return Registry()
-
-
-def resolve_adapter(ref: str | Path, registry: Any | None = None) -> tuple[Path, str, Any]:
-    """A folder path or `ns/name[@v]` -> (folder, the ref to record in lineage, the card or None)."""
-    p = Path(ref)
-    if p.is_dir() and (p / CONFIG_NAME).is_file():
-        return p, str(p.resolve()), None
-    text = str(ref)
-    if p.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise InvalidAdapter(text, ["not an adapter folder (no adapter_config.json) and not a registry reference"],
-                             hint="pass a PEFT adapter folder or a registered ns/name[@version]")  # fmt: skip
-    reg = open_registry(registry)
-    card = reg.get(text)
-    return Path(reg.adapter_path(card.ref)), card.ref, card
 
 
 def normalize_adapter_args(adapters: list[AdapterArg] | tuple[AdapterArg, ...]) -> list[tuple[str | Path, float]]:
@@ -101,7 +82,7 @@ class NameMap:
     add: str = ""
 
     def __call__(self, param: str) -> str:
-        return self.add + param[len(self.strip):] if param.startswith(self.strip) else self.add + param
+        return self.add + param[len(self.strip) :] if param.startswith(self.strip) else self.add + param
 
 
 def _candidates(param: str, names: set[str], suffix_index: dict[str, list[str]]) -> list[NameMap]:
@@ -156,7 +137,7 @@ class _Loaded:
     ref: str  # recorded in lineage
     weight: float
     adapter: PeftAdapter
-    card: Any = None
+    card: AdapterCard | None = None
     ops: dict[str, list[_Op]] = field(default_factory=dict)
 
 
@@ -190,7 +171,9 @@ def plan_ops(loaded: list[_Loaded], tensors: dict[str, SourceTensor], base_label
                 problems.append(f"{param}: base {target} is {list(src.info.shape)}, adapter has {list(t.shape)}")
                 continue
             if target in replaced_by:
-                raise UsageError(f"adapters {replaced_by[target]} and {la.arg} both replace {target} (modules_to_save); merge one of them")
+                raise UsageError(
+                    f"adapters {replaced_by[target]} and {la.arg} both replace {target} (modules_to_save); merge one of them"
+                )
             replaced_by[target] = la.arg
             plan.setdefault(target, []).append(_Op(idx, "override", param, la.weight, tensor=t))
         for mod, lm in sorted(ad.modules.items()):
@@ -262,7 +245,7 @@ def merge(
     *,
     dtype: str | torch.dtype | None = None,
     max_shard_size: str | int = "2GB",
-    registry: Any | None = None,
+    registry: Registry | None = None,
     register: bool = True,
     name: str | None = None,
     overwrite: bool = False,
@@ -274,9 +257,7 @@ def merge(
     shard_limit = parse_size(max_shard_size)
     args = normalize_adapter_args(adapters)
     base_path = Path(base)
-    reg = None
-    if register or any(not Path(a).is_dir() for a, _ in args):
-        reg = open_registry(registry)
+    reg = registry_or_default(registry) if register or needs_registry([a for a, _ in args]) else None
     if not base_path.exists():
         # a registered base by name/hash is not a folder we can read here
         raise UsageError(f"base {base} is not a model folder or .safetensors file")
@@ -284,8 +265,8 @@ def merge(
 
     loaded: list[_Loaded] = []
     for arg, weight in args:
-        folder, ref, card = resolve_adapter(arg, reg)
-        loaded.append(_Loaded(str(arg), ref, weight, load_adapter(folder), card))
+        source = resolve(arg, reg)
+        loaded.append(_Loaded(str(arg), source.label, weight, load_adapter(source.folder), source.card))
     labels = [la.arg for la in loaded]
     plan = plan_ops(loaded, tensors, str(base))
     # fingerprint the base before writing anything: a failure here leaves no unregistered output behind
@@ -351,7 +332,9 @@ def _factors(op: _Op) -> tuple[torch.Tensor, torch.Tensor, float]:
     return (a.T.contiguous(), b.T.contiguous(), m.scaling * op.weight) if transposed else (b, a, m.scaling * op.weight)
 
 
-def _merged_chunks(name: str, src: SourceTensor, ops: list[_Op], out_dtype: torch.dtype, labels: list[str]) -> Iterator[torch.Tensor]:
+def _merged_chunks(
+    name: str, src: SourceTensor, ops: list[_Op], out_dtype: torch.dtype, labels: list[str]
+) -> Iterator[torch.Tensor]:
     """The merged tensor, row block by row block, in `out_dtype`; same numbers as `apply_ops` (float32 math)."""
     factors = {id(op): _factors(op) for op in ops if op.kind == "lora"}
     needs_base = len(ops) > 1 and any(op.lora is not None and op.lora.magnitude is not None for op in ops)
@@ -367,7 +350,7 @@ def _merged_chunks(name: str, src: SourceTensor, ops: list[_Op], out_dtype: torc
                 else:  # DoRA, [out, in] layout: the norm is per row, taken on the unmerged weight plus this delta
                     d = (left[r0:r1] @ right) * alpha
                     ref = unmerged if unmerged is not None else w
-                    norm = torch.linalg.norm(ref + d, dim=1)
+                    norm = dora_norm(ref, d)
                     w = (op.lora.magnitude[r0:r1].to(torch.float32) / norm).unsqueeze(1) * (w + d)
             elif op.kind == "bias":
                 assert op.lora is not None and op.lora.lora_B_bias is not None
@@ -380,7 +363,9 @@ def _merged_chunks(name: str, src: SourceTensor, ops: list[_Op], out_dtype: torc
                 raise NonFiniteResult(name, labels[op.adapter], op.module)
         out = w.to(out_dtype)
         if out_dtype in (torch.float16, torch.bfloat16) and not _all_finite(out):  # the cast itself can overflow
-            raise NonFiniteResult(name, labels[ops[-1].adapter] if ops else "-", f"{ops[-1].module if ops else name} (overflow in {out_dtype})")
+            raise NonFiniteResult(
+                name, labels[ops[-1].adapter] if ops else "-", f"{ops[-1].module if ops else name} (overflow in {out_dtype})"
+            )
         yield out
 
 

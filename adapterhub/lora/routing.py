@@ -9,39 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-import torch
 from torch import nn
 
 from ..errors import AdapterNotFound, UsageError
+from .state import BASE, RoutePlan, runtime_state
 
-BASE = "__base__"  # PEFT's name for "no adapter" in `adapter_names`; None means the same here
-
-Rows = slice | torch.Tensor
-
-
-class RoutePlan:
-    """Which rows go to which adapter; index tensors are made once per device."""
-
-    def __init__(self, names_per_row: Sequence[str | None]) -> None:
-        self.batch = len(names_per_row)
-        rows: dict[str, list[int]] = {}
-        for i, n in enumerate(names_per_row):
-            if n is not None and n != BASE:
-                rows.setdefault(n, []).append(i)
-        self.rows = rows
-        self._by_device: dict[torch.device, list[tuple[str, Rows]]] = {}
-
-    def groups(self, device: torch.device) -> list[tuple[str, Rows]]:
-        got = self._by_device.get(device)
-        if got is None:
-            got = []
-            for name, idx in self.rows.items():
-                if idx == list(range(idx[0], idx[-1] + 1)):
-                    got.append((name, slice(idx[0], idx[-1] + 1)))
-                else:
-                    got.append((name, torch.tensor(idx, dtype=torch.long, device=device)))
-            self._by_device[device] = got
-        return got
+__all__ = ["BASE", "RoutePlan", "route"]
 
 
 @contextmanager
@@ -51,8 +24,6 @@ def route(model: nn.Module, names_per_row: Sequence[str | None]) -> Iterator[Non
     Equal to running each row alone with its adapter active (and to PEFT's `adapter_names=`); weights are 1.
     Not thread-safe: the plan is stored on the model for the duration of the block.
     """
-    from .attach import runtime_state
-
     if isinstance(names_per_row, str):
         raise UsageError("route() takes one adapter name per row, not a single string", hint="e.g. ['a', None, 'b']")
     st = runtime_state(model)

@@ -34,7 +34,15 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
 }  # fmt: skip
 DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in TORCH_DTYPES.items()}
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
-_USER_DTYPES = {"float32": "F32", "fp32": "F32", "float16": "F16", "fp16": "F16", "half": "F16", "bfloat16": "BF16", "bf16": "BF16"}
+_USER_DTYPES = {
+    "float32": "F32",
+    "fp32": "F32",
+    "float16": "F16",
+    "fp16": "F16",
+    "half": "F16",
+    "bfloat16": "BF16",
+    "bf16": "BF16",
+}
 
 
 def parse_dtype(text: str | torch.dtype | None) -> str | None:
@@ -125,7 +133,7 @@ def read_row_chunks(src: SourceTensor, max_elements: int) -> Iterator[tuple[int,
     row_bytes = row_elems * DTYPE_SIZES[info.dtype]
     step = max(1, min(rows, max_elements // max(1, row_elems)))
     buf = torch.empty(step * row_bytes, dtype=torch.uint8)
-    view = memoryview(buf.numpy())
+    view = buf.numpy().data
     with open(src.path, "rb") as fh:
         fh.seek(info.start)
         for r0 in range(0, rows, step):
@@ -142,7 +150,7 @@ def read_tensor(src: SourceTensor) -> torch.Tensor:
     buf = torch.empty(info.nbytes, dtype=torch.uint8)
     with open(src.path, "rb") as fh:
         fh.seek(info.start)
-        got = fh.readinto(memoryview(buf.numpy()))
+        got = fh.readinto(buf.numpy().data)
     if got != info.nbytes:
         raise InvalidModel(str(src.path), [f"tensor {info.name!r} is truncated ({got} of {info.nbytes} bytes)"])
     dtype = TORCH_DTYPES[info.dtype]
@@ -201,10 +209,12 @@ class StreamWriter:
     def write(self, name: str, tensor: torch.Tensor) -> None:
         spec = self._expect(name)
         if DTYPE_NAMES.get(tensor.dtype) != spec.dtype or tuple(tensor.shape) != spec.shape:
-            raise RuntimeError(f"tensor {name!r}: got {tensor.dtype} {list(tensor.shape)}, header says {spec.dtype} {list(spec.shape)}")
+            raise RuntimeError(
+                f"tensor {name!r}: got {tensor.dtype} {list(tensor.shape)}, header says {spec.dtype} {list(spec.shape)}"
+            )
         if spec.nbytes:
             t = tensor.detach().contiguous().cpu()
-            self._fh.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+            self._fh.write(t.view(torch.uint8).reshape(-1).numpy().data)
 
     def copy(self, name: str, src: SourceTensor) -> None:
         """Copy a tensor's bytes unchanged from its source file, in chunks (kernel-side copy when possible)."""
@@ -224,7 +234,7 @@ class StreamWriter:
             if part.dtype != want:
                 raise RuntimeError(f"tensor {name!r}: a part has dtype {part.dtype}, header says {spec.dtype}")
             t = part.detach().contiguous().cpu()
-            self._fh.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+            self._fh.write(t.view(torch.uint8).reshape(-1).numpy().data)
             done += t.numel() * t.element_size()
         if done != spec.nbytes:
             raise RuntimeError(f"tensor {name!r}: wrote {done} bytes, header says {spec.nbytes}")
@@ -281,6 +291,7 @@ def write_index(folder: Path, shards: Sequence[tuple[str, Sequence[TensorSpec]]]
     weight_map = {s.name: fname for fname, specs in shards for s in specs}
     total = sum(s.nbytes for _, specs in shards for s in specs)
     path = folder / INDEX_NAME
-    path.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2) + "\n")
+    path.write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2) + "\n"
+    )
     return path
-

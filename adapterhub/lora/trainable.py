@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 from ..errors import AdapterNotFound, UnsupportedFeature, UsageError
-from ..peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, lora_scaling
-from ..peft_format import save_adapter as _save_peft
-from .attach import attach_loaded, runtime_state
-from .layers import AdapterLayer, LoraEmbedding, wrapper_class
+from ..peft_format import LayerKind, LoraConfig, lora_scaling
+from ..peft_weights import LoraModule, PeftAdapter
+from ..peft_weights import save_adapter as _save_peft
+from .attach import attach_loaded
+from .layers import AdapterLayer, LoraEmbedding, module_weight, wrapper_class
+from .state import runtime_state
 
 
 def add_trainable(
@@ -45,7 +47,8 @@ def add_trainable(
         rank_pattern=dict(rank_pattern or {}), alpha_pattern=dict(alpha_pattern or {}),
         modules_to_save=list(modules_to_save) if modules_to_save else None, inference_mode=False,
     )  # fmt: skip
-    output_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    get_output = getattr(model, "get_output_embeddings", None)  # transformers models have it; a bare nn.Module not
+    output_layer = get_output() if callable(get_output) else None
     modules: dict[str, LoraModule] = {}
     overrides: dict[str, torch.Tensor] = {}
     for path, mod in _logical_modules(model):
@@ -53,23 +56,29 @@ def add_trainable(
         is_linear = cls is not None and cls is not LoraEmbedding
         if cfg.targets(path, is_linear=is_linear, is_output_layer=mod is output_layer):
             if cls is None:
-                raise UnsupportedFeature(f"LoRA on a {type(mod).__name__} layer", where=path, hint="target Linear, Conv1D or Embedding modules")
+                raise UnsupportedFeature(
+                    f"LoRA on a {type(mod).__name__} layer", where=path, hint="target Linear, Conv1D or Embedding modules"
+                )
             modules[path] = _fresh_module(path, mod, cfg)
         if modules_to_save and any(path == t or path.endswith("." + t) for t in modules_to_save):
             for pname, p in mod.named_parameters():
                 overrides[f"{path}.{pname}"] = p.detach().clone()
     if not modules:
-        raise UsageError(f"target_modules={target_modules!r} matches no module of the model", hint="list names such as ['q_proj', 'v_proj']")
+        raise UsageError(
+            f"target_modules={target_modules!r} matches no module of the model", hint="list names such as ['q_proj', 'v_proj']"
+        )
     # Save explicit names, so the adapter means the same modules wherever it is loaded.
     cfg.target_modules = _target_names(model, list(modules))
     # PEFT's flag for transformers' Conv1D (weights stored [in, out]); PEFT would set it itself, with a warning.
-    cfg.fan_in_fan_out = any(getattr(wrapper_class(m), "fan_in_fan_out", False) for p, m in _logical_modules(model) if p in modules)
+    cfg.fan_in_fan_out = any(
+        getattr(wrapper_class(m), "fan_in_fan_out", False) for p, m in _logical_modules(model) if p in modules
+    )
     peft = PeftAdapter(cfg, modules, overrides)
     attach_loaded(model, peft, name, activate=activate, trainable=True, dropout=lora_dropout)
     return name
 
 
-def save_adapter(model: nn.Module, name: str, folder: str | Path, *, overwrite: bool = False) -> Path:
+def save_attached(model: nn.Module, name: str, folder: str | Path, *, overwrite: bool = False) -> Path:
     """Write adapter `name` (trainable or attached) as a PEFT folder that `PeftModel.from_pretrained` loads.
 
     An attached (frozen) adapter is written from its source tensors, unchanged; a trainable one from its current
@@ -102,7 +111,7 @@ def _fresh_module(path: str, mod: nn.Module, cfg: LoraConfig) -> LoraModule:
     """PEFT's default init: Linear A kaiming-uniform(a=sqrt(5)), B zeros; Embedding A zeros, B normal."""
     rank, alpha = cfg.rank_for(path), cfg.alpha_for(path)
     scaling = lora_scaling(alpha, rank, cfg.use_rslora)
-    w = mod.weight
+    w = module_weight(mod)
     dt = w.dtype if w.is_floating_point() else torch.float32
     if isinstance(mod, nn.Embedding):
         a = torch.zeros(rank, w.shape[0], dtype=dt, device=w.device)

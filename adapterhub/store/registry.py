@@ -138,9 +138,8 @@ class Registry:
             raise InvalidAdapter(str(folder), [f"tensor {n} contains NaN or Inf" for n in bad])
         fp = mtype = None
         if base is not None:
-            from ..compat import BaseTensors
-            from ..compatibility import shape_issues, tied_embeddings
             from ..fingerprint import fingerprint, model_type
+            from ..shapefit import BaseTensors, shape_issues, tied_embeddings
 
             issues = shape_issues(layout, BaseTensors.from_path(base), tied_embeddings(Path(base)))
             # a full-parameter head the base lacks (e.g. a classifier) may still be registered against it

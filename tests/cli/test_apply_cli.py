@@ -80,10 +80,14 @@ def llama_with_tokenizer(tmp_path_factory: pytest.TempPathFactory, minilm_dir: P
 
 
 def test_run_causal_lm_prompt_json(llama_with_tokenizer: Path, tmp_path: Path) -> None:
-    adapter = factories.make_peft_adapter(llama_with_tokenizer, tmp_path / "a", target_modules=["q_proj", "v_proj", "lm_head"], seed=3)
-    res = _invoke("run", "--base", llama_with_tokenizer, "--adapter", adapter, "--prompt", "the cat sat on the", "--json", "--top-k", "3")
+    adapter = factories.make_peft_adapter(
+        llama_with_tokenizer, tmp_path / "a", target_modules=["q_proj", "v_proj", "lm_head"], seed=3
+    )
+    res = _invoke(
+        "run", "--base", llama_with_tokenizer, "--adapter", adapter, "--prompt", "the cat sat on the", "--json", "--top-k", "3"
+    )
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output[res.output.index("{"):])
+    data = json.loads(res.output[res.output.index("{") :])
     assert data["kind"] == "causal-lm" and len(data["top_tokens"]) == 3 and len(data["base_top_tokens"]) == 3
     assert data["top_tokens"] != data["base_top_tokens"]  # lm_head LoRA with random B changes the distribution
     probs = [t["prob"] for t in data["top_tokens"]]

@@ -11,10 +11,12 @@ from safetensors.torch import load_file
 
 from adapterhub.cli import main
 from adapterhub.lora.delta import delta_weight
-from adapterhub.peft_format import load_adapter
+from adapterhub.peft_weights import load_adapter
 
 
-def test_merge_by_registry_ref_with_weight_registers_a_base_with_lineage(run, tiny_llama_dir: Path, llama_adapter_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_merge_by_registry_ref_with_weight_registers_a_base_with_lineage(
+    run, tiny_llama_dir: Path, llama_adapter_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     from adapterhub.store.registry import Registry
 
     assert run("add", str(llama_adapter_dir), "--name", "t/qv", "--task", "lm", "--base", str(tiny_llama_dir))[0] == 0
@@ -36,16 +38,47 @@ def test_merge_by_registry_ref_with_weight_registers_a_base_with_lineage(run, ti
     torch.testing.assert_close(merged[k + ".weight"], base[k + ".weight"] + 0.5 * delta_weight(ad.modules[k]))
 
 
-def test_merge_table_output_and_failures(run, tiny_llama_dir: Path, tiny_gpt2_dir: Path, llama_adapter_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    code, out = run("merge", "--base", str(tiny_llama_dir), "--adapter", str(llama_adapter_dir), "--out", str(tmp_path / "m"), "--no-register")
+def test_merge_table_output_and_failures(
+    run, tiny_llama_dir: Path, tiny_gpt2_dir: Path, llama_adapter_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    code, out = run(
+        "merge", "--base", str(tiny_llama_dir), "--adapter", str(llama_adapter_dir), "--out", str(tmp_path / "m"), "--no-register"
+    )
     assert code == 0 and "tensors changed  4" in out and "registered as" not in out
     runner = CliRunner()
-    r = runner.invoke(main, ["merge", "--base", str(tiny_gpt2_dir), "--adapter", str(llama_adapter_dir), "--out", str(tmp_path / "g"), "--no-register"])
+    r = runner.invoke(
+        main,
+        [
+            "merge",
+            "--base",
+            str(tiny_gpt2_dir),
+            "--adapter",
+            str(llama_adapter_dir),
+            "--out",
+            str(tmp_path / "g"),
+            "--no-register",
+        ],
+    )
     assert r.exit_code == 1 and "does not fit base" in r.output and "q_proj" in r.output
     assert not (tmp_path / "g").exists()
-    r = runner.invoke(main, ["merge", "--base", str(tiny_llama_dir), "--adapter", f"{llama_adapter_dir}:abc", "--out", str(tmp_path / "x")])
+    r = runner.invoke(
+        main, ["merge", "--base", str(tiny_llama_dir), "--adapter", f"{llama_adapter_dir}:abc", "--out", str(tmp_path / "x")]
+    )
     assert r.exit_code == 2 and "bad weight" in r.output
-    r = runner.invoke(main, ["merge", "--base", str(tiny_llama_dir), "--adapter", str(llama_adapter_dir), "--out", str(tmp_path / "x"), "--dtype", "int7"])
+    r = runner.invoke(
+        main,
+        [
+            "merge",
+            "--base",
+            str(tiny_llama_dir),
+            "--adapter",
+            str(llama_adapter_dir),
+            "--out",
+            str(tmp_path / "x"),
+            "--dtype",
+            "int7",
+        ],
+    )
     assert r.exit_code == 2 and "unknown dtype" in r.output
     r = runner.invoke(main, ["merge", "--base", str(tiny_llama_dir), "--adapter", "no/such@3", "--out", str(tmp_path / "x")])
     assert r.exit_code == 1 and "not found" in r.output
@@ -56,7 +89,9 @@ def test_compose_registers_and_prints_energy(run, tiny_llama_dir: Path, llama_ad
 
     run("add", str(llama_adapter_dir), "--name", "t/a", "--task", "lm", "--base", str(tiny_llama_dir))
     run("add", str(llama_adapter_dir), "--name", "t/b", "--task", "lm")
-    code, out = run("compose", "t/a", "t/b:-0.25", "--method", "svd", "--rank", "2", "--name", "t/mix", "--out", str(tmp_path / "c"))
+    code, out = run(
+        "compose", "t/a", "t/b:-0.25", "--method", "svd", "--rank", "2", "--name", "t/mix", "--out", str(tmp_path / "c")
+    )
     assert code == 0, out
     assert out.startswith("t/mix@1: svd, rank 2, 4 modules") and "RETAINED ENERGY" in out
     card = Registry().get("t/mix")
@@ -73,7 +108,19 @@ def test_compose_registers_and_prints_energy(run, tiny_llama_dir: Path, llama_ad
 
 
 def test_extract_round_trip(run, tiny_llama_dir: Path, llama_adapter_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    assert run("merge", "--base", str(tiny_llama_dir), "--adapter", str(llama_adapter_dir), "--out", str(tmp_path / "m"), "--no-register")[0] == 0
+    assert (
+        run(
+            "merge",
+            "--base",
+            str(tiny_llama_dir),
+            "--adapter",
+            str(llama_adapter_dir),
+            "--out",
+            str(tmp_path / "m"),
+            "--no-register",
+        )[0]
+        == 0
+    )
     code, out = run("extract", "--base", str(tiny_llama_dir), "--finetuned", str(tmp_path / "m"), "--rank", "4",
                     "--targets", "q_proj,v_proj", "--name", "t/ex", "--json")  # fmt: skip
     assert code == 0, out
@@ -81,5 +128,7 @@ def test_extract_round_trip(run, tiny_llama_dir: Path, llama_adapter_dir: Path, 
     assert res["modules"] == 4 and all(abs(e - 1) < 1e-6 for e in res["energy"].values())
     code, out = run("show", "t/ex", "--json")
     assert code == 0 and json.loads(out)["lineage"]["method"] == "extract"
-    r = CliRunner().invoke(main, ["extract", "--base", str(tiny_llama_dir), "--finetuned", str(tiny_llama_dir), "--rank", "2", "--name", "t/none"])
+    r = CliRunner().invoke(
+        main, ["extract", "--base", str(tiny_llama_dir), "--finetuned", str(tiny_llama_dir), "--rank", "2", "--name", "t/none"]
+    )
     assert r.exit_code == 2 and "no targeted linear weight differs" in r.output

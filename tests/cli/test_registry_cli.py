@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 
 
-
-
 def test_add_ls_show_search_tag_rm(run, minilm_adapter_dir: Path, minilm_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     code, out = run("add", str(minilm_adapter_dir), "--name", "team/sent", "--task", "sentiment", "--base", str(minilm_dir),
                     "--metric", "sst2/accuracy=0.91", "--metric", "sst2/loss:validation=0.3", "--tag", "en")  # fmt: skip

@@ -10,7 +10,7 @@ import torch
 
 from adapterhub.errors import AdapterHubError, AlreadyExists, IncompatibleAdapter, UnsupportedFeature, UsageError
 from adapterhub.lora.attach import activation, active_adapters, attach, detach, list_adapters, set_active
-from adapterhub.peft_format import load_adapter
+from adapterhub.peft_weights import load_adapter
 from tests import factories
 from tests.lora.helpers import assert_close, assert_restored, peft_activate, peft_model, snapshot
 
@@ -20,10 +20,14 @@ LLAMA_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "do
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "llama-plain-all-linear": ("tiny_llama_dir", {"target_modules": LLAMA_ALL}),
     "llama-rslora": ("tiny_llama_dir", {"target_modules": ["q_proj", "v_proj"], "r": 8, "lora_alpha": 16, "use_rslora": True}),
-    "llama-rank-alpha-pattern": ("tiny_llama_dir", {
-        "target_modules": ["q_proj", "v_proj", "down_proj"],
-        "rank_pattern": {"q_proj": 2, "layers.1.self_attn.v_proj": 6}, "alpha_pattern": {"down_proj": 3},
-    }),
+    "llama-rank-alpha-pattern": (
+        "tiny_llama_dir",
+        {
+            "target_modules": ["q_proj", "v_proj", "down_proj"],
+            "rank_pattern": {"q_proj": 2, "layers.1.self_attn.v_proj": 6},
+            "alpha_pattern": {"down_proj": 3},
+        },
+    ),
     "llama-dora": ("tiny_llama_dir", {"target_modules": ["q_proj", "v_proj", "down_proj"], "use_dora": True}),
     "llama-modules-to-save": ("tiny_llama_dir", {"target_modules": ["q_proj"], "modules_to_save": ["lm_head"]}),
     "llama-embedding": ("tiny_llama_dir", {"target_modules": ["embed_tokens", "q_proj"]}),
@@ -39,6 +43,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, tuple[Path, Path]]:
     """Lazily build (base dir, adapter dir) per case, once per module."""
+
     class Lazy(dict):  # type: ignore[type-arg]
         def __missing__(self, case: str) -> tuple[Path, Path]:
             fixture, kwargs = CASES[case]
@@ -95,7 +100,9 @@ def two_llama(built: dict[str, tuple[Path, Path]]) -> tuple[Path, Path, Path]:
     return base, a, b
 
 
-def test_several_resident_switch_and_weighted_mix_match_peft(two_llama: tuple[Path, Path, Path], built: dict[str, tuple[Path, Path]]) -> None:
+def test_several_resident_switch_and_weighted_mix_match_peft(
+    two_llama: tuple[Path, Path, Path], built: dict[str, tuple[Path, Path]]
+) -> None:
     base_dir, a_dir, b_dir = two_llama
     d_dir = built["llama-dora"][1]
     model = factories.load_model(base_dir)
@@ -177,10 +184,14 @@ def _assert_refused(model: torch.nn.Module, call: Any, err: type[Exception], mat
 def test_wrong_base_is_refused_before_any_change(built: dict[str, tuple[Path, Path]], tiny_llama_dir: Path) -> None:
     _, gpt2_folder = built["gpt2-conv1d"]
     model = factories.load_model(tiny_llama_dir)
-    _assert_refused(model, lambda: attach(model, gpt2_folder), IncompatibleAdapter, "transformer.h.0.attn.c_attn is not in the model")
+    _assert_refused(
+        model, lambda: attach(model, gpt2_folder), IncompatibleAdapter, "transformer.h.0.attn.c_attn is not in the model"
+    )
 
 
-def test_failed_attach_leaves_resident_adapter_working(two_llama: tuple[Path, Path, Path], built: dict[str, tuple[Path, Path]]) -> None:
+def test_failed_attach_leaves_resident_adapter_working(
+    two_llama: tuple[Path, Path, Path], built: dict[str, tuple[Path, Path]]
+) -> None:
     base_dir, a_dir, _ = two_llama
     model = factories.load_model(base_dir)
     inputs = factories.sample_inputs(model)
@@ -199,7 +210,9 @@ def test_missing_module_and_bad_shape_are_refused(two_llama: tuple[Path, Path, P
     missing = load_adapter(a_dir)
     some = next(iter(missing.modules.values()))
     missing.modules["model.layers.9.self_attn.q_proj"] = some  # after valid modules: proves nothing partial happens
-    _assert_refused(model, lambda: attach(model, missing, "m"), IncompatibleAdapter, "model.layers.9.self_attn.q_proj is not in the model")
+    _assert_refused(
+        model, lambda: attach(model, missing, "m"), IncompatibleAdapter, "model.layers.9.self_attn.q_proj is not in the model"
+    )
 
     bad = load_adapter(a_dir)
     path, m = sorted(bad.modules.items())[-1]

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from adapterhub.errors import UnsupportedFeature, UsageError
 from adapterhub.lora.compose import compose, compose_adapters
-from adapterhub.peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, load_adapter, lora_scaling
+from adapterhub.peft_format import LayerKind, LoraConfig, lora_scaling
+from adapterhub.peft_weights import LoraModule, PeftAdapter, load_adapter
 from tests import factories
 
 SHAPES = {"m.q": (6, 5), "m.v": (4, 5), "m.o": (5, 7)}  # module -> (out, in)
@@ -24,7 +25,9 @@ def make_adapter(seed: int, ranks: dict[str, int], alpha: float, rslora: bool) -
     for name, r in ranks.items():
         out_f, in_f = SHAPES[name]
         s = lora_scaling(alpha, r, rslora)
-        modules[name] = LoraModule(name, LayerKind.LINEAR, torch.randn(r, in_f, generator=g), torch.randn(out_f, r, generator=g), r, alpha, s)
+        modules[name] = LoraModule(
+            name, LayerKind.LINEAR, torch.randn(r, in_f, generator=g), torch.randn(out_f, r, generator=g), r, alpha, s
+        )
     cfg = LoraConfig(r=max(ranks.values()), lora_alpha=alpha, use_rslora=rslora, target_modules=sorted(ranks))
     return PeftAdapter(cfg, modules)
 
@@ -115,7 +118,10 @@ def test_dare_is_reproducible_with_a_seed() -> None:
     a = compose_adapters(adapters, "dare_ties", density=0.5, seed=7).adapter
     b = compose_adapters(adapters, "dare_ties", density=0.5, seed=7).adapter
     c = compose_adapters(adapters, "dare_ties", density=0.5, seed=8).adapter
-    assert all(torch.equal(a.modules[m].lora_A, b.modules[m].lora_A) and torch.equal(a.modules[m].lora_B, b.modules[m].lora_B) for m in a.modules)
+    assert all(
+        torch.equal(a.modules[m].lora_A, b.modules[m].lora_A) and torch.equal(a.modules[m].lora_B, b.modules[m].lora_B)
+        for m in a.modules
+    )
     assert not torch.allclose(composed_delta(a, "m.q"), composed_delta(c, "m.q"))
     with pytest.raises(UsageError, match="seed"):
         compose_adapters(adapters, "dare_linear", density=0.5)
@@ -185,7 +191,9 @@ def llama_pair(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -
         ("dare_linear", "dare_linear_svd", {"density": 1.0, "seed": 0, "rank": 8}),
     ],
 )
-def test_matches_peft_add_weighted_adapter(method: str, peft_method: str, kw: dict, tiny_llama_dir: Path, llama_pair: tuple[Path, Path], tmp_path: Path) -> None:
+def test_matches_peft_add_weighted_adapter(
+    method: str, peft_method: str, kw: dict, tiny_llama_dir: Path, llama_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
     a, b = llama_pair
     weights = [0.8, -0.5]
     res = compose([(a, weights[0]), (b, weights[1])], method, out=tmp_path / "c", register=False, **kw)
@@ -204,8 +212,12 @@ def test_matches_peft_add_weighted_adapter(method: str, peft_method: str, kw: di
 
 def test_rslora_cat_is_the_true_delta_where_peft_is_off_by_sqrt_r(tiny_llama_dir: Path, tmp_path: Path) -> None:
     """peft#3761: PEFT's cat keeps use_rslora from the first adapter with lora_alpha = r, so its scaling is √r, not 1."""
-    a = factories.make_peft_adapter(tiny_llama_dir, tmp_path / "a", target_modules=["q_proj"], use_rslora=True, r=4, lora_alpha=8, seed=13)
-    b = factories.make_peft_adapter(tiny_llama_dir, tmp_path / "b", target_modules=["q_proj"], use_rslora=True, r=4, lora_alpha=8, seed=14)
+    a = factories.make_peft_adapter(
+        tiny_llama_dir, tmp_path / "a", target_modules=["q_proj"], use_rslora=True, r=4, lora_alpha=8, seed=13
+    )
+    b = factories.make_peft_adapter(
+        tiny_llama_dir, tmp_path / "b", target_modules=["q_proj"], use_rslora=True, r=4, lora_alpha=8, seed=14
+    )
     compose([(a, 1.0), (b, 1.0)], "cat", out=tmp_path / "c", register=False)
     ours = ours_as_peft(tiny_llama_dir, tmp_path / "c")
     truth: dict[str, torch.Tensor] = {}

@@ -11,7 +11,7 @@ from adapterhub.errors import UsageError
 from adapterhub.lora.delta import delta_weight
 from adapterhub.lora.extract import extract, low_rank_factors
 from adapterhub.lora.merge import merge
-from adapterhub.peft_format import load_adapter
+from adapterhub.peft_weights import load_adapter
 from tests import factories
 
 
@@ -28,10 +28,18 @@ def assert_deltas_close(ours: dict[str, torch.Tensor], ref: dict[str, torch.Tens
 
 
 @pytest.mark.parametrize("model", ["llama", "gpt2"])
-def test_round_trip_merge_then_extract_at_the_adapters_rank(model: str, tiny_llama_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path) -> None:
+def test_round_trip_merge_then_extract_at_the_adapters_rank(
+    model: str, tiny_llama_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
     base = tiny_llama_dir if model == "llama" else tiny_gpt2_dir
-    kw = dict(target_modules=["q_proj", "v_proj", "down_proj"]) if model == "llama" else dict(target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)
-    adapter = factories.make_peft_adapter(base, tmp_path / "ad", r=4, lora_alpha=16, use_rslora=True, seed=21, train_steps=1, **kw)
+    kw = (
+        dict(target_modules=["q_proj", "v_proj", "down_proj"])
+        if model == "llama"
+        else dict(target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)
+    )
+    adapter = factories.make_peft_adapter(
+        base, tmp_path / "ad", r=4, lora_alpha=16, use_rslora=True, seed=21, train_steps=1, **kw
+    )
     merge(base, [adapter], tmp_path / "merged", register=False)
     res = extract(base, tmp_path / "merged", 4, out=tmp_path / "ex", register=False)
     assert_deltas_close(deltas(tmp_path / "ex"), deltas(adapter))
@@ -55,7 +63,9 @@ def test_lower_rank_keeps_the_top_singular_values(tiny_llama_dir: Path, tmp_path
     for k, d in deltas(adapter).items():
         s = torch.linalg.svdvals(d.double())
         assert res.energy[k] == pytest.approx(float(s[:2].pow(2).sum() / s.pow(2).sum()), rel=1e-4)
-        assert float(torch.linalg.norm(ours[k].double() - d.double())) == pytest.approx(float(s[2:].pow(2).sum().sqrt()), rel=1e-3)
+        assert float(torch.linalg.norm(ours[k].double() - d.double())) == pytest.approx(
+            float(s[2:].pow(2).sum().sqrt()), rel=1e-3
+        )
 
 
 def test_low_rank_factors_randomized_path_is_exact_for_low_rank_deltas() -> None:

@@ -17,16 +17,28 @@ from tests.lora.helpers import assert_close, assert_restored, peft_activate, pef
 CASES: dict[str, tuple[str, list[tuple[dict[str, Any], float]]]] = {
     "llama-plain": ("tiny_llama_dir", [({"target_modules": ["q_proj", "v_proj", "down_proj"]}, 1.0)]),
     "llama-dora": ("tiny_llama_dir", [({"target_modules": ["q_proj", "up_proj"], "use_dora": True}, 1.0)]),
-    "llama-embedding-head": ("tiny_llama_dir", [({"target_modules": ["embed_tokens", "o_proj"], "modules_to_save": ["lm_head"]}, 1.0)]),
-    "llama-weighted-pair": ("tiny_llama_dir", [
-        ({"target_modules": ["q_proj", "v_proj"]}, 0.7),
-        ({"target_modules": ["v_proj", "gate_proj"], "use_rslora": True, "rank_pattern": {"gate_proj": 2}}, -0.3),
-    ]),
-    "llama-plain-then-dora": ("tiny_llama_dir", [
-        ({"target_modules": ["q_proj", "v_proj"]}, 0.8),
-        ({"target_modules": ["v_proj", "up_proj"], "use_dora": True}, 0.5),
-    ]),
-    "gpt2-dora-conv1d": ("tiny_gpt2_dir", [({"target_modules": ["c_attn", "c_fc"], "fan_in_fan_out": True, "use_dora": True}, 1.0)]),
+    "llama-embedding-head": (
+        "tiny_llama_dir",
+        [({"target_modules": ["embed_tokens", "o_proj"], "modules_to_save": ["lm_head"]}, 1.0)],
+    ),
+    "llama-weighted-pair": (
+        "tiny_llama_dir",
+        [
+            ({"target_modules": ["q_proj", "v_proj"]}, 0.7),
+            ({"target_modules": ["v_proj", "gate_proj"], "use_rslora": True, "rank_pattern": {"gate_proj": 2}}, -0.3),
+        ],
+    ),
+    "llama-plain-then-dora": (
+        "tiny_llama_dir",
+        [
+            ({"target_modules": ["q_proj", "v_proj"]}, 0.8),
+            ({"target_modules": ["v_proj", "up_proj"], "use_dora": True}, 0.5),
+        ],
+    ),
+    "gpt2-dora-conv1d": (
+        "tiny_gpt2_dir",
+        [({"target_modules": ["c_attn", "c_fc"], "fan_in_fan_out": True, "use_dora": True}, 1.0)],
+    ),
     "minilm-lora-bias": ("minilm_dir", [({"target_modules": ["query", "value"], "lora_bias": True}, 1.0)]),
 }
 

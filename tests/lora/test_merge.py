@@ -89,18 +89,27 @@ def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("dora", [False, True])
 def test_merge_fan_in_fan_out_gpt2(dora: bool, tiny_gpt2_dir: Path, tmp_path: Path, small_blocks: None) -> None:
     adapter = factories.make_peft_adapter(
-        tiny_gpt2_dir, tmp_path / "ad", target_modules=["c_attn", "c_proj"] + ([] if dora else ["wte"]), fan_in_fan_out=True, use_dora=dora, seed=4
+        tiny_gpt2_dir,
+        tmp_path / "ad",
+        target_modules=["c_attn", "c_proj"] + ([] if dora else ["wte"]),
+        fan_in_fan_out=True,
+        use_dora=dora,
+        seed=4,
     )
     merge(tiny_gpt2_dir, [adapter], tmp_path / "out", register=False)
     assert_same_weights(load_all(tmp_path / "out"), peft_merged(tiny_gpt2_dir, [(adapter, 1.0)]))
 
 
 @pytest.mark.parametrize("blocks", ["whole", "small"])
-def test_merge_several_weighted_adapters_matches_peft(blocks: str, tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_merge_several_weighted_adapters_matches_peft(
+    blocks: str, tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if blocks == "small":
         monkeypatch.setattr("adapterhub.lora.merge._CHUNK_ELEMENTS", 64)
     a = factories.make_peft_adapter(tiny_llama_dir, tmp_path / "a", target_modules=["q_proj", "v_proj"], seed=5)
-    b = factories.make_peft_adapter(tiny_llama_dir, tmp_path / "b", target_modules=["v_proj", "o_proj"], r=2, use_rslora=True, seed=6)
+    b = factories.make_peft_adapter(
+        tiny_llama_dir, tmp_path / "b", target_modules=["v_proj", "o_proj"], r=2, use_rslora=True, seed=6
+    )
     c = factories.make_peft_adapter(tiny_llama_dir, tmp_path / "c", target_modules=["q_proj"], use_dora=True, seed=7)
     adapters = [(a, 0.7), (b, -0.4), (c, 1.0)]
     merge(tiny_llama_dir, adapters, tmp_path / "out", register=False)
@@ -120,7 +129,9 @@ def test_merge_bf16_within_bf16_rounding(tmp_path: Path, small_blocks: None) -> 
         assert bool(((t.float() - ref[k].float()).abs() <= tol).all()), k
 
 
-def test_sharded_output_loads_with_transformers_and_matches_peft_outputs(tiny_llama_dir: Path, llama_adapter_dir: Path, tmp_path: Path) -> None:
+def test_sharded_output_loads_with_transformers_and_matches_peft_outputs(
+    tiny_llama_dir: Path, llama_adapter_dir: Path, tmp_path: Path
+) -> None:
     res = merge(tiny_llama_dir, [llama_adapter_dir], tmp_path / "out", max_shard_size="20KB", register=False)
     assert len(res.files) > 2 and "model.safetensors.index.json" in res.files
     index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
@@ -150,12 +161,19 @@ def test_checkpoint_prefix_is_resolved(prefix_on: str, minilm_dir: Path, minilm_
     if prefix_on == "base":
         base = tmp_path / "prefixed"
         base.mkdir()
-        save_file({f"bert.{k}": v.contiguous() for k, v in base_tensors.items()}, str(base / "model.safetensors"), metadata={"format": "pt"})
+        save_file(
+            {f"bert.{k}": v.contiguous() for k, v in base_tensors.items()},
+            str(base / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
     else:
         adapter = tmp_path / "prefixed-adapter"
         adapter.mkdir()
         sd = load_file(str(minilm_adapter_dir / "adapter_model.safetensors"))
-        save_file({k.replace("base_model.model.", "base_model.model.bert."): v for k, v in sd.items()}, str(adapter / "adapter_model.safetensors"))
+        save_file(
+            {k.replace("base_model.model.", "base_model.model.bert."): v for k, v in sd.items()},
+            str(adapter / "adapter_model.safetensors"),
+        )
         (adapter / "adapter_config.json").write_text((minilm_adapter_dir / "adapter_config.json").read_text())
     merge(base, [adapter], tmp_path / "out", register=False)
     ours = {k.removeprefix("bert."): v for k, v in load_all(tmp_path / "out").items()}
@@ -176,7 +194,9 @@ def test_adapter_for_another_model_names_the_module(tiny_gpt2_dir: Path, llama_a
     assert not (tmp_path / "out").exists()
 
 
-def test_non_finite_result_names_adapter_and_module_and_leaves_nothing(tiny_llama_dir: Path, llama_adapter_dir: Path, tmp_path: Path) -> None:
+def test_non_finite_result_names_adapter_and_module_and_leaves_nothing(
+    tiny_llama_dir: Path, llama_adapter_dir: Path, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     sd = load_file(str(llama_adapter_dir / "adapter_model.safetensors"))
@@ -197,7 +217,13 @@ def test_modules_to_save_and_lora_bias_match_peft(tiny_llama_dir: Path, tmp_path
     # lora_bias needs a biased base layer: Qwen2's q/k/v projections have biases
     qwen = factories.build_tiny_qwen2(tmp_path / "qwen")
     adapter = factories.make_peft_adapter(
-        qwen, tmp_path / "ad", target_modules=["q_proj", "v_proj"], lora_bias=True, modules_to_save=["lm_head"], seed=9, train_steps=2
+        qwen,
+        tmp_path / "ad",
+        target_modules=["q_proj", "v_proj"],
+        lora_bias=True,
+        modules_to_save=["lm_head"],
+        seed=9,
+        train_steps=2,
     )
     res = merge(qwen, [adapter], tmp_path / "out", register=False)
     ours = load_all(tmp_path / "out")
@@ -246,7 +272,9 @@ def test_merge_never_holds_a_whole_modified_tensor(tiny_llama_dir: Path, tmp_pat
     """Bounded memory, checked structurally: no whole-tensor read, and every block within the block budget."""
     import adapterhub.lora.merge as merge_mod
 
-    adapter = factories.make_peft_adapter(tiny_llama_dir, tmp_path / "ad", target_modules=["q_proj", "gate_proj", "embed_tokens"], use_dora=False, seed=30)
+    adapter = factories.make_peft_adapter(
+        tiny_llama_dir, tmp_path / "ad", target_modules=["q_proj", "gate_proj", "embed_tokens"], use_dora=False, seed=30
+    )
     monkeypatch.setattr(merge_mod, "_CHUNK_ELEMENTS", 256)
     monkeypatch.setattr(merge_mod, "read_tensor", lambda *a, **k: pytest.fail("merge read a whole tensor"))
     seen: list[int] = []
@@ -260,4 +288,6 @@ def test_merge_never_holds_a_whole_modified_tensor(tiny_llama_dir: Path, tmp_pat
     monkeypatch.setattr(merge_mod, "read_row_chunks", spy)
     merge(tiny_llama_dir, [adapter], tmp_path / "out", dtype="bf16", register=False)
     assert seen and max(seen) <= 256
-    assert_same_weights({k: v.float() for k, v in load_all(tmp_path / "out").items()}, peft_merged(tiny_llama_dir, [(adapter, 1.0)]), rtol=1e-2)
+    assert_same_weights(
+        {k: v.float() for k, v in load_all(tmp_path / "out").items()}, peft_merged(tiny_llama_dir, [(adapter, 1.0)]), rtol=1e-2
+    )

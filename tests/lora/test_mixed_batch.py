@@ -86,7 +86,9 @@ def _routed(model: torch.nn.Module, inputs: dict[str, torch.Tensor], names: list
         return factories.model_output(model, inputs)
 
 
-def _peft_mixed(base_dir: Path, folders: dict[str, Path], inputs: dict[str, torch.Tensor], names: list[str | None]) -> torch.Tensor:
+def _peft_mixed(
+    base_dir: Path, folders: dict[str, Path], inputs: dict[str, torch.Tensor], names: list[str | None]
+) -> torch.Tensor:
     pm = peft_model(base_dir, {n: folders[n] for n in dict.fromkeys(names) if n is not None})
     with torch.no_grad():
         out = pm(**inputs, adapter_names=[n or "__base__" for n in names])

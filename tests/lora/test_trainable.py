@@ -11,7 +11,7 @@ import torch
 
 from adapterhub.errors import UnsupportedFeature, UsageError
 from adapterhub.lora.attach import attach, detach, runtime_state
-from adapterhub.lora.trainable import add_trainable, save_adapter
+from adapterhub.lora.trainable import add_trainable, save_attached
 from tests import factories
 from tests.lora.helpers import assert_close, peft_model
 
@@ -58,11 +58,21 @@ def test_init_targets_and_frozen_base_match_peft(tiny_llama_dir: Path) -> None:
 
 
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "llama-all-linear-rslora-pattern": ("tiny_llama_dir", {
-        "r": 4, "lora_alpha": 8, "target_modules": "all-linear", "use_rslora": True, "rank_pattern": {"down_proj": 2},
-        "alpha_pattern": {"q_proj": 3},
-    }),
-    "llama-embedding-head": ("tiny_llama_dir", {"r": 4, "target_modules": ["embed_tokens", "v_proj"], "modules_to_save": ["lm_head"]}),
+    "llama-all-linear-rslora-pattern": (
+        "tiny_llama_dir",
+        {
+            "r": 4,
+            "lora_alpha": 8,
+            "target_modules": "all-linear",
+            "use_rslora": True,
+            "rank_pattern": {"down_proj": 2},
+            "alpha_pattern": {"q_proj": 3},
+        },
+    ),
+    "llama-embedding-head": (
+        "tiny_llama_dir",
+        {"r": 4, "target_modules": ["embed_tokens", "v_proj"], "modules_to_save": ["lm_head"]},
+    ),
     "gpt2-conv1d": ("tiny_gpt2_dir", {"r": 4, "target_modules": ["c_attn", "c_fc"]}),
     "minilm": ("minilm_dir", {"r": 4, "target_modules": ["query", "value"], "lora_dropout": 0.1}),
 }
@@ -81,7 +91,7 @@ def test_train_save_then_peft_and_attach_give_same_outputs(case: str, request: p
     trained = factories.model_output(model, inputs)
     assert (trained - bare).abs().max() > 1e-3, "training must change the outputs for the comparison to mean anything"
 
-    folder = save_adapter(model, "t", tmp_path / "saved")
+    folder = save_attached(model, "t", tmp_path / "saved")
     assert_close(factories.model_output(peft_model(base_dir, {"t": folder}), inputs), trained)
     fresh = factories.load_model(base_dir)
     attach(fresh, folder)
@@ -95,7 +105,7 @@ def test_gradients_equal_peft(tiny_llama_dir: Path, tmp_path: Path) -> None:
     model = factories.load_model(tiny_llama_dir)
     add_trainable(model, "t", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], use_rslora=True)
     _train(model, steps=1)  # so B != 0 and A receives gradient
-    folder = save_adapter(model, "t", tmp_path / "t")
+    folder = save_attached(model, "t", tmp_path / "t")
     pm = PeftModel.from_pretrained(factories.load_model(tiny_llama_dir), folder, is_trainable=True)
     model.zero_grad()
     _loss(model, seed=5).backward()

@@ -1,0 +1,82 @@
+"""What one model's attached adapters share: `RuntimeState` (on the model), `AdapterRecord` per adapter, and the
+mixed-batch `RoutePlan`. Plain data below attach, layers and routing, so none of them imports another for it.
+
+`attach.py` owns every write; the wrappers in `layers.py` read it at forward time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..peft_weights import PeftAdapter
+
+if TYPE_CHECKING:
+    from .layers import AdapterLayer
+
+STATE_ATTR = "_adapterhub_state"
+BASE = "__base__"  # PEFT's name for "no adapter" in `adapter_names`; None means the same here
+
+Rows = slice | torch.Tensor
+
+
+@dataclass
+class AdapterRecord:
+    """One attached adapter: where it lives in the model, and its source tensors (kept for an exact save)."""
+
+    name: str
+    key: str  # the name made safe for parameter names (state_dict keys while attached)
+    adapter: PeftAdapter
+    weight: float = 1.0  # used when set_active names it without weights
+    modules: list[str] = field(default_factory=list)  # paths of the LoRA wrappers it has a slot in
+    override_owners: list[str] = field(default_factory=list)  # paths of modules whose parameters it replaces
+    override_params: frozenset[str] = frozenset()
+    trainable: bool = False
+
+
+class RoutePlan:
+    """Which rows go to which adapter; index tensors are made once per device."""
+
+    def __init__(self, names_per_row: Sequence[str | None]) -> None:
+        self.batch = len(names_per_row)
+        rows: dict[str, list[int]] = {}
+        for i, n in enumerate(names_per_row):
+            if n is not None and n != BASE:
+                rows.setdefault(n, []).append(i)
+        self.rows = rows
+        self._by_device: dict[torch.device, list[tuple[str, Rows]]] = {}
+
+    def groups(self, device: torch.device) -> list[tuple[str, Rows]]:
+        got = self._by_device.get(device)
+        if got is None:
+            got = []
+            for name, idx in self.rows.items():
+                if idx == list(range(idx[0], idx[-1] + 1)):
+                    got.append((name, slice(idx[0], idx[-1] + 1)))
+                else:
+                    got.append((name, torch.tensor(idx, dtype=torch.long, device=device)))
+            self._by_device[device] = got
+        return got
+
+
+@dataclass
+class RuntimeState:
+    """What every wrapper of one model reads at forward time; `attach.py` owns all writes."""
+
+    adapters: dict[str, AdapterRecord] = field(default_factory=dict)  # in attach order
+    active: tuple[tuple[str, float], ...] = ()  # the user's selection: (name, weight) pairs
+    lora_active: tuple[tuple[str, float], ...] = ()  # the LoRA terms wrappers add: `active`, or () while fused
+    route: RoutePlan | None = None  # a mixed-adapter batch in progress
+    wrappers: dict[str, AdapterLayer] = field(default_factory=dict)  # module path -> wrapper
+    fused: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (base parameter, copy of its original values)
+    requires_grad: dict[str, bool] = field(default_factory=dict)  # base parameters' flags before the first attach
+
+
+def runtime_state(model: nn.Module) -> RuntimeState | None:
+    """The shared state of `model`'s adapters, or None when nothing is attached."""
+    state = model.__dict__.get(STATE_ATTR)
+    return state if isinstance(state, RuntimeState) else None

@@ -1,0 +1,89 @@
+"""Where adapters come from: the one place a reference becomes a folder and a card, and the default registry is built.
+
+A reference is a PEFT folder, a registry reference `namespace/name[@version|@alias]`, or an adapter already
+resolved (`ResolvedAdapter`, passed through). Everything that takes "an adapter" (validate, load, attach, the cache,
+merge, compose) resolves it here, so the rules (what counts as a path, which error a bad one gets) are written once.
+Sits above the store (it opens a `Registry`) and below loading, lora and the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .card import AdapterCard, AdapterRef
+from .errors import InvalidAdapter
+
+if TYPE_CHECKING:
+    from .peft_format import AdapterLayout
+    from .store.registry import Registry
+
+__all__ = ["AdapterSpec", "ResolvedAdapter", "default_registry", "needs_registry", "registry_or_default", "resolve"]
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    """An adapter found: its local folder, its card when it came from the registry, and its parsed layout when a
+    check already read it (so loading does not parse it again)."""
+
+    folder: Path
+    card: AdapterCard | None = None
+    layout: AdapterLayout | None = None
+    asked: str = ""  # the reference as given (`ns/name` stays unversioned), or the folder path
+
+    @property
+    def ref(self) -> str | None:
+        """`namespace/name@version` for a registry adapter, None for a bare folder."""
+        return self.card.ref if self.card is not None else None
+
+    @property
+    def label(self) -> str:
+        """The registry ref, else the folder's absolute path: what lineage records and the cache keys on."""
+        return self.card.ref if self.card is not None else str(self.folder.resolve())
+
+    @property
+    def folder_name(self) -> str:
+        """The folder's own name (an attached folder's default name), without a filesystem call."""
+        return Path(os.path.abspath(self.folder)).name
+
+
+AdapterSpec = str | Path | ResolvedAdapter
+
+
+def default_registry(*, auto_migrate: bool = True) -> Registry:
+    """The registry named by ADAPTERHUB_HOME / ADAPTERHUB_DATABASE_URL (migrated on first use unless told not to)."""
+    from .store.registry import Registry
+
+    return Registry(auto_migrate=auto_migrate)
+
+
+def registry_or_default(registry: Registry | None) -> Registry:
+    """`registry` as given, or the default one."""
+    return registry if registry is not None else default_registry()
+
+
+def needs_registry(adapters: Sequence[AdapterSpec]) -> bool:
+    """Whether any adapter is a registry reference (folders and resolved adapters need no database)."""
+    return any(not isinstance(a, ResolvedAdapter) and not Path(a).is_dir() for a in adapters)
+
+
+def resolve(adapter: AdapterSpec, registry: Registry | None = None) -> ResolvedAdapter:
+    """A PEFT folder as is, or a registry reference -> its local folder and card (the default registry unless
+    `registry` is given). A path that is not a folder: InvalidAdapter; a malformed reference: InvalidReference
+    (a usage error); an unknown one: AdapterNotFound."""
+    if isinstance(adapter, ResolvedAdapter):
+        return adapter
+    path = Path(adapter)
+    text = str(adapter)
+    if path.is_dir():
+        return ResolvedAdapter(path, asked=text)
+    if path.exists() or text.startswith((".", "/", "~", os.sep)):
+        raise InvalidAdapter(text, ["not an adapter folder, and not a registry reference"],
+                             hint="pass a PEFT adapter folder or a registered namespace/name[@version]")  # fmt: skip
+    AdapterRef.parse(text)  # not a reference either: InvalidReference (exit 2)
+    reg = registry_or_default(registry)
+    card = reg.get(text)
+    return ResolvedAdapter(Path(reg.adapter_path(card.ref)), card, asked=text)
