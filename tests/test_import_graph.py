@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "adapterhub.fsutil",
             "adapterhub.progress",
             "adapterhub.paths",
+            "adapterhub.gguf_base",
         ],
     ),  # fmt: skip
     ("errors", ["adapterhub.errors"]),
