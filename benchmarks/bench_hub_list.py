@@ -41,7 +41,7 @@ def _blob(reg, data: bytes) -> tuple[str, str, int]:  # type: ignore[no-untyped-
 
 def populate(reg, n: int, private_share: float, seed: int = 0) -> None:  # type: ignore[no-untyped-def]
     from adapterhub.hub.oids import GITATTRIBUTES
-    from adapterhub.store.hub_orm import HubCommitFileRow, HubCommitRow, HubRefRow, HubRepoRow
+    from adapterhub.store.orm import HubCommitFileRow, HubCommitRow, HubRefRow, HubRepoRow
     from adapterhub.store.orm import AdapterRow, FileRow, RepoRow, TagRow
 
     rng = random.Random(seed)

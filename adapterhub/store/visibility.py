@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .hub_orm import HubRepoRow
+from .orm import HubRepoRow
 from .orm import AdapterRow, RepoRow
 
 

@@ -114,11 +114,11 @@ def test_hub_migration_matches_the_tables(tmp_path: Path) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from adapterhub.store import hub_orm, orm
+    from adapterhub.store import orm
     from adapterhub.store.db import Database, alembic_config
 
     db = Database(f"sqlite:///{tmp_path / 'm.db'}")
-    assert set(hub_orm.Base.metadata.tables) >= {"hub_repos", "hub_commits", "hub_commit_files", "hub_refs"}
+    assert set(orm.Base.metadata.tables) >= {"hub_repos", "hub_commits", "hub_commit_files", "hub_refs"}
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), orm.Base.metadata)
         # Only the hub's tables are this module's business; the registry's own migration test covers the rest.

@@ -72,7 +72,7 @@ def assert_store_consistent(reg: Registry, names: Sequence[str] = ()) -> None:
     assert report.clean, (report.missing, report.corrupt)
     for digest in reg.blobs.iter_digests():
         assert hashlib.sha256(reg.blobs.path(digest).read_bytes()).hexdigest() == digest, f"partial blob {digest}"
-    from adapterhub.store.hub_orm import HubCommitFileRow
+    from adapterhub.store.orm import HubCommitFileRow
 
     with reg.db.session() as s:
         for sha256 in s.scalars(sa.select(HubCommitFileRow.sha256).distinct()):
