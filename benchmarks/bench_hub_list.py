@@ -41,8 +41,7 @@ def _blob(reg, data: bytes) -> tuple[str, str, int]:  # type: ignore[no-untyped-
 
 def populate(reg, n: int, private_share: float, seed: int = 0) -> None:  # type: ignore[no-untyped-def]
     from adapterhub.hub.oids import GITATTRIBUTES
-    from adapterhub.store.orm import HubCommitFileRow, HubCommitRow, HubRefRow, HubRepoRow
-    from adapterhub.store.orm import AdapterRow, FileRow, RepoRow, TagRow
+    from adapterhub.store.orm import AdapterRow, FileRow, HubCommitFileRow, HubCommitRow, HubRefRow, HubRepoRow, RepoRow, TagRow
 
     rng = random.Random(seed)
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import queue
 import random
@@ -28,7 +27,6 @@ from pydantic import BaseModel, ConfigDict
 
 from ..card import AdapterCard, AdapterRef, FileEntry, SearchQuery, SearchResult
 from ..errors import (
-    AdapterHubError,
     EntryNotFound,
     IntegrityError,
     InvalidAdapter,
@@ -41,9 +39,10 @@ from ..errors import (
 )
 from ..fsutil import check_relative_path, check_segment
 from ..progress import progress_bar
-from ..store.hub_store import CARD_FILE, README_FILE, describe_adapter, record_adapter, stage_files
+from ..sources import registry_or_default
 from ..tensorfile import is_pickle_name
 from . import modelcard
+from .adapters import CARD_FILE, README_FILE, describe_adapter, record_adapter, stage_files
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -122,7 +121,7 @@ def push(
     """Upload one registered version (`NAME[@V]`) to a hub repo (default: the same `namespace/name`)."""
     from huggingface_hub import CommitOperationAdd
 
-    reg = registry or _default_registry()
+    reg = registry_or_default(registry)
     card = reg.get(ref)
     folder = reg.adapter_path(card.ref)
     endpoint = endpoint_url(remote)
@@ -200,7 +199,7 @@ def pull(
     target = AdapterRef.parse(name or repo_id)  # checked before any download
     if target.version is not None or target.alias is not None:
         raise UsageError(f"pull registers a new version of a name; drop the @ from {name!r}")
-    reg = registry or _default_registry()
+    reg = registry_or_default(registry)
     endpoint = endpoint_url(remote)
     api = _api(endpoint, token)
     with _remote_errors(endpoint, repo_id, revision):
@@ -435,10 +434,4 @@ def _check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def _default_registry() -> Registry:
-    from ..store.registry import Registry
-
-    return Registry()
-
-
-__all__ = ["PushResult", "endpoint_url", "pull", "push", "remote_search", "AdapterHubError"]
+__all__ = ["PushResult", "endpoint_url", "pull", "push", "remote_search"]

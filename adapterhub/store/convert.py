@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
 from ..card import AdapterCard, BaseModelInfo, BaseModelRefInfo, EvalScore, FileEntry, Lineage
+from .bases import base_declared_by, verified_base
 from .orm import AdapterRow, BaseModelRow, RepoRow, all_metadata
-from .records import base_declared_by, verified_base
 
 
 def card_query() -> sa.Select[tuple[AdapterRow]]:

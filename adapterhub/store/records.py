@@ -1,5 +1,6 @@
-"""Recording one adapter version inside a caller's transaction: shared by `Registry.add`, the hub's commits and
-`pull`, so every path issues version numbers, latest flags and search text the same way."""
+"""Recording one adapter version inside a caller's transaction: `record_version` is the one way a version is
+written, by `Registry.add`, the hub's commits and `pull` alike, so every path issues version numbers, latest flags,
+search text, aliases and bases the same way."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..card import BaseModelRefInfo, EvalScore, FileEntry, Lineage
+from ..card import AdapterCard, BaseModelRefInfo, EvalScore, FileEntry, Lineage
 from ..peft_format import AdapterLayout
-from .orm import AdapterRow, BaseModelRow, EvalScoreRow, FileRow, RepoRow, TagRow
+from . import convert
+from .bases import declared_base
+from .orm import AdapterRow, AliasRow, BaseModelRow, EvalScoreRow, FileRow, RepoRow, TagRow
 
 
 @dataclass
 class VersionFields:
-    """What a person says about an adapter version (the layout says the rest)."""
+    """What a person says about an adapter version (the layout says the rest), and the files it is made of. An
+    incoming adapter (a hub commit, a pull) also says which base it was trained on, by hash (`base_model`)."""
 
     task: str
     description: str = ""
@@ -25,46 +29,7 @@ class VersionFields:
     scores: Sequence[EvalScore] = ()
     lineage: Lineage | None = None
     files: Sequence[FileEntry] = field(default_factory=list)
-
-
-# A base known only by the hashes an adapter declared (a hub commit, a pull): its weights were never read here, so its
-# name is a label chosen by whoever pushed, and search by name ignores it. `Registry.register_base` (or `add --base`)
-# fingerprints the weights and replaces the marker with the real dtype.
-DECLARED_DTYPE = "unknown"
-_DECLARED = "declared"  # lineage method of a declared base row; params["by"] names who declared it
-
-
-def verified_base(row: BaseModelRow) -> bool:
-    """Whether this registry fingerprinted the base's weights itself (its name may then be searched by)."""
-    return row.dtype != DECLARED_DTYPE
-
-
-def base_declared_by(row: BaseModelRow) -> str:
-    """Who gave the base its name: this registry (from the weights), or the push or pull that declared it."""
-    if verified_base(row):
-        return "this registry (fingerprinted from the weights)"
-    lineage = row.lineage or {}
-    by = lineage.get("params", {}).get("by") if lineage.get("method") == _DECLARED else None
-    return str(by) if by else "a push or pull (unverified)"
-
-
-def base_named(name: str) -> sa.ColumnElement[bool]:
-    """The rule for finding a base by name: a name is a label, so it identifies only a base whose weights this registry
-    fingerprinted, never one that a push or pull merely declared (anyone with a write token can name theirs
-    meta-llama/Llama-3-8B). Hashes identify any base."""
-    return sa.and_(BaseModelRow.name == name, BaseModelRow.dtype != DECLARED_DTYPE)
-
-
-def declared_base(s: Session, ref: BaseModelRefInfo, declared_by: str) -> BaseModelRow:
-    """The row for the base an incoming adapter declares: the known row with that content hash, else a new
-    unverified one whose name is the declared label and which remembers who declared it."""
-    base = s.scalar(sa.select(BaseModelRow).where(BaseModelRow.content_hash == ref.content_hash))
-    if base is None:
-        # Only the identity travels with an adapter; size and dtype stay unknown until the weights are registered.
-        base = BaseModelRow(name=ref.name, arch_hash=ref.arch_hash, content_hash=ref.content_hash, parameter_count=0,
-                            dtype=DECLARED_DTYPE, lineage={"method": _DECLARED, "params": {"by": declared_by}})  # fmt: skip
-        s.add(base)
-    return base
+    base_model: BaseModelRefInfo | None = None
 
 
 def lock_repo(s: Session, namespace: str, name: str) -> RepoRow:
@@ -81,9 +46,16 @@ def lock_repo(s: Session, namespace: str, name: str) -> RepoRow:
 
 
 def record_version(
-    s: Session, namespace: str, name: str, layout: AdapterLayout, fields: VersionFields, base: BaseModelRow | None
-) -> AdapterRow:
-    """Insert the next version of `namespace/name` with its files, scores and tags; it becomes `latest`."""
+    s: Session, namespace: str, name: str, layout: AdapterLayout, fields: VersionFields, *,
+    base: BaseModelRow | None = None, declared_by: str = "a push or pull", aliases: Iterable[str] = (),
+) -> AdapterCard:
+    """Insert the next version of `namespace/name` with its files, scores, tags and `aliases`; it becomes `latest`.
+
+    The base is `base` (a row whose weights this registry fingerprinted), else the one `fields.base_model` declares,
+    recorded as declared by `declared_by` (e.g. "push to evil/x") and never as verified. Rows only: the caller
+    checked the layout and stored the blobs before opening the transaction."""
+    if base is None and fields.base_model is not None:
+        base = declared_base(s, fields.base_model, declared_by)
     cfg = layout.config
     tags = sorted(set(fields.tags))
     repo = lock_repo(s, namespace, name)
@@ -106,4 +78,15 @@ def record_version(
     row.tags = [TagRow(tag=t) for t in tags]
     s.add(row)
     s.flush()
-    return row
+    for alias in aliases:
+        set_alias(s, row.repo, alias, row)
+    return convert.card(s, row)
+
+
+def set_alias(s: Session, repo: RepoRow, alias: str, row: AdapterRow) -> None:
+    """Point `alias` of `repo` at `row` (it moves if it pointed elsewhere); the alias was checked by the caller."""
+    existing = s.scalar(sa.select(AliasRow).where(AliasRow.repo_id == repo.id, AliasRow.alias == alias))
+    if existing is None:
+        s.add(AliasRow(repo_id=repo.id, alias=alias, adapter_id=row.id))
+    else:
+        existing.adapter_id = row.id

@@ -7,7 +7,6 @@ blobs it already wrote are unreferenced until `gc` removes them.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,12 +19,13 @@ from ..card import AdapterCard, AdapterRef, BaseModelInfo, EvalScore, FileEntry,
 from ..errors import AdapterNotFound, BaseModelNotFound, IncompatibleAdapter, InvalidAdapter, UsageError
 from ..fsutil import atomic_directory, check_relative_path
 from ..paths import adapterhub_home
-from . import convert
 from ..tensorfile import is_pickle_name
+from . import convert
+from .bases import base_named, verified_base
 from .blobs import BlobStore
 from .db import Database, default_database_url
 from .orm import AdapterRow, AliasRow, BaseModelRow, FileRow, RepoRow
-from .records import VersionFields, base_named, record_version, verified_base
+from .records import VersionFields, record_version, set_alias
 from .search import run_search
 from .visibility import Visibility
 
@@ -155,10 +155,7 @@ class Registry:
         fields = VersionFields(task, description, license, tags, scores, lineage, entries)
         with self.db.write() as s:
             base_row = self._upsert_base(s, Path(base), fp, None, mtype, None) if fp is not None and base is not None else None
-            row = record_version(s, ref.namespace, ref.name, layout, fields, base_row)
-            for a in aliases:
-                _set_alias(s, row.repo, a, row)
-            return convert.card(s, row)
+            return record_version(s, ref.namespace, ref.name, layout, fields, base=base_row, aliases=aliases)
 
     # --- reading -----------------------------------------------------------------------------------------
 
@@ -213,7 +210,7 @@ class Registry:
         alias = _check_alias(alias)
         with self.db.write() as s:
             row = _find_adapter(s, ref)
-            _set_alias(s, row.repo, alias, row)
+            set_alias(s, row.repo, alias, row)
             s.flush()
             s.expire(row.repo, ["aliases"])
             return convert.card(s, row)
@@ -348,11 +345,11 @@ def _remove_stale(folder: Path, older_than_s: float) -> int:
 
 
 def _model_name(path: Path) -> str:
-    cfg = path / "config.json" if path.is_dir() else path.parent / "config.json"
-    try:
-        name = json.loads(cfg.read_text()).get("_name_or_path")
-    except (OSError, ValueError, AttributeError):
-        name = None
+    """The base's name when none is given: `_name_or_path` from its config.json unless that is a local path, else
+    the folder's (or file's) own name."""
+    from ..modelfiles import read_model_config
+
+    name = (read_model_config(path) or {}).get("_name_or_path")
     return str(name) if name and not str(name).startswith("/") else path.name if path.is_dir() else path.stem
 
 
@@ -376,14 +373,6 @@ def _check_alias(alias: str) -> str:
     if not ALIAS_PATTERN.fullmatch(alias):
         raise UsageError(f"bad alias {alias!r}", hint="an alias starts with a letter: letters, digits, '.', '_', '-'")
     return alias
-
-
-def _set_alias(s: Session, repo: RepoRow, alias: str, row: AdapterRow) -> None:
-    existing = s.scalar(sa.select(AliasRow).where(AliasRow.repo_id == repo.id, AliasRow.alias == alias))
-    if existing is None:
-        s.add(AliasRow(repo_id=repo.id, alias=alias, adapter_id=row.id))
-    else:
-        existing.adapter_id = row.id
 
 
 def _find_adapter(s: Session, ref: str | AdapterRef) -> AdapterRow:

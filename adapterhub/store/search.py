@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session, aliased
 from ..card import SearchQuery
 from ..errors import UsageError
 from . import convert
+from .bases import base_named
 from .orm import AdapterRow, BaseModelRow, EvalScoreRow, TagRow
-from .records import base_named
 from .visibility import Visibility, adapter_visible
 
 

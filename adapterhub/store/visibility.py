@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .orm import HubRepoRow
-from .orm import AdapterRow, RepoRow
+from .orm import AdapterRow, HubRepoRow, RepoRow
 
 
 @dataclass(frozen=True)

@@ -169,12 +169,12 @@ def test_bad_adapters_register_nothing(registry, tmp_path: Path, minilm_adapter_
 
 
 def test_failure_inside_the_transaction_leaves_no_row(registry, minilm_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from adapterhub.store import registry as registry_module
+    from adapterhub.store import records as records_module
 
     def fail(*_a, **_k):  # type: ignore[no-untyped-def]
         raise RuntimeError("crash after the rows were flushed")
 
-    monkeypatch.setattr(registry_module, "_set_alias", fail)
+    monkeypatch.setattr(records_module, "set_alias", fail)
     with pytest.raises(RuntimeError):
         registry.add(minilm_adapter_dir, "ns/a", "t", aliases=["prod"], scores=[EvalScore(dataset="d", metric="m", value=1)])
     assert count_rows(registry) == {k: 0 for k in count_rows(registry)}

@@ -17,10 +17,11 @@ from starlette.concurrency import run_in_threadpool
 
 from ...errors import EntryNotFound, UsageError
 from ...fsutil import check_relative_path
-from ...store.hub_store import CARD_FILE, README_FILE, HubStore
+from ..adapters import CARD_FILE, README_FILE
 from ..modelcard import front_matter, read_card
+from ..repos import HubStore
 from ..types import HubCommit, HubFile, HubRepo
-from .app import context, read_body
+from .context import context, read_body
 
 router = APIRouter()
 

@@ -1,15 +1,15 @@
-"""The ASGI app: the Hugging Face Hub HTTP API subset the HF clients use, plus the registry's own JSON API.
+"""The ASGI app, assembled: the Hugging Face Hub HTTP API subset the HF clients use, plus the registry's own JSON API.
 
-One `HubContext` holds the registry (database + blob store) and the hub's commit store over the same database;
-routes live in `resolve` (downloads), `commits` (uploads), `api` (info and listings) and `registry_api`.
-Errors leave as the Hub sends them: a status, a JSON `{"error": ...}` body and `X-Error-Code`, which is what
-`huggingface_hub` turns into RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError.
+`create_app` builds one `HubContext` (`context.py`: the registry, the hub's store over the same database, the access
+rules), adds the middleware (NUL refusal, body limits) and the exception handlers (the error table in `context.py`),
+and includes the routes: `resolve` (downloads), `commits` (uploads), `api` (info and listings) and `registry_api`.
+`serve` runs it with uvicorn. Errors leave as the Hub sends them: a status, a JSON `{"error": ...}` body and
+`X-Error-Code`, which is what `huggingface_hub` turns into RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import shutil
@@ -25,84 +25,23 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 
-from ...errors import (
-    AdapterHubError,
-    AdapterNotFound,
-    AlreadyExists,
-    CommitConflict,
-    DatabaseBusy,
-    EntryNotFound,
-    IntegrityError,
-    InvalidFile,
-    NotFound,
-    PayloadTooLarge,
-    PermissionDenied,
-    RepoNotFound,
-    RevisionNotFound,
-    StorageFull,
-    StoreError,
-    Unauthenticated,
-    UnsupportedFeature,
-    UsageError,
-)
-from ...fsutil import check_segment
-from ...store.hub_store import HubStore
+from ...errors import AdapterHubError, DatabaseBusy, PayloadTooLarge, StorageFull, StoreError, UsageError
+from ...sources import default_registry
 from ...store.registry import Registry
-from ..types import HubCommit, HubRepo
+from ..repos import HubStore
 from .access import Access
+from .context import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_PAGE_SIZE,
+    MAX_JSON_BODY,
+    UPLOADS_DIR,
+    HubContext,
+    error_response,
+    server_paths_pattern,
+)
 
-DEFAULT_PAGE_SIZE = 1000  # the Hub's page size for tree listings
-# Request body limits (HTTP 413 above them), enforced for every route by `BodyLimit` while the body arrives.
-MAX_JSON_BODY = 1 << 20  # every route but the commit: create-repo, preupload, validate-yaml, search, paths-info
-DEFAULT_MAX_UPLOAD_BYTES = 10 << 30  # a commit's NDJSON body, base64 included: `serve --max-upload-bytes`
 _COMMIT_ROUTE = re.compile(r"/api/models/[^/]+/[^/]+/commit/.+")
 STARTED_AT = time.time()  # temp files older than this process were left by a server or upload that was killed
-
-
-@dataclass
-class HubContext:
-    """What every route needs: the registry, the hub store over the same database, and the access rules."""
-
-    registry: Registry
-    hub: HubStore
-    access: Access
-    scratch: Path  # temp files of uploads in progress and commit checks, under the registry home
-    page_size: int = DEFAULT_PAGE_SIZE
-    max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES  # largest commit body accepted (HTTP 413 above it); None: no limit
-    private_paths: re.Pattern[str] | None = None  # the server's own folders, scrubbed from every error message
-
-    def check_readable(self, request: Request, repo: HubRepo) -> None:
-        self.access.check_readable(request, repo)
-
-    def resolve(self, request: Request, namespace: str, name: str, revision: str) -> tuple[HubRepo, HubCommit]:
-        """A revision of a repo the caller may read: names are checked and access decided before the revision is
-        looked up, so a hidden repository answers RepoNotFound whatever revision is asked for."""
-        check_segment(namespace, "namespace")
-        check_segment(name, "repository name")
-        self.check_readable(request, self.hub.repo(namespace, name))
-        return self.hub.resolve(namespace, name, revision)
-
-
-async def read_body(request: Request, limit: int = MAX_JSON_BODY) -> bytes:
-    """The whole request body, refused with 413 as soon as it is over `limit` (`BodyLimit` also guards every route)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes")
-    return bytes(body)
-
-
-async def json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
-    """The request body as a JSON object: malformed, oversized or non-object JSON is a 400/413, never a 500."""
-    body = await read_body(request, limit)
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        raise UsageError("the request body is not valid JSON", hint="send one JSON object") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"the request body must be a JSON object, not {type(value).__name__}", hint="send one JSON object")
-    return value
 
 
 def remove_stale_temp(folders: list[Path], *, before: float, only: str | None = None) -> list[Path]:
@@ -120,88 +59,6 @@ def remove_stale_temp(folders: list[Path], *, before: float, only: str | None = 
                     shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
                     removed.append(entry)
     return removed
-
-
-def context(request: Request) -> HubContext:
-    return request.app.state.hub  # type: ignore[no-any-return]
-
-
-# Exception class -> (HTTP status, X-Error-Code). Order matters: the first matching class wins.
-_ERRORS: list[tuple[type[AdapterHubError], int, str | None]] = [
-    (RepoNotFound, 404, "RepoNotFound"),
-    (AdapterNotFound, 404, "RepoNotFound"),  # the registry API: missing and hidden adapters answer alike
-    (RevisionNotFound, 404, "RevisionNotFound"),
-    (EntryNotFound, 404, "EntryNotFound"),
-    (NotFound, 404, None),
-    (AlreadyExists, 409, None),
-    (PayloadTooLarge, 413, None),
-    (CommitConflict, 409, None),
-    (Unauthenticated, 401, None),
-    (PermissionDenied, 403, None),
-    (IntegrityError, 400, None),
-    (InvalidFile, 400, None),
-    (UnsupportedFeature, 400, None),
-    (UsageError, 400, None),
-    (DatabaseBusy, 503, None),
-    (StorageFull, 507, None),
-    (StoreError, 500, None),
-]
-RETRY_AFTER_S = 30  # for 503/507: the lock or the disk may be free by then
-
-
-UPLOADS_DIR = "hub-uploads"  # under the registry home: one scratch folder per server process
-
-
-def server_paths_pattern(registry: Registry, scratch: Path) -> re.Pattern[str]:
-    """Matches a path inside the server's storage, blob store or upload scratch (as given and resolved)."""
-    roots: set[str] = set()
-    for root in (registry.home, registry.home / UPLOADS_DIR, scratch, registry.blobs.root):
-        roots.add(str(root.absolute()).rstrip("/"))  # absolute only: a relative "hub" would match ordinary words
-        with contextlib.suppress(OSError):
-            roots.add(str(root.resolve()).rstrip("/"))
-    alternatives = "|".join(re.escape(r) for r in sorted(roots - {""}, key=len, reverse=True))
-    return re.compile(rf"(?<![\w./-])(?:{alternatives})(?P<tail>(?:/[^\s'\":;,)]*)?)")
-
-
-def scrub_paths(text: str, pattern: re.Pattern[str] | None, repo: str | None) -> str:
-    """The message with the server's own paths taken out: a file staged from an upload becomes its path in the
-    repository (`<scratch>/<worker>/<stage>/adapter_config.json` -> `adapter_config.json`), the staged folder
-    itself the repository, and anything else in the storage `<hub storage>`. No response names a server path."""
-    if pattern is None:
-        return text
-
-    def public(m: re.Match[str]) -> str:
-        full = m.group(0)
-        marker = f"/{UPLOADS_DIR}/"
-        if marker in full:
-            rest = [p for p in full.split(marker, 1)[1].split("/") if p]
-            return "/".join(rest[2:]) or repo or "the upload"
-        return "<hub storage>"
-
-    return pattern.sub(public, text)
-
-
-def _public_repo(request: Request) -> str | None:
-    params = request.scope.get("path_params") or {}
-    ns, name = params.get("namespace"), params.get("name")
-    return f"{ns}/{name}" if isinstance(ns, str) and isinstance(name, str) else None
-
-
-def error_response(exc: AdapterHubError, request: Request) -> JSONResponse:
-    status, code = next(((st, c) for cls, st, c in _ERRORS if isinstance(exc, cls)), (500, None))
-    hub = getattr(request.app.state, "hub", None)
-    pattern, repo = getattr(hub, "private_paths", None), _public_repo(request)
-    message, text = scrub_paths(exc.message, pattern, repo), scrub_paths(str(exc), pattern, repo)
-    headers = {"X-Error-Message": message.encode("ascii", "replace").decode()[:500]}
-    if code:
-        headers["X-Error-Code"] = code
-    if status in (503, 507):
-        headers["Retry-After"] = str(RETRY_AFTER_S)
-    if isinstance(exc, EntryNotFound) and len(exc.revision) == 40:
-        headers["X-Repo-Commit"] = exc.revision  # lets clients cache "this file does not exist at this commit"
-    if request.method == "HEAD":
-        return JSONResponse(None, status_code=status, headers=headers)
-    return JSONResponse({"error": text}, status_code=status, headers=headers)
 
 
 OPEN_HUB_NOTICE = ("adapterhub: OPEN HUB (--open): callers without a token may read, write and delete every repository, "
@@ -403,7 +260,7 @@ class BodyLimit:
 
 def app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory adapterhub.hub.server.app:app_from_env` (ADAPTERHUB_HOME / _DATABASE_URL)."""
-    return create_app(Registry())
+    return create_app(default_registry())
 
 
 def serve(
@@ -418,7 +275,7 @@ def serve(
     from .protocol import MAX_HEAD_BYTES, guarded_protocol
 
     lim = limits or ConnectionLimits()
-    app = create_app(Registry(home=home, database_url=database_url), tokens=tokens, page_size=page_size,
+    app = create_app(default_registry(home, database_url), tokens=tokens, page_size=page_size,
                      max_upload_bytes=max_upload_bytes, open_hub=open_hub)  # fmt: skip
     if on_ready is not None:
         on_ready(f"http://{host}:{port}")

@@ -13,8 +13,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...errors import RemoteError
+
+if TYPE_CHECKING:
+    from ...store.registry import Registry
 
 
 def free_port() -> int:
@@ -30,11 +34,11 @@ class BackgroundHub:
     proc: subprocess.Popen[bytes]
     log: Path
 
-    def registry(self):  # type: ignore[no-untyped-def]
+    def registry(self) -> Registry:
         """The hub's own registry, opened from this process (same database and blob store)."""
-        from ...store.registry import Registry
+        from ...sources import default_registry
 
-        return Registry(home=self.home)
+        return default_registry(self.home)
 
     def stop(self, timeout: float = 20.0) -> None:
         """Ctrl-C the server (uvicorn shuts down cleanly on SIGINT), then kill it if it lingers."""

@@ -21,12 +21,13 @@ from starlette.concurrency import run_in_threadpool
 from ...card import AdapterCard
 from ...errors import AlreadyExists, CommitConflict, IntegrityError, PayloadTooLarge, UsageError
 from ...fsutil import check_relative_path, check_segment
-from ...store.hub_store import CARD_FILE, DEFAULT_BRANCH, HeadMoved, apply_changes, prepare_adapter
+from ..adapters import CARD_FILE, prepare_adapter
 from ..modelcard import front_matter
 from ..oids import git_blob_sha1_file
+from ..repos import DEFAULT_BRANCH, HeadMoved, apply_changes
 from ..types import FileAddition
-from .app import context, json_object
-from .ndjson import CommitPayload, UploadedFile, read_commit_payload
+from .context import context, json_object
+from .ndjson import CommitPayload, read_commit_payload
 
 router = APIRouter()
 

@@ -12,7 +12,7 @@ from ...card import AdapterCard, AdapterRef, SearchQuery, SearchResult
 from ...errors import AdapterNotFound, RepoNotFound, UsageError
 from ...store.visibility import Visibility
 from .access import Caller
-from .app import HubContext, context
+from .context import HubContext, context
 
 router = APIRouter(prefix="/api/adapterhub")
 

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from ...errors import RepoNotFound, StoreError
 from ...fsutil import check_relative_path
 from ..types import RESERVED_NAMESPACES, HubFile
-from .app import context
+from .context import context
 
 router = APIRouter()
 CHUNK = 4 << 20  # large reads keep a localhost transfer bound by the socket, not by Python per-chunk overhead

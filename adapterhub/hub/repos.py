@@ -1,50 +1,31 @@
-"""The hub's storage: repositories, commits and branch refs in the database, file bytes in the shared blob store.
+"""The hub's store: repositories, commits and branch refs in the database, file bytes in the shared blob store.
 
 Every commit records its whole file list, so a revision is immutable and stays downloadable after `main` moves.
-A commit runs in one write transaction; a hook given by the caller (the registry recording the adapter the commit
-contains) runs inside that same transaction, so either both land or neither does. The slow part of that, checking
-the adapter's files, happens before the transaction (`prepare_adapter`), so no writer waits on it.
+A commit runs in one write transaction; a hook given by the caller (recording the adapter the commit contains,
+`adapters.PreparedAdapter.hook`) runs inside that same transaction, so either both land or neither does. The slow
+part of that, checking the adapter's files, happens before the transaction (`adapters.prepare_adapter`), so no
+writer waits on it.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, aliased
 
-from ..card import AdapterCard, BaseModelRefInfo, EvalScore, FileEntry, Lineage
-from ..errors import (
-    AlreadyExists,
-    CommitConflict,
-    EntryNotFound,
-    IntegrityError,
-    InvalidAdapter,
-    PickleRefused,
-    RepoNotFound,
-    RevisionNotFound,
-    UsageError,
-)
+from ..errors import AlreadyExists, CommitConflict, EntryNotFound, RepoNotFound, RevisionNotFound, UsageError
 from ..fsutil import check_relative_path, check_segment
-from ..hub.oids import GITATTRIBUTES, commit_id, git_blob_sha1, is_lfs
-from ..hub.types import FileAddition, HubCommit, HubFile, HubRepo, check_namespace_allowed
-from ..tensorfile import is_pickle_name
-from .blobs import BlobStore
-from .db import Database
-from .hub_orm import HubCommitFileRow, HubCommitRow, HubRefRow, HubRepoRow
-from .visibility import Visibility, hub_repo_visible
-
-if TYPE_CHECKING:
-    from ..peft_format import AdapterLayout
+from ..store.blobs import BlobStore
+from ..store.db import Database
+from ..store.orm import HubCommitFileRow, HubCommitRow, HubRefRow, HubRepoRow
+from ..store.visibility import Visibility, hub_repo_visible
+from .oids import GITATTRIBUTES, commit_id, git_blob_sha1, is_lfs
+from .types import FileAddition, HubCommit, HubFile, HubRepo, check_namespace_allowed
 
 DEFAULT_BRANCH = "main"
 _COMMIT_ID_LEN = 40
@@ -352,152 +333,3 @@ class HubStore:
     @staticmethod
     def _to_file(row: HubCommitFileRow) -> HubFile:
         return HubFile(path=row.path, sha256=row.sha256, git_sha1=row.git_sha1, size=row.size, lfs=row.lfs)
-
-
-# --- registering an adapter from hub files (a commit on the server, a pull on the client) -------------------
-
-CARD_FILE = "adapterhub.json"
-README_FILE = "README.md"
-# Files of a repo that describe the repo; they are not part of the adapter version a registry records.
-REPO_ONLY_FILES = frozenset({CARD_FILE, README_FILE, ".gitattributes"})
-
-
-class AdapterFields(BaseModel):
-    """What a registry version needs beyond the PEFT files: from `adapterhub.json`, or a README and the config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    task: str
-    scores: list[EvalScore] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
-    description: str = ""
-    license: str | None = None
-    lineage: Lineage | None = None
-    base_model: BaseModelRefInfo | None = None
-
-
-def describe_adapter(files: Iterable[str], card_json: bytes | None, readme: str | None, config: dict[str, Any]) -> tuple[list[str], AdapterFields]:
-    """Which files form the adapter and what to record about it: the card when there is one, else README + config."""
-    if card_json is not None:
-        try:
-            card = AdapterCard.model_validate_json(card_json)
-        except ValueError as exc:
-            raise InvalidAdapter(CARD_FILE, [f"not an AdapterCard: {str(exc).splitlines()[0]}"]) from None
-        fields = AdapterFields(task=card.task, scores=card.scores, tags=card.tags, description=card.description,
-                               license=card.license, lineage=card.lineage, base_model=card.base_model)  # fmt: skip
-        pickles = [f.path for f in card.files if is_pickle_name(f.path)]
-        if pickles:
-            raise PickleRefused(f"{CARD_FILE}: {pickles[0]}")
-        return [f.path for f in card.files], fields
-    from ..hub.modelcard import card_info
-
-    try:
-        info = card_info(readme, config)
-    except ValueError:  # unreadable front matter: the config alone still describes the adapter
-        info = card_info(None, config)
-    names = [p for p in files if "/" not in p and p not in REPO_ONLY_FILES and not p.startswith(".") and not is_pickle_name(p)]
-    return names, AdapterFields(task=info.task, scores=info.scores, tags=info.tags, description=info.description, license=info.license)
-
-
-def stage_files(blobs: BlobStore, files: dict[str, FileEntry], folder: Path) -> None:
-    """Lay the blobs out as an adapter folder: hard links (blobs are read-only and immutable), copies across devices."""
-    for path, f in files.items():
-        target = folder / check_relative_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(blobs.path(f.sha256), target)
-        except OSError:
-            blobs.copy_to(f.sha256, target, expected_size=f.size)
-
-
-def check_staged(folder: Path, name: str) -> AdapterLayout:
-    """Read and check an adapter laid out in `folder` (config, header, shapes, NaN/Inf): the slow part, run before
-    any write transaction is opened."""
-    from ..peft_format import nonfinite_tensors, read_layout
-
-    layout = read_layout(folder)
-    bad = nonfinite_tensors(layout)
-    if bad:
-        raise InvalidAdapter(name, [f"tensor {n} contains NaN or Inf" for n in bad])
-    return layout
-
-
-def record_checked(
-    s: Session, layout: AdapterLayout, name: str, files: dict[str, FileEntry], fields: AdapterFields, *, declared_by: str
-) -> AdapterCard:
-    """Record a checked adapter as the next version of `name`, inside the caller's transaction (rows only).
-
-    A base seen first here is recorded as declared by `declared_by` (e.g. "push to evil/x"), never as verified."""
-    from . import convert
-    from .records import VersionFields, declared_base, record_version
-
-    namespace, short = name.split("/", 1)
-    base = declared_base(s, fields.base_model, declared_by) if fields.base_model is not None else None
-    entries = [FileEntry(path=p, sha256=f.sha256, size=f.size) for p, f in sorted(files.items())]
-    version = VersionFields(fields.task, fields.description, fields.license, fields.tags, fields.scores, fields.lineage, entries)
-    row = record_version(s, namespace, short, layout, version, base)
-    return convert.card(s, row)
-
-
-def record_adapter(
-    s: Session, folder: Path, name: str, files: dict[str, FileEntry], fields: AdapterFields, *, declared_by: str
-) -> AdapterCard:
-    """Check the staged adapter and record it as the next version of `name`, inside the caller's transaction.
-
-    This is the registry's `add` for bytes that are already in the blob store with known hashes: a pull needs it
-    inside its own transaction, and with the base known by hash rather than by weights."""
-    return record_checked(s, check_staged(folder, name), name, files, fields, declared_by=declared_by)
-
-
-@dataclass
-class PreparedAdapter:
-    """An adapter a commit contains, checked before the commit's transaction; `hook` records it inside it."""
-
-    name: str
-    files: dict[str, FileEntry]
-    fields: AdapterFields
-    layout: AdapterLayout
-
-    def hook(self, s: Session, repo_id: str, tree: dict[str, HubFile]) -> str | None:
-        return record_checked(s, self.layout, self.name, self.files, self.fields, declared_by=f"push to {repo_id}").ref
-
-
-def prepare_adapter(repo_id: str, tree: dict[str, HubFile], path_of: Callable[[str], Path], scratch: Path) -> PreparedAdapter | None:
-    """Check the adapter (PEFT config + safetensors) a commit's tree holds; None when the tree holds none.
-
-    `path_of(sha256)` says where the bytes are: an upload still in scratch, or the blob store. An adapter that fails
-    its checks refuses the commit before any blob is stored or lock taken, so the hub never serves a revision that
-    search cannot see. `adapterhub.json`, when present, must agree with the committed bytes."""
-    from ..hub.modelcard import read_card
-    from ..peft_format import CONFIG_NAME, WEIGHTS_NAME, load_config_json
-
-    if CONFIG_NAME not in tree or WEIGHTS_NAME not in tree:
-        return None
-    card_json = path_of(tree[CARD_FILE].sha256).read_bytes() if CARD_FILE in tree else None
-    readme = read_card(path_of(tree[README_FILE].sha256)) if README_FILE in tree else None
-    config = load_config_json(path_of(tree[CONFIG_NAME].sha256), f"{repo_id}/{CONFIG_NAME}")
-    names, fields = describe_adapter(tree, card_json, readme, config if isinstance(config, dict) else {})
-    files: dict[str, FileEntry] = {}
-    for n in names:
-        got = tree.get(n)
-        if got is None:
-            raise InvalidAdapter(f"{repo_id}/{CARD_FILE}", [f"lists {n}, which the commit does not contain"])
-        files[n] = FileEntry(path=n, sha256=got.sha256, size=got.size)
-    if card_json is not None:
-        for f in AdapterCard.model_validate_json(card_json).files:
-            if (files[f.path].sha256, files[f.path].size) != (f.sha256, f.size):
-                raise IntegrityError(f"{repo_id}/{f.path}", f"sha256 {f.sha256}, {f.size} bytes (per {CARD_FILE})",
-                                     f"sha256 {files[f.path].sha256}, {files[f.path].size} bytes")  # fmt: skip
-    scratch.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="commit-", dir=scratch))
-    try:
-        for path, f in files.items():
-            target = folder / check_relative_path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(path_of(f.sha256), target)
-            except OSError:
-                shutil.copyfile(path_of(f.sha256), target)
-        return PreparedAdapter(repo_id, files, fields, check_staged(folder, repo_id))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
