@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from .errors import NotFound
 from .fsutil import atomic_directory
@@ -42,7 +43,8 @@ def import_gguf(gguf_file: Path | str, out: Path | str, *, dtype: str = "bfloat1
         raise NotFound(f"GGUF file {gguf_file}", hint="pass the path of a .gguf file")
     folder, name = str(gguf_file.parent), gguf_file.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype))
+    # Any: the flags below are plain attributes transformers reads, not in its typed surface
+    model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype))
     model.hf_quantizer = None  # the weights are plain tensors now; save_pretrained refuses "quantized with gguf" otherwise
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):

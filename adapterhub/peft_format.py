@@ -280,9 +280,9 @@ def layer_index(module: str, layers_pattern: str | list[str] | None, config: Lor
         return int(m.group("idx")) if m else None
     cfg = config if config is not None else LoraConfig(layers_pattern=layers_pattern)
     for pattern in [layers_pattern] if isinstance(layers_pattern, str) else layers_pattern:
-        m = cfg.regex_match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", module)
-        if m:
-            return int(m.group("idx"))
+        hit = cfg.regex_match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", module)
+        if hit:
+            return int(hit.group("idx"))
     return None
 
 

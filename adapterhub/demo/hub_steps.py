@@ -66,6 +66,7 @@ def _serve_push_pull(ctx: DemoContext, refs: list[str]) -> None:
         first = pushed[0]
         api = HfApi(endpoint=hub.url)
         info = api.model_info(first.repo_id, files_metadata=True)
+        assert info.card_data is not None and info.siblings is not None, f"{first.repo_id}: the hub sent no card data or file list"
         ctx.echo(f"   huggingface_hub sees {first.repo_id}: library={info.card_data.library_name}, "
                  f"base_model={info.card_data.base_model}, tags={info.card_data.tags}")  # fmt: skip
         for s in info.siblings:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
@@ -303,8 +303,13 @@ class _Fetcher:
         git = hashlib.sha1(b"blob %d\0" % size) if sha is None and f.blob_id and size is not None else None
         try:
             with self._stream(f) as chunks, _Prefetch(chunks) as ahead:
-                reader = _IterReader(ahead, on_chunk=lambda b: (bar.update(len(b)), git.update(b) if git else None))
-                got_sha, got_size = self.reg.blobs.put_stream(reader, expected_sha256=sha, what=self._label(f.path))  # type: ignore[arg-type]
+                def on_chunk(b: bytes) -> None:
+                    bar.update(len(b))
+                    if git is not None:
+                        git.update(b)
+
+                reader = _IterReader(ahead, on_chunk=on_chunk)
+                got_sha, got_size = self.reg.blobs.put_stream(reader, expected_sha256=sha, what=self._label(f.path))
         finally:
             bar.close()
         if size is not None and got_size != size:
@@ -356,7 +361,7 @@ class _Prefetch:
             raise StopIteration
         if isinstance(item, BaseException):
             raise item
-        return item  # type: ignore[return-value]
+        return cast(bytes, item)
 
     def __enter__(self) -> _Prefetch:
         return self

@@ -95,7 +95,7 @@ class _NoAliasLoader(yaml.SafeLoader):
     laughs"), and a model card has no use for them."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # types-PyYAML leaves the parser's methods untyped
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise yaml.YAMLError("YAML anchors and aliases (& and *) are not allowed in model card front matter")
         return super().compose_node(parent, index)

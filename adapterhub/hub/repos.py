@@ -149,16 +149,15 @@ class HubStore:
         out: dict[str, list[HubFile]] = {c: [] for c in ids}
         if not ids:
             return out
-        cols = [HubCommitFileRow.commit_id, HubCommitFileRow.path, HubCommitFileRow.sha256, HubCommitFileRow.git_sha1,
-                HubCommitFileRow.size, HubCommitFileRow.lfs]  # plain columns: no ORM identity map for a whole page
+        f = HubCommitFileRow  # plain columns: no ORM identity map for a whole page
+        q = sa.select(f.commit_id, f.path, f.sha256, f.git_sha1, f.size, f.lfs).where(f.commit_id.in_(ids)).order_by(f.commit_id, f.path)
         with self.db.session() as s:
-            q = sa.select(*cols).where(HubCommitFileRow.commit_id.in_(ids)).order_by(HubCommitFileRow.commit_id, HubCommitFileRow.path)
-            for cid, path, sha256, git_sha1, size, lfs in s.execute(q):
+            for cid, path, sha256, git_sha1, size, lfs in s.execute(q).tuples():
                 out[cid].append(HubFile(path=path, sha256=sha256, git_sha1=git_sha1, size=size, lfs=lfs))
         return out
 
     @staticmethod
-    def _listing(search: str | None, author: str | None, visibility: Visibility | None) -> sa.Select[tuple[HubRepoRow]]:
+    def _listing(search: str | None, author: str | None, visibility: Visibility | None) -> sa.Select[HubRepoRow]:
         q = sa.select(HubRepoRow)
         if search:
             escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

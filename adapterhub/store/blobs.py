@@ -12,10 +12,16 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ..errors import IntegrityError, StorageFull
 from ..fsutil import TMP_PREFIX, fsync_dir
+
+
+class Readable(Protocol):
+    """What `put_stream` reads from: a binary file, or anything with `read(n)` (a download's chunks)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch only
@@ -48,7 +54,7 @@ class BlobStore:
 
         return self.put_stream(io.BytesIO(data), expected_sha256=expected_sha256)
 
-    def put_stream(self, stream: BinaryIO, *, expected_sha256: str | None = None, what: str = "upload") -> tuple[str, int]:
+    def put_stream(self, stream: Readable, *, expected_sha256: str | None = None, what: str = "upload") -> tuple[str, int]:
         """Copy a stream into the store while hashing it; an `expected_sha256` mismatch stores nothing."""
         self._tmp.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()

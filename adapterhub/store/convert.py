@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
@@ -12,7 +12,7 @@ from .bases import base_declared_by, verified_base
 from .orm import AdapterRow, BaseModelRow, RepoRow, all_metadata
 
 
-def card_query() -> sa.Select[tuple[AdapterRow]]:
+def card_query() -> sa.Select[AdapterRow]:
     """SELECT adapters with everything a card needs loaded in a few batched queries (no N+1)."""
     return sa.select(AdapterRow).options(
         selectinload(AdapterRow.repo).selectinload(RepoRow.aliases),
@@ -23,7 +23,7 @@ def card_query() -> sa.Select[tuple[AdapterRow]]:
     )
 
 
-def _utc(dt):  # type: ignore[no-untyped-def]
+def _utc(dt: datetime) -> datetime:
     # SQLite returns naive datetimes; they were written as UTC.
     return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
 

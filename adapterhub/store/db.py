@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -20,6 +21,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DatabaseBusy, StoreError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 DATABASE_URL_ENV = "ADAPTERHUB_DATABASE_URL"
 _WRITE_OPTION = "adapterhub_write"
@@ -62,7 +66,7 @@ def _make_engine(url: str) -> Engine:
         engine = sa.create_engine(url, connect_args={"timeout": busy_ms / 1000})
 
         @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             # Take transaction control away from pysqlite so BEGIN IMMEDIATE below is what really runs.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
@@ -83,7 +87,7 @@ def _make_engine(url: str) -> Engine:
     raise StoreError(f"unsupported database {parsed.get_backend_name()!r}", hint="use SQLite or PostgreSQL")
 
 
-def alembic_config(connection: Connection | None = None):  # type: ignore[no-untyped-def]
+def alembic_config(connection: Connection | None = None) -> Config:
     from alembic.config import Config
 
     cfg = Config()

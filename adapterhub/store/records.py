@@ -34,10 +34,9 @@ class VersionFields:
 
 def lock_repo(s: Session, namespace: str, name: str) -> RepoRow:
     """Get or create the repo row and lock it for this transaction, so version numbers are issued one at a time."""
-    if s.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
     s.execute(insert(RepoRow).values(namespace=namespace, name=name, last_version=0, private=False).on_conflict_do_nothing())
     q = sa.select(RepoRow).where(RepoRow.namespace == namespace, RepoRow.name == name).execution_options(populate_existing=True)
     if s.get_bind().dialect.name == "postgresql":

@@ -7,15 +7,17 @@ blobs it already wrote are unreferenced until `gc` removes them.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..card import AdapterCard, AdapterRef, BaseModelInfo, EvalScore, FileEntry, Lineage, SearchQuery, SearchResult
+from ..card import AdapterCard, AdapterRef, BaseModelInfo, EvalScore, FileEntry, Fingerprint, Lineage, SearchQuery, SearchResult
 from ..errors import AdapterNotFound, BaseModelNotFound, IncompatibleAdapter, InvalidAdapter, UsageError
 from ..fsutil import atomic_directory, check_relative_path
 from ..paths import adapterhub_home
@@ -75,7 +77,7 @@ class Registry:
             row = self._upsert_base(s, Path(path), fp, name, model_type(Path(path)), lineage)
             return convert.base_info(row)
 
-    def _upsert_base(self, s: Session, path: Path, fp, name: str | None, mtype: str | None, lineage: Lineage | None) -> BaseModelRow:  # type: ignore[no-untyped-def]
+    def _upsert_base(self, s: Session, path: Path, fp: Fingerprint, name: str | None, mtype: str | None, lineage: Lineage | None) -> BaseModelRow:
         row = s.scalar(sa.select(BaseModelRow).where(BaseModelRow.content_hash == fp.content_hash))
         if row is None:
             row = BaseModelRow(
@@ -219,11 +221,11 @@ class Registry:
         ref = AdapterRef.parse(name)
         with self.db.write() as s:
             repo = s.scalar(sa.select(RepoRow).where(RepoRow.namespace == ref.namespace, RepoRow.name == ref.name))
-            n = 0 if repo is None else s.execute(sa.delete(AliasRow).where(AliasRow.repo_id == repo.id, AliasRow.alias == alias)).rowcount
+            n = 0 if repo is None else _deleted(s.execute(sa.delete(AliasRow).where(AliasRow.repo_id == repo.id, AliasRow.alias == alias)))
             if not n:
                 raise AdapterNotFound(f"{ref.full_name}@{alias}")
 
-    def remove(self, ref: str | AdapterRef) -> list[AdapterCard]:
+    def remove(self, ref: str | AdapterRef) -> builtins.list[AdapterCard]:
         """Remove one version (`ns/name@3`, `@alias`) or every version (`ns/name`); blobs stay until `gc`."""
         r = AdapterRef.parse(ref) if isinstance(ref, str) else ref
         with self.db.write() as s:
@@ -323,6 +325,11 @@ class Registry:
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _deleted(result: sa.Result[Any]) -> int:
+    """How many rows a DELETE removed (its result is a CursorResult, which the generic Result type does not say)."""
+    return result.rowcount if isinstance(result, sa.CursorResult) else 0
 
 
 def _remove_stale(folder: Path, older_than_s: float) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from ..card import SearchQuery
 from ..errors import UsageError
@@ -22,7 +22,7 @@ def _split_key(key: str) -> tuple[str, str]:
     return dataset, metric
 
 
-def _passes(score: type[EvalScoreRow] | EvalScoreRow, threshold: float) -> sa.ColumnElement[bool]:
+def _passes(score: type[EvalScoreRow], threshold: float) -> sa.ColumnElement[bool]:
     """At least as good as `threshold`, in the metric's own direction."""
     return sa.or_(
         sa.and_(score.higher_is_better == sa.true(), score.value >= threshold),
@@ -41,7 +41,7 @@ def _text_match(s: Session, text: str) -> sa.ColumnElement[bool]:
     return AdapterRow.search_text.like(f"%{escaped}%", escape="\\")
 
 
-def _restrict(match: sa.Select[tuple[int]], column: sa.ColumnElement[int], correlated: bool) -> sa.ColumnElement[bool]:
+def _restrict(match: sa.Select[int], column: InstrumentedAttribute[int], correlated: bool) -> sa.ColumnElement[bool]:
     if correlated:
         return sa.exists(match.where(column == AdapterRow.id))
     return AdapterRow.id.in_(match)

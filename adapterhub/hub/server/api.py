@@ -254,7 +254,8 @@ def list_models(
     # Tags live in each README, not in the database: with `filter`, scan on in SQL order until the page is full,
     # but at most MAX_FILTER_SCAN repositories per request; a short page then links to where the scan stopped.
     step = page if not filter else max(page, 200)
-    pos, items, more = _cursor(request), [], True
+    items: list[dict[str, Any]] = []
+    pos, more = _cursor(request), True
     scan_end = pos + max(MAX_FILTER_SCAN, page)
     while more and len(items) < page and pos < scan_end:
         batch = ctx.hub.list_heads(search=search, author=author, sort=sort, visibility=visibility, offset=pos, limit=step + 1)

@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,16 +95,12 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default is a 422 with a list of pydantic errors; the Hub answers 400 with one line.
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return error_response(UsageError(f"bad request: {where}: {first.get('msg', 'invalid')}"), request)
+        return error_response(UsageError(_first_error(exc.errors())), request)
 
     @app.exception_handler(ValidationError)
     async def _on_invalid_model(request: Request, exc: ValidationError) -> JSONResponse:
         # A pydantic model a route builds from request values (a SearchQuery from query parameters) refused them.
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return error_response(UsageError(f"bad request: {where}: {first.get('msg', 'invalid')}"), request)
+        return error_response(UsageError(_first_error(exc.errors())), request)
 
     @app.exception_handler(sa_exc.DataError)
     async def _on_bad_value(request: Request, exc: sa_exc.DataError) -> JSONResponse:
@@ -134,6 +131,13 @@ def create_app(
     app.include_router(resolve.router)  # last: its /{ns}/{name}/resolve/... pattern is the most general
     describe_raw_bodies(app)
     return app
+
+
+def _first_error(errors: Sequence[Any]) -> str:
+    """One line for a list of pydantic errors: where the first one is and what it says."""
+    first: Mapping[str, Any] = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"bad request: {where}: {first.get('msg', 'invalid')}"
 
 
 _SCRATCH_LOCKS: list[int] = []  # descriptors holding this process's scratch lock until it exits
@@ -279,9 +283,17 @@ def serve(
                      max_upload_bytes=max_upload_bytes, open_hub=open_hub)  # fmt: skip
     if on_ready is not None:
         on_ready(f"http://{host}:{port}")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                http=guarded_protocol(lim.head_timeout, lim.body_timeout), timeout_keep_alive=lim.keep_alive,
-                limit_concurrency=lim.max_connections, h11_max_incomplete_event_size=MAX_HEAD_BYTES)  # fmt: skip
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        http=guarded_protocol(lim.head_timeout, lim.body_timeout),
+        timeout_keep_alive=lim.keep_alive,  # type: ignore[arg-type]  # hinted int; uvicorn passes it to loop.call_later, which takes fractions
+        limit_concurrency=lim.max_connections,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+    )
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,8 @@ async def preupload(namespace: str, name: str, revision: str, request: Request) 
     body = await json_object(request)
     repo, commit = await run_in_threadpool(ctx.hub.resolve, namespace, name, revision)
     current = {f.path: f.git_sha1 for f in await run_in_threadpool(ctx.hub.files, commit.id)}
-    files = body.get("files") if isinstance(body.get("files"), list) else []
+    raw = body.get("files")
+    files: list[Any] = raw if isinstance(raw, list) else []
     for f in files:
         if not isinstance(f, dict) or not isinstance(f.get("path"), str):
             raise UsageError("preupload: each file must be an object with a string 'path'")

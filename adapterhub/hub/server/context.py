@@ -94,7 +94,8 @@ async def json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str,
 
 
 def context(request: Request) -> HubContext:
-    return request.app.state.hub  # type: ignore[no-any-return]
+    hub: HubContext = request.app.state.hub
+    return hub
 
 
 # Exception class -> (HTTP status, X-Error-Code). Order matters: the first matching class wins.

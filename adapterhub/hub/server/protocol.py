@@ -25,7 +25,7 @@ def guarded_protocol(head_timeout: float, body_timeout: float) -> type[asyncio.P
         _timer: asyncio.TimerHandle | None = None
         _waiting_for: str = ""  # "head", "body" or "" (nothing owed by the client)
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._sync_timer()
 
