@@ -3,7 +3,7 @@
 An adapter folder holds `adapter_config.json` and `adapter_model.safetensors`. Keys look like
 `base_model.model.<module path>.lora_A.weight`; PEFT strips the adapter name (`.default`) when saving, and older
 or hand-made files sometimes keep it, so both spellings are read. Everything here reads only headers and configs
-and imports no torch, including the consistency rules `read_layout` applies (`layout_problems`, shared with
+and imports no torch (the key names are parsed in `peft_keys`), including the consistency rules `read_layout` applies (`layout_problems`, shared with
 `adapter_check`); tensors are `peft_weights`' job.
 """
 
@@ -15,7 +15,6 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,13 +31,17 @@ from pydantic import (
 )
 
 from .errors import InvalidAdapter, PickleRefused, UnsupportedFeature
+from .peft_keys import DEFAULT_ADAPTER_NAME as DEFAULT_ADAPTER_NAME  # the key rules, importable from here as before
+from .peft_keys import KEY_PREFIX as KEY_PREFIX
+from .peft_keys import LayerKind as LayerKind
+from .peft_keys import ParsedKey as ParsedKey
+from .peft_keys import normalize_key as normalize_key
+from .peft_keys import parse_key as parse_key
 from .tensorfile import Header, TensorInfo, read_header
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PICKLE_NAMES = ("adapter_model.bin", "adapter_model.pt", "pytorch_model.bin")
-KEY_PREFIX = "base_model.model."
-DEFAULT_ADAPTER_NAME = "default"
 # transformers' names for the layer stack (kept for callers; PEFT itself matches any `<name>.<index>.` segment).
 LAYER_STACK_NAMES = ("layers", "h", "block", "blocks", "layer")
 # Module names whose full weights PEFT saves with `save_embedding_layers` (its EMBEDDING_LAYER_NAMES, plus the
@@ -68,11 +71,6 @@ UNSUPPORTED_OPTIONS = {
 MAX_PATTERN_CHARS = 256
 MAX_MODULE_CHARS = 512
 PATTERN_CPU_BUDGET_S = 1.0
-
-
-class LayerKind(str, Enum):
-    LINEAR = "linear"  # nn.Linear, or transformers' Conv1D when fan_in_fan_out is set
-    EMBEDDING = "embedding"
 
 
 class LoraConfig(BaseModel):
@@ -284,54 +282,6 @@ def layer_index(module: str, layers_pattern: str | list[str] | None, config: Lor
         if hit:
             return int(hit.group("idx"))
     return None
-
-
-# --- key names ---------------------------------------------------------------------------------------------
-
-_LORA_SUFFIXES = {
-    "lora_A.weight": ("A", LayerKind.LINEAR),
-    "lora_B.weight": ("B", LayerKind.LINEAR),
-    "lora_B.bias": ("B_bias", LayerKind.LINEAR),
-    "lora_embedding_A": ("A", LayerKind.EMBEDDING),
-    "lora_embedding_B": ("B", LayerKind.EMBEDDING),
-    "lora_magnitude_vector": ("magnitude", None),
-    "lora_magnitude_vector.weight": ("magnitude", None),
-}
-# Parts of other PEFT methods, or of LoRA options adapterhub does not apply, recognisable by name.
-_FOREIGN_PART = re.compile(r"\.(lora_[A-Za-z_]+|hada_|lokr_|ia3_|oft_|boft_|vera_|token_adapter\.|trainable_tokens_)")
-
-
-@dataclass(frozen=True)
-class ParsedKey:
-    module: str  # dotted module path in the base model
-    part: str  # "A", "B", "B_bias", "magnitude", or "override" (a full parameter replacing the base's)
-    kind: LayerKind | None
-    param: str = ""  # for overrides: the parameter path in the base model, e.g. "classifier.weight"
-
-
-def normalize_key(key: str, adapter_name: str = DEFAULT_ADAPTER_NAME) -> str:
-    """PEFT's saved spelling of a key: prefix kept, adapter name and `base_layer`/`modules_to_save` wrappers removed.
-
-    `adapter_name` is removed wherever PEFT puts one; a different name in that position is removed too, so a file
-    holding two adapters shows up as duplicate keys instead of being half-read."""
-    name = re.escape(adapter_name)
-    key = re.sub(rf"\.(lora_A|lora_B)\.(?!weight$|bias$)(?:{name}|[A-Za-z0-9_-]+)(?=\.(?:weight|bias)$)", r".\1", key)
-    key = re.sub(rf"\.(lora_embedding_A|lora_embedding_B)\.(?:{name}|[A-Za-z0-9_-]+)$", r".\1", key)
-    key = re.sub(rf"\.lora_magnitude_vector\.(?!weight$)(?:{name}|[A-Za-z0-9_-]+)(?=\.weight$|$)", ".lora_magnitude_vector", key)
-    key = re.sub(rf"\.modules_to_save\.(?:{name}|[A-Za-z0-9_-]+)(?=\.)", "", key)
-    return key.replace(".base_layer.", ".")
-
-
-def parse_key(key: str) -> ParsedKey:
-    """Split a saved key into module path and part; unknown LoRA-looking parts raise UnsupportedFeature."""
-    k = key[len(KEY_PREFIX):] if key.startswith(KEY_PREFIX) else key
-    for suffix, (part, kind) in _LORA_SUFFIXES.items():
-        if k.endswith("." + suffix):
-            return ParsedKey(k[: -len(suffix) - 1], part, kind)
-    if _FOREIGN_PART.search("." + k):
-        raise UnsupportedFeature(f"tensor {key!r}", where="not a LoRA/DoRA parameter adapterhub can apply")
-    module, _, _leaf = k.rpartition(".")
-    return ParsedKey(module, "override", None, param=k)
 
 
 # --- header-only layout (no torch) -------------------------------------------------------------------------

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "format",
         [
             "adapterhub.peft_format",
+            "adapterhub.peft_keys",
             "adapterhub.peft_weights",
             "adapterhub.adapter_check",
             "adapterhub.shapefit",

@@ -135,7 +135,9 @@ def test_commits_move_main_and_old_revisions_stay(api: HfApi, hub: HubServer, tm
         parent_commit=first.oid,
     )
     assert api.model_info("alice/history").sha == second.oid
-    read = lambda rev: Path(hf_hub_download("alice/history", "v.txt", revision=rev, endpoint=hub.url, cache_dir=tmp_path)).read_bytes()  # noqa: E731
+    def read(rev: str) -> bytes:
+        return Path(hf_hub_download("alice/history", "v.txt", revision=rev, endpoint=hub.url, cache_dir=tmp_path)).read_bytes()
+
     assert read(first.oid) == b"one" and read(second.oid) == b"two" and read("main") == b"two"
     assert sorted(api.list_repo_files("alice/history", revision=first.oid)) == [".gitattributes", "gone/x.txt", "keep.txt", "v.txt"]
     assert sorted(api.list_repo_files("alice/history")) == [".gitattributes", "v.txt"]
