@@ -59,7 +59,9 @@ def check_adapter(folder: Path | str, *, check_values: bool = True) -> AdapterRe
     problems = [Problem(kind="unsupported", message=m) for m in dict.fromkeys(layout.unsupported)]
     problems += [Problem(kind="invalid", message=m) for m in layout.problems]
     if check_values:
-        problems += [Problem(kind="nonfinite", message=f"tensor {n!r} holds NaN or Inf") for n in sorted(nonfinite_tensors(layout))]
+        problems += [
+            Problem(kind="nonfinite", message=f"tensor {n!r} holds NaN or Inf") for n in sorted(nonfinite_tensors(layout))
+        ]
     return _report(layout, problems)
 
 

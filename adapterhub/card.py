@@ -176,7 +176,8 @@ class AdapterCard(_Model):
         b = self.base_model
         base = (
             f"{b.name} (content {b.content_hash[:12]}, arch {b.arch_hash[:12]}"
-            + ("" if b.verified else f"; unverified, name declared by {b.name_declared_by or 'a push'}") + ")"
+            + ("" if b.verified else f"; unverified, name declared by {b.name_declared_by or 'a push'}")
+            + ")"
             if b
             else f"not fingerprinted (config says {self.base_model_name_or_path or '-'})"
         )
@@ -193,7 +194,9 @@ class AdapterCard(_Model):
         lines = [f"{k:<13}{v}" for k, v in pairs]
         lines.append("scores" + ("" if self.scores else "       none recorded"))
         for s in self.scores:
-            lines.append(f"  {s.dataset}/{s.metric} [{s.split}] = {s.value:.4g}{'' if s.higher_is_better else ' (lower is better)'}")
+            lines.append(
+                f"  {s.dataset}/{s.metric} [{s.split}] = {s.value:.4g}{'' if s.higher_is_better else ' (lower is better)'}"
+            )
         lines.append("files")
         for f in self.files:
             lines.append(f"  {f.path:<28}{f.size:>12,} B  sha256:{f.sha256[:16]}")
@@ -224,7 +227,9 @@ class SearchQuery(_Model):
     min_scores: dict[_Short, float] = Field(default_factory=dict, max_length=32)  # "dataset/metric" -> threshold
     tags: list[_Short] = Field(default_factory=list, max_length=32)
     method: AdapterMethod | None = None
-    sort: str | None = Field(None, max_length=256)  # "dataset/metric": best first (respects higher_is_better); default newest first
+    sort: str | None = Field(
+        None, max_length=256
+    )  # "dataset/metric": best first (respects higher_is_better); default newest first
     limit: int = Field(20, ge=1, le=1000)
     all_versions: bool = False  # False: only the newest version of each name
 

@@ -92,8 +92,15 @@ def check_segment(value: str, what: str = "name") -> str:
 def check_relative_path(path: str) -> str:
     """Accept a relative POSIX file path with safe segments; refuse '..', absolute paths, backslashes, drives."""
     if not path or len(path) > 512 or "\\" in path or path.startswith("/") or re.match(r"^[A-Za-z]:", path):
-        raise InvalidReference(path, "file paths must be relative, use '/', and be at most 512 characters", what="file path", hint=_PATH_HINT)
+        raise InvalidReference(
+            path, "file paths must be relative, use '/', and be at most 512 characters", what="file path", hint=_PATH_HINT
+        )
     for seg in path.split("/"):
         if seg in ("", ".", "..") or any(ord(c) < 32 or ord(c) == 127 for c in seg):
-            raise InvalidReference(path, "file paths may not contain empty, '.', '..' or control-character segments", what="file path", hint=_PATH_HINT)
+            raise InvalidReference(
+                path,
+                "file paths may not contain empty, '.', '..' or control-character segments",
+                what="file path",
+                hint=_PATH_HINT,
+            )
     return path

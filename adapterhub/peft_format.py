@@ -140,7 +140,9 @@ class LoraConfig(BaseModel):
         one longer than MAX_PATTERN_CHARS is refused (no real module pattern comes close)."""
         for pattern in [v] if isinstance(v, str) else (v or []):
             if isinstance(pattern, str) and len(pattern) > MAX_PATTERN_CHARS:
-                raise ValueError(f"pattern {pattern[:40]!r}... is {len(pattern)} characters long (the limit is {MAX_PATTERN_CHARS})")
+                raise ValueError(
+                    f"pattern {pattern[:40]!r}... is {len(pattern)} characters long (the limit is {MAX_PATTERN_CHARS})"
+                )
             try:
                 re.compile(pattern)
             except (re.error, RecursionError, OverflowError) as exc:
@@ -168,8 +170,11 @@ class LoraConfig(BaseModel):
         """`re.match(pattern, module)` (or fullmatch) for a pattern built from this config's strings, stopped when the
         config's matches have used PATTERN_CPU_BUDGET_S of CPU in all: then InvalidAdapter, one line, nothing changed."""
         if len(module) > MAX_MODULE_CHARS:
-            raise InvalidAdapter(CONFIG_NAME, [f"module name {module[:40]!r}... is {len(module)} characters long (the limit is {MAX_MODULE_CHARS})"],
-                                 hint="module names are dotted paths in the base model")
+            raise InvalidAdapter(
+                CONFIG_NAME,
+                [f"module name {module[:40]!r}... is {len(module)} characters long (the limit is {MAX_MODULE_CHARS})"],
+                hint="module names are dotted paths in the base model",
+            )
         left = PATTERN_CPU_BUDGET_S - self._regex_cpu
         compiled = _compiled(pattern)
         start = time.thread_time()

@@ -56,7 +56,7 @@ def normalize_key(key: str, adapter_name: str = DEFAULT_ADAPTER_NAME) -> str:
 
 def parse_key(key: str) -> ParsedKey:
     """Split a saved key into module path and part; unknown LoRA-looking parts raise UnsupportedFeature."""
-    k = key[len(KEY_PREFIX):] if key.startswith(KEY_PREFIX) else key
+    k = key[len(KEY_PREFIX) :] if key.startswith(KEY_PREFIX) else key
     for suffix, (part, kind) in _LORA_SUFFIXES.items():
         if k.endswith("." + suffix):
             return ParsedKey(k[: -len(suffix) - 1], part, kind)

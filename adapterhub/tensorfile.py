@@ -124,7 +124,9 @@ def _decoder(max_objects: int) -> json.JSONDecoder:
             raise _Refused(f"more than {max_objects} objects")
         return _pairs(items)
 
-    return json.JSONDecoder(object_pairs_hook=pairs, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant)
+    return json.JSONDecoder(
+        object_pairs_hook=pairs, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant
+    )
 
 
 def _check_tree(value: Any, depth: int = 1) -> None:
@@ -156,7 +158,9 @@ def _u64(value: Any) -> bool:
     return type(value) is int and 0 <= value < _U64
 
 
-def parse_header_json(raw: bytes, data_len: int, *, max_tensors: int = MAX_TENSORS) -> tuple[dict[str, tuple[str, tuple[int, ...], int, int]], dict[str, str]]:
+def parse_header_json(
+    raw: bytes, data_len: int, *, max_tensors: int = MAX_TENSORS
+) -> tuple[dict[str, tuple[str, tuple[int, ...], int, int]], dict[str, str]]:
     """Validate a safetensors header as safetensors 0.8 does (`read_metadata` + `Metadata::validate`), and a bit more.
 
     Returns {name: (dtype, shape, begin, end)} with offsets relative to the data section, and the `__metadata__`.
@@ -211,12 +215,16 @@ def parse_header_json(raw: bytes, data_len: int, *, max_tensors: int = MAX_TENSO
         if nbits % 8:
             raise ValueError(f"tensor {name!r}: {nelements} elements of {dtype} are not a whole number of bytes")
         if stop - begin != nbits // 8:
-            raise ValueError(f"tensor {name!r}: byte range [{begin}, {stop}] does not match its shape {list(shape)} and dtype {dtype}")
+            raise ValueError(
+                f"tensor {name!r}: byte range [{begin}, {stop}] does not match its shape {list(shape)} and dtype {dtype}"
+            )
     if end > data_len:
         raise ValueError(f"tensor data extends past the end of the file: the tensors need {end} bytes after the header, "
                          f"the file has {data_len} (truncated download?)")  # fmt: skip
     if end < data_len:
-        raise ValueError(f"{data_len - end} trailing bytes after the last tensor (safetensors refuses a file its tensors do not cover)")
+        raise ValueError(
+            f"{data_len - end} trailing bytes after the last tensor (safetensors refuses a file its tensors do not cover)"
+        )
     for name, (dtype, *_rest) in entries.items():
         if dtype not in DTYPE_SIZES:
             raise ValueError(f"tensor {name!r} has dtype {dtype}, which adapterhub does not read")
@@ -268,7 +276,9 @@ def read_header(path: Path | str, error: type[InvalidFile] = InvalidAdapter, *, 
         entries, metadata = parse_header_json(raw, size - data_start, max_tensors=max_tensors)
     except ValueError as exc:
         raise error(str(path), [f"invalid safetensors header: {exc}"]) from None
-    tensors = {name: TensorInfo(name, dtype, shape, data_start + b, data_start + e) for name, (dtype, shape, b, e) in entries.items()}
+    tensors = {
+        name: TensorInfo(name, dtype, shape, data_start + b, data_start + e) for name, (dtype, shape, b, e) in entries.items()
+    }
     return Header(path, tensors, metadata, data_start, size)
 
 

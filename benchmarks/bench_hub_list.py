@@ -46,7 +46,9 @@ def populate(reg, n: int, private_share: float, seed: int = 0) -> None:  # type:
     rng = random.Random(seed)
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     attrs = _blob(reg, GITATTRIBUTES)
-    config = _blob(reg, json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}).encode())
+    config = _blob(
+        reg, json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}).encode()
+    )
     weights = ("0" * 64, "0" * 40, 1_000_000)  # never read by a listing
     batch = 2000
     for start in range(0, n, batch):
@@ -55,7 +57,9 @@ def populate(reg, n: int, private_share: float, seed: int = 0) -> None:  # type:
             repos = [{"namespace": f"ns{i % NAMESPACES}", "name": f"adapter-{i}", "repo_type": "model", "private": rng.random() < private_share,
                       "created_at": t0 + timedelta(seconds=i), "last_modified": t0 + timedelta(seconds=i)} for i in idx]  # fmt: skip
             s.execute(sa.insert(HubRepoRow), repos)
-            ids = dict(s.execute(sa.select(HubRepoRow.name, HubRepoRow.id).where(HubRepoRow.name.in_([r["name"] for r in repos]))).all())
+            ids = dict(
+                s.execute(sa.select(HubRepoRow.name, HubRepoRow.id).where(HubRepoRow.name.in_([r["name"] for r in repos]))).all()
+            )
             commits, files, refs, reg_repos, adapters = [], [], [], [], []
             for r in repos:
                 i = int(r["name"].split("-")[1])
@@ -68,9 +72,19 @@ def populate(reg, n: int, private_share: float, seed: int = 0) -> None:  # type:
                                 "adapter_ref": f"{r['namespace']}/{r['name']}@1", "created_at": r["last_modified"]})  # fmt: skip
                 for path, (sha, git, size) in ((".gitattributes", attrs), ("README.md", readme), ("adapterhub.json", card),
                                                ("adapter_config.json", config), ("adapter_model.safetensors", weights)):  # fmt: skip
-                    files.append({"commit_id": cid, "path": path, "sha256": sha, "git_sha1": git, "size": size, "lfs": size > 10_000_000})
+                    files.append(
+                        {"commit_id": cid, "path": path, "sha256": sha, "git_sha1": git, "size": size, "lfs": size > 10_000_000}
+                    )
                 refs.append({"repo_id": ids[r["name"]], "name": "main", "commit_id": cid})
-                reg_repos.append({"namespace": r["namespace"], "name": r["name"], "last_version": 1, "private": False, "created_at": r["created_at"]})
+                reg_repos.append(
+                    {
+                        "namespace": r["namespace"],
+                        "name": r["name"],
+                        "last_version": 1,
+                        "private": False,
+                        "created_at": r["created_at"],
+                    }
+                )
                 adapters.append((r["name"], task, r["created_at"]))
             s.execute(sa.insert(HubCommitRow), commits)
             s.execute(sa.insert(HubCommitFileRow), files)
@@ -84,7 +98,10 @@ def populate(reg, n: int, private_share: float, seed: int = 0) -> None:  # type:
                 for name, task, when in adapters
             ])  # fmt: skip
             aids = s.execute(sa.select(AdapterRow.id).where(AdapterRow.repo_id.in_(list(rids.values())))).scalars().all()
-            s.execute(sa.insert(FileRow), [{"adapter_id": a, "path": "adapter_model.safetensors", "sha256": "0" * 64, "size": 1} for a in aids])
+            s.execute(
+                sa.insert(FileRow),
+                [{"adapter_id": a, "path": "adapter_model.safetensors", "sha256": "0" * 64, "size": 1} for a in aids],
+            )
             s.execute(sa.insert(TagRow), [{"adapter_id": a, "tag": rng.choice(["en", "de", "fr"])} for a in aids])
     with reg.db.engine.connect() as conn:
         conn.exec_driver_sql("ANALYZE")
@@ -143,7 +160,12 @@ def main() -> None:
                 timed("HfApi.list_models(limit=1)", args.repeats, lambda _: len(list(anon.list_models(limit=1))), results)
                 timed("HfApi.list_models(limit=10)", args.repeats, lambda _: len(list(anon.list_models(limit=10))), results)
                 timed("HfApi.list_models(limit=100)", args.repeats, lambda _: len(list(anon.list_models(limit=100))), results)
-                timed("HfApi.list_models(limit=20), read token", args.repeats, lambda _: len(list(reader.list_models(limit=20))), results)
+                timed(
+                    "HfApi.list_models(limit=20), read token",
+                    args.repeats,
+                    lambda _: len(list(reader.list_models(limit=20))),
+                    results,
+                )
                 timed("HfApi.list_models(author=nsN, limit=20)", args.repeats,
                       lambda i: len(list(anon.list_models(author=f"ns{i % NAMESPACES}", limit=20))), results)  # fmt: skip
                 timed("HfApi.list_models(search='adapter-N', limit=20)", args.repeats,

@@ -17,7 +17,9 @@ def fresh_database(prefix: str = "ah_test") -> Iterator[str]:
     if not base:
         if os.environ.get("CI"):
             pytest.fail("CI=true but ADAPTERHUB_TEST_POSTGRES_URL is not set: .ci/run must start PostgreSQL")
-        pytest.skip("PostgreSQL tests need ADAPTERHUB_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5433/postgres); `make test-pg` starts one")
+        pytest.skip(
+            "PostgreSQL tests need ADAPTERHUB_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5433/postgres); `make test-pg` starts one"
+        )
     import sqlalchemy as sa
 
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"

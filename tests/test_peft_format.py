@@ -53,8 +53,7 @@ def _our_targets(base: torch.nn.Module, cfg: LoraConfig) -> set[str]:
     return {
         name
         for name, mod in base.named_modules()
-        if name
-        and cfg.targets(name, is_linear=isinstance(mod, (torch.nn.Linear, Conv1D)), is_output_layer=mod is out_emb)
+        if name and cfg.targets(name, is_linear=isinstance(mod, (torch.nn.Linear, Conv1D)), is_output_layer=mod is out_emb)
     }
 
 
@@ -108,7 +107,14 @@ def test_config_reads_the_fields_people_use(tiny_gpt2_dir: Path, tmp_path: Path)
     )  # fmt: skip
     raw = json.loads((folder / CONFIG_NAME).read_text())
     cfg = read_config(folder)
-    assert (cfg.r, cfg.lora_alpha, cfg.use_rslora, cfg.fan_in_fan_out, cfg.bias, cfg.use_dora) == (6, 3, True, True, "lora_only", True)
+    assert (cfg.r, cfg.lora_alpha, cfg.use_rslora, cfg.fan_in_fan_out, cfg.bias, cfg.use_dora) == (
+        6,
+        3,
+        True,
+        True,
+        "lora_only",
+        True,
+    )
     assert cfg.rank_pattern == {"c_proj": 2} and cfg.alpha_pattern == {"c_proj": 1}
     assert sorted(cfg.target_modules) == ["c_attn", "c_proj"] and cfg.layers_to_transform == [1]
     assert cfg.modules_to_save == ["ln_f"] and cfg.task_type == "CAUSAL_LM"
@@ -153,7 +159,9 @@ def test_peft_type_is_case_insensitive_and_defaults_to_lora() -> None:
     [("alora_invocation_tokens", [5, 6]), ("layer_replication", [[0, 2]]), ("target_parameters", ["experts.w"]),
      ("use_qalora", True), ("arrow_config", {"top_k": 2})],
 )  # fmt: skip
-def test_options_that_change_the_maths_are_unsupported(llama_adapter_dir: Path, tmp_path: Path, option: str, value: object) -> None:
+def test_options_that_change_the_maths_are_unsupported(
+    llama_adapter_dir: Path, tmp_path: Path, option: str, value: object
+) -> None:
     import shutil
 
     folder = Path(shutil.copytree(llama_adapter_dir, tmp_path / "a"))
@@ -203,7 +211,11 @@ def test_parse_key() -> None:
     assert (p.module, p.part, p.kind) == ("model.embed_tokens", "A", LayerKind.EMBEDDING)
     p = parse_key("base_model.model.classifier.weight")
     assert (p.part, p.param) == ("override", "classifier.weight")
-    for foreign in ("base_model.model.q.lora_E", "base_model.model.q.hada_w1_a", "base_model.model.e.token_adapter.trainable_tokens_delta"):
+    for foreign in (
+        "base_model.model.q.lora_E",
+        "base_model.model.q.hada_w1_a",
+        "base_model.model.e.token_adapter.trainable_tokens_delta",
+    ):
         with pytest.raises(UnsupportedFeature):
             parse_key(foreign)
 
@@ -231,7 +243,10 @@ def test_layout_of_each_peft_variant(tiny_llama_dir: Path, tmp_path: Path) -> No
     assert sorted(layout.overrides) == ["lm_head.weight", "model.embed_tokens.weight"]
     report = check_adapter(folder)
     assert report.ok, report.messages()
-    assert report.method == "dora" and report.overrides == {"lm_head.weight": "modules_to_save", "model.embed_tokens.weight": "embedding"}
+    assert report.method == "dora" and report.overrides == {
+        "lm_head.weight": "modules_to_save",
+        "model.embed_tokens.weight": "embedding",
+    }
     assert report.ranks["model.embed_tokens"] == 4 and report.target_modules == ["embed_tokens", "q_proj"]
 
     bias_folder = factories.make_peft_adapter(tiny_llama_dir, tmp_path / "b", target_modules=["o_proj"], lora_bias=True)

@@ -39,7 +39,11 @@ def _entry_text(fields: list[tuple[str, object]]) -> str:
 names = st.text(st.characters(blacklist_categories=("Cs",), min_codepoint=1), min_size=0, max_size=12)
 bad_numbers = st.sampled_from([-1, 1.0, 2.5, "2", True, None, 2**64, -0.0, [1]])
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
     max_leaves=8,
 )
@@ -87,7 +91,9 @@ def headers(draw: st.DrawFn) -> Built:
             fields.append(draw(st.sampled_from(fields)))
         elif mutation == "shift_offset" and entries:
             fields = draw(st.sampled_from(entries))[1]
-            k = next((j for j, (key, v) in enumerate(fields) if key == "data_offsets" and isinstance(v, list) and len(v) == 2), None)
+            k = next(
+                (j for j, (key, v) in enumerate(fields) if key == "data_offsets" and isinstance(v, list) and len(v) == 2), None
+            )
             if k is None or not all(isinstance(o, int) for o in fields[k][1]):  # type: ignore[union-attr]
                 continue
             b, e = fields[k][1]  # type: ignore[misc]
@@ -106,7 +112,10 @@ def headers(draw: st.DrawFn) -> Built:
             k = next((j for j, (key, _) in enumerate(fields) if key == "data_offsets"), None)
             if k is None:
                 continue
-            fields[k] = ("data_offsets", draw(st.sampled_from([[0], [0, 0, 0], [0.0, 0], [-1, 0], ["0", "0"], {"a": 0, "b": 0}, None])))
+            fields[k] = (
+                "data_offsets",
+                draw(st.sampled_from([[0], [0, 0, 0], [0.0, 0], [-1, 0], ["0", "0"], {"a": 0, "b": 0}, None])),
+            )
         elif mutation == "bad_dtype" and entries:
             fields = draw(st.sampled_from(entries))[1]
             k = next((j for j, (key, _) in enumerate(fields) if key == "dtype"), None)
@@ -137,10 +146,18 @@ def headers(draw: st.DrawFn) -> Built:
         elif mutation == "deep":
             depth = draw(st.integers(MAX_JSON_DEPTH - 3, MAX_JSON_DEPTH + 3))
             nested = "[" * (depth - 1) + "]" * (depth - 1)
-            raw = ("{" + ",".join([*parts, f'"__x":{{"dtype":"U8","shape":[0],"data_offsets":[0,0],"d":{nested[2:-2] or "0"}}}']) + "}").encode()
+            raw = (
+                "{"
+                + ",".join([*parts, f'"__x":{{"dtype":"U8","shape":[0],"data_offsets":[0,0],"d":{nested[2:-2] or "0"}}}'])
+                + "}"
+            ).encode()
         elif mutation == "entry_as_list" and entries:
             name, fields = entries[0]
-            raw = raw.replace(f"{json.dumps(name)}:{_entry_text(fields)}".encode(), f"{json.dumps(name)}:{json.dumps([v for _, v in fields])}".encode(), 1)
+            raw = raw.replace(
+                f"{json.dumps(name)}:{_entry_text(fields)}".encode(),
+                f"{json.dumps(name)}:{json.dumps([v for _, v in fields])}".encode(),
+                1,
+            )
             built.stricter = True
     built.header = raw
     built.stricter = stricter or built.stricter
@@ -188,9 +205,18 @@ def test_read_header_accepts_exactly_what_safetensors_accepts(built: Built) -> N
 
 
 REFUSED = {
-    "duplicate tensor name": (b'{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}', 2),
-    "overlapping offsets": (b'{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}}', 3),
-    "gap between tensors": (b'{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"U8","shape":[1],"data_offsets":[2,3]}}', 3),
+    "duplicate tensor name": (
+        b'{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}',
+        2,
+    ),
+    "overlapping offsets": (
+        b'{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}}',
+        3,
+    ),
+    "gap between tensors": (
+        b'{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"U8","shape":[1],"data_offsets":[2,3]}}',
+        3,
+    ),
     "trailing bytes": (b'{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}', 2),
     "UTF-16 header": ('{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}'.encode("utf-16"), 1),
     "float shape": (b'{"a":{"dtype":"U8","shape":[1.0],"data_offsets":[0,1]}}', 1),

@@ -21,7 +21,9 @@ from ._common import json_option, print_json, show_progress
 @click.option("--open", "open_hub", is_flag=True,
               help="Open hub: callers without a token may read and write everything, private repositories included. "
                    "For a single-user hub on 127.0.0.1; announced on stderr at start.")  # fmt: skip
-@click.option("--page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Entries per page of listings.")
+@click.option(
+    "--page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Entries per page of listings."
+)
 @click.option("--max-upload-bytes", default=10 << 30, show_default=True, type=click.IntRange(1), metavar="BYTES",
               help="Refuse a commit whose request body (base64 included) is larger than this, with HTTP 413. "
                    "Every other request body is limited to 1 MiB.")  # fmt: skip
@@ -43,7 +45,9 @@ def serve(database_url: str | None, storage: Path | None, host: str, port: int, 
     from ..hub.server.app import serve as run
 
     users = {t.partition(":")[2] or t: (t.partition(":")[0] if ":" in t else "adapterhub") for t in tokens}
-    limits = ConnectionLimits(head_timeout=head_timeout, body_timeout=body_timeout, keep_alive=keep_alive, max_connections=max_connections)
+    limits = ConnectionLimits(
+        head_timeout=head_timeout, body_timeout=body_timeout, keep_alive=keep_alive, max_connections=max_connections
+    )
     run(home=storage, database_url=database_url, host=host, port=port, tokens=users, page_size=page_size, max_upload_bytes=max_upload_bytes,
         limits=limits, open_hub=open_hub, on_ready=lambda url: click.echo(f"adapterhub hub on {url} (Ctrl-C stops)", err=True))  # fmt: skip
 

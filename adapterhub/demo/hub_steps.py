@@ -45,11 +45,16 @@ def _serve_push_pull(ctx: DemoContext, refs: list[str]) -> None:
     # `adapterhub token create --namespace NS --scope write`, done in the hub's own database before it starts.
     home = ctx.workdir / "hub"
     hub_registry = Registry(home=home)
-    tokens = {ns: TokenStore(hub_registry.db).create(ns, "write", label="demo")[1] for ns in dict.fromkeys(r.split("/")[0] for r in refs)}
+    tokens = {
+        ns: TokenStore(hub_registry.db).create(ns, "write", label="demo")[1]
+        for ns in dict.fromkeys(r.split("/")[0] for r in refs)
+    }
     hub_registry.db.dispose()
     with start_hub(home) as hub:
         ctx.echo(f"   serving {hub.url}  (HF_ENDPOINT={hub.url} makes huggingface_hub, PEFT and transformers use it)")
-        ctx.echo(f"   closed hub: write tokens created for {', '.join(tokens)} (`adapterhub token create --namespace NS --scope write`)")
+        ctx.echo(
+            f"   closed hub: write tokens created for {', '.join(tokens)} (`adapterhub token create --namespace NS --scope write`)"
+        )
         try:
             HfApi(endpoint=hub.url, token=False).create_repo(f"{next(iter(tokens))}/anonymous")
             ctx.echo("   anonymous create_repo: accepted (unexpected)")
@@ -61,12 +66,16 @@ def _serve_push_pull(ctx: DemoContext, refs: list[str]) -> None:
         for ref in refs:
             result = push(ref, remote=hub.url, registry=ctx.registry, token=tokens[ref.split("/")[0]])
             pushed.append(result)
-            ctx.echo(f"   {result.ref:<28} -> {result.repo_id}  commit {result.commit[:12]}  {sum(f.size for f in result.files):,} B")
+            ctx.echo(
+                f"   {result.ref:<28} -> {result.repo_id}  commit {result.commit[:12]}  {sum(f.size for f in result.files):,} B"
+            )
 
         first = pushed[0]
         api = HfApi(endpoint=hub.url)
         info = api.model_info(first.repo_id, files_metadata=True)
-        assert info.card_data is not None and info.siblings is not None, f"{first.repo_id}: the hub sent no card data or file list"
+        assert info.card_data is not None and info.siblings is not None, (
+            f"{first.repo_id}: the hub sent no card data or file list"
+        )
         ctx.echo(f"   huggingface_hub sees {first.repo_id}: library={info.card_data.library_name}, "
                  f"base_model={info.card_data.base_model}, tags={info.card_data.tags}")  # fmt: skip
         for s in info.siblings:

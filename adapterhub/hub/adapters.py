@@ -31,7 +31,9 @@ README_FILE = "README.md"
 REPO_ONLY_FILES = frozenset({CARD_FILE, README_FILE, ".gitattributes"})
 
 
-def describe_adapter(files: Iterable[str], card_json: bytes | None, readme: str | None, config: dict[str, Any]) -> tuple[list[str], VersionFields]:
+def describe_adapter(
+    files: Iterable[str], card_json: bytes | None, readme: str | None, config: dict[str, Any]
+) -> tuple[list[str], VersionFields]:
     """Which files form the adapter and what to record about it: the card when there is one, else README + config."""
     if card_json is not None:
         try:
@@ -49,7 +51,9 @@ def describe_adapter(files: Iterable[str], card_json: bytes | None, readme: str 
     except ValueError:  # unreadable front matter: the config alone still describes the adapter
         info = card_info(None, config)
     names = [p for p in files if "/" not in p and p not in REPO_ONLY_FILES and not p.startswith(".") and not is_pickle_name(p)]
-    return names, VersionFields(task=info.task, scores=info.scores, tags=info.tags, description=info.description, license=info.license)
+    return names, VersionFields(
+        task=info.task, scores=info.scores, tags=info.tags, description=info.description, license=info.license
+    )
 
 
 def stage_files(blobs: BlobStore, files: dict[str, FileEntry], folder: Path) -> None:
@@ -107,7 +111,9 @@ class PreparedAdapter:
         return record_checked(s, self.layout, self.name, self.files, self.fields, declared_by=f"push to {repo_id}").ref
 
 
-def prepare_adapter(repo_id: str, tree: dict[str, HubFile], path_of: Callable[[str], Path], scratch: Path) -> PreparedAdapter | None:
+def prepare_adapter(
+    repo_id: str, tree: dict[str, HubFile], path_of: Callable[[str], Path], scratch: Path
+) -> PreparedAdapter | None:
     """Check the adapter (PEFT config + safetensors) a commit's tree holds; None when the tree holds none.
 
     `path_of(sha256)` says where the bytes are: an upload still in scratch, or the blob store. An adapter that fails

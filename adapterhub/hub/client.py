@@ -51,7 +51,10 @@ if TYPE_CHECKING:
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 PUSH_ATTEMPTS = 30  # a push that loses the race for the head (409) commits again on the new head, this many times at most
-PUSH_BACKOFF_S = (0.05, 2.0)  # first and largest wait before a retry; each wait is drawn at random up to the bound ("full jitter")
+PUSH_BACKOFF_S = (
+    0.05,
+    2.0,
+)  # first and largest wait before a retry; each wait is drawn at random up to the bound ("full jitter")
 PUSH_RETRY_BUDGET_S = 60.0  # and the waits together stay under this
 CHUNK = 1 << 20  # the blob store reads 1 MiB at a time: equal chunks pass through without copies
 
@@ -105,7 +108,9 @@ def _remote_errors(endpoint: str, repo_id: str, revision: str = "main") -> Itera
         if status in (401, 403):
             raise PermissionDenied(f"{repo_id} on {endpoint}") from None
         if status == 409:
-            raise RemoteError(endpoint, f"{repo_id} changed while pushing (HTTP 409)", hint="push again on top of the new head") from None
+            raise RemoteError(
+                endpoint, f"{repo_id} changed while pushing (HTTP 409)", hint="push again on top of the new head"
+            ) from None
         raise RemoteError(endpoint, f"HTTP {status}: {str(exc).splitlines()[0]}") from None
     except (httpx2.TransportError, ConnectionError) as exc:
         raise RemoteError(endpoint, f"cannot reach the hub ({type(exc).__name__}: {exc})") from None
@@ -115,7 +120,12 @@ def _remote_errors(endpoint: str, repo_id: str, revision: str = "main") -> Itera
 
 
 def push(
-    ref: str, *, remote: str | None = None, repo: str | None = None, private: bool = False, token: str | None = None,
+    ref: str,
+    *,
+    remote: str | None = None,
+    repo: str | None = None,
+    private: bool = False,
+    token: str | None = None,
     registry: Registry | None = None,
 ) -> PushResult:
     """Upload one registered version (`NAME[@V]`) to a hub repo (default: the same `namespace/name`)."""
@@ -178,7 +188,9 @@ def _validate_yaml(api: HfApi, endpoint: str, readme: str) -> None:
     """Ask the hub to check the card's YAML before committing, as `ModelCard.validate` does."""
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-    r = get_session().post(f"{endpoint}/api/validate-yaml", json={"content": readme, "repoType": "model"}, headers=build_hf_headers(token=api.token))
+    r = get_session().post(
+        f"{endpoint}/api/validate-yaml", json={"content": readme, "repoType": "model"}, headers=build_hf_headers(token=api.token)
+    )
     if r.status_code == 400:
         raise UsageError(f"the hub rejected the model card: {r.json().get('error', r.text)}")
     hf_raise_for_status(r)
@@ -188,8 +200,13 @@ def _validate_yaml(api: HfApi, endpoint: str, readme: str) -> None:
 
 
 def pull(
-    spec: str, *, remote: str | None = None, name: str | None = None, token: str | None = None,
-    registry: Registry | None = None, progress: bool | None = None,
+    spec: str,
+    *,
+    remote: str | None = None,
+    name: str | None = None,
+    token: str | None = None,
+    registry: Registry | None = None,
+    progress: bool | None = None,
 ) -> AdapterCard:
     """Download `REPO[@REV]`, verify every byte, and register it as the next local version of `name` (default REPO)."""
     from ..peft_format import CONFIG_NAME, WEIGHTS_NAME, config_json
@@ -235,7 +252,9 @@ def pull(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _expected_files(repo_id: str, names: list[str], listing: dict[str, _RemoteFile], card_json: bytes | None) -> dict[str, FileEntry]:
+def _expected_files(
+    repo_id: str, names: list[str], listing: dict[str, _RemoteFile], card_json: bytes | None
+) -> dict[str, FileEntry]:
     """sha256 and size each file must have: from the card when there is one (checked against the listing)."""
     out: dict[str, FileEntry] = {}
     if card_json is not None:
@@ -248,9 +267,13 @@ def _expected_files(repo_id: str, names: list[str], listing: dict[str, _RemoteFi
             raise InvalidAdapter(f"{repo_id}/{CARD_FILE}", [f"lists {p}, which the repository does not contain"])
         remote, want = listing[p], out.get(p)
         if want is not None and remote.size is not None and remote.size != want.size:
-            raise IntegrityError(f"{repo_id}/{p}", f"{want.size} bytes (per {CARD_FILE})", f"{remote.size} bytes listed by the hub")
+            raise IntegrityError(
+                f"{repo_id}/{p}", f"{want.size} bytes (per {CARD_FILE})", f"{remote.size} bytes listed by the hub"
+            )
         if want is not None and remote.sha256 is not None and remote.sha256 != want.sha256:
-            raise IntegrityError(f"{repo_id}/{p}", f"sha256 {want.sha256} (per {CARD_FILE})", f"sha256 {remote.sha256} listed by the hub")
+            raise IntegrityError(
+                f"{repo_id}/{p}", f"sha256 {want.sha256} (per {CARD_FILE})", f"sha256 {remote.sha256} listed by the hub"
+            )
     return out
 
 
@@ -258,7 +281,14 @@ class _Fetcher:
     """Downloads one revision's files; every byte is hashed on the way and checked before it counts."""
 
     def __init__(self, api: HfApi, endpoint: str, repo_id: str, commit: str, reg: Registry, progress: bool | None) -> None:
-        self.api, self.endpoint, self.repo_id, self.commit, self.reg, self.progress = api, endpoint, repo_id, commit, reg, progress
+        self.api, self.endpoint, self.repo_id, self.commit, self.reg, self.progress = (
+            api,
+            endpoint,
+            repo_id,
+            commit,
+            reg,
+            progress,
+        )
 
     def _url(self, path: str) -> str:
         return f"{self.endpoint}/{self.repo_id}/resolve/{self.commit}/{quote(path)}"
@@ -303,6 +333,7 @@ class _Fetcher:
         git = hashlib.sha1(b"blob %d\0" % size) if sha is None and f.blob_id and size is not None else None
         try:
             with self._stream(f) as chunks, _Prefetch(chunks) as ahead:
+
                 def on_chunk(b: bytes) -> None:
                     bar.update(len(b))
                     if git is not None:
@@ -419,7 +450,9 @@ def remote_search(url: str, query: SearchQuery, *, token: str | None = None) -> 
     import httpx2
 
     try:
-        r = get_session().post(f"{endpoint}/api/adapterhub/search", json=query.model_dump(mode="json"), headers=build_hf_headers(token=token))
+        r = get_session().post(
+            f"{endpoint}/api/adapterhub/search", json=query.model_dump(mode="json"), headers=build_hf_headers(token=token)
+        )
     except httpx2.TransportError as exc:
         raise RemoteError(endpoint, f"cannot reach the hub ({type(exc).__name__}: {exc})") from None
     if r.status_code == 404:

@@ -70,7 +70,9 @@ def render(card: AdapterCard, *, repo_id: str | None = None) -> str:
         f"- Target modules: {', '.join(card.target_modules) or 'n/a'}",
     ]
     if card.base_model:
-        lines.append(f"- Base weights: content hash `{card.base_model.content_hash[:16]}`, architecture hash `{card.base_model.arch_hash[:16]}`")
+        lines.append(
+            f"- Base weights: content hash `{card.base_model.content_hash[:16]}`, architecture hash `{card.base_model.arch_hash[:16]}`"
+        )
     if card.scores:
         lines += ["", "| dataset | split | metric | value |", "|---|---|---|---|"]
         lines += [f"| {s.dataset} | {s.split} | {s.metric} | {s.value:g} |" for s in card.scores]
@@ -129,7 +131,7 @@ def read_card(path: Path) -> str | None:
 
 def body(text: str) -> str:
     m = _FRONT_MATTER.match(text)
-    return text[m.end():] if m else text
+    return text[m.end() :] if m else text
 
 
 def card_info(readme: str | None, adapter_config: dict[str, Any] | None = None) -> CardInfo:

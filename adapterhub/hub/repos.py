@@ -47,7 +47,9 @@ class HeadMoved(CommitConflict):
     """The branch moved between a commit's checks and its transaction: the caller checks again on the new head."""
 
 
-def apply_changes(repo_id: str, head: str | None, tree: dict[str, HubFile], deletions: Iterable[str], additions: list[FileAddition]) -> dict[str, HubFile]:
+def apply_changes(
+    repo_id: str, head: str | None, tree: dict[str, HubFile], deletions: Iterable[str], additions: list[FileAddition]
+) -> dict[str, HubFile]:
     """The file tree after a commit: deletions name files or folders (a trailing '/' or any folder prefix)."""
     tree = dict(tree)
     for d in deletions:
@@ -92,7 +94,9 @@ class HubStore:
             if self._repo_row(s, namespace, name) is not None:
                 raise AlreadyExists(f"hub repository {namespace}/{name}", hint="push to it, or pick another name")
             now = _now()
-            row = HubRepoRow(namespace=namespace, name=name, private=private, repo_type=repo_type, created_at=now, last_modified=now)
+            row = HubRepoRow(
+                namespace=namespace, name=name, private=private, repo_type=repo_type, created_at=now, last_modified=now
+            )
             s.add(row)
             s.flush()
             cid = commit_id(None, [(attrs.path, attrs.oid)], "initial commit", now, secrets.token_hex(8))
@@ -111,8 +115,15 @@ class HubStore:
             return self._to_repo(row, self._ref(s, row.id, DEFAULT_BRANCH))
 
     def list_repos(
-        self, *, search: str | None = None, author: str | None = None, sort: str = "lastModified", limit: int = 100,
-        offset: int = 0, visibility: Visibility | None = None, count: bool = True,
+        self,
+        *,
+        search: str | None = None,
+        author: str | None = None,
+        sort: str = "lastModified",
+        limit: int = 100,
+        offset: int = 0,
+        visibility: Visibility | None = None,
+        count: bool = True,
     ) -> tuple[list[HubRepo], int | None]:
         """One page of repositories whose `ns/name` contains `search` (any case), owned by `author`, that
         `visibility` may see (None: all), in `sort` order; and the total of such repositories when `count`."""
@@ -130,8 +141,14 @@ class HubStore:
             return [self._to_repo(r, heads.get(r.id)) for r in rows], total
 
     def list_heads(
-        self, *, search: str | None = None, author: str | None = None, sort: str = "lastModified", limit: int = 100,
-        offset: int = 0, visibility: Visibility | None = None,
+        self,
+        *,
+        search: str | None = None,
+        author: str | None = None,
+        sort: str = "lastModified",
+        limit: int = 100,
+        offset: int = 0,
+        visibility: Visibility | None = None,
     ) -> list[tuple[HubRepo, HubCommit]]:
         """Like `list_repos`, with each repository's head commit, in one query (every repository has `main` from its
         creation on; one without would be left out): what a listing page needs, without a query per repository. The page is cut from `hub_repos` alone
@@ -150,7 +167,11 @@ class HubStore:
         if not ids:
             return out
         f = HubCommitFileRow  # plain columns: no ORM identity map for a whole page
-        q = sa.select(f.commit_id, f.path, f.sha256, f.git_sha1, f.size, f.lfs).where(f.commit_id.in_(ids)).order_by(f.commit_id, f.path)
+        q = (
+            sa.select(f.commit_id, f.path, f.sha256, f.git_sha1, f.size, f.lfs)
+            .where(f.commit_id.in_(ids))
+            .order_by(f.commit_id, f.path)
+        )
         with self.db.session() as s:
             for cid, path, sha256, git_sha1, size, lfs in s.execute(q).tuples():
                 out[cid].append(HubFile(path=path, sha256=sha256, git_sha1=git_sha1, size=size, lfs=lfs))
@@ -197,7 +218,9 @@ class HubStore:
     def files(self, commit: str) -> list[HubFile]:
         """All files of a commit, sorted by path."""
         with self.db.session() as s:
-            rows = s.scalars(sa.select(HubCommitFileRow).where(HubCommitFileRow.commit_id == commit).order_by(HubCommitFileRow.path))
+            rows = s.scalars(
+                sa.select(HubCommitFileRow).where(HubCommitFileRow.commit_id == commit).order_by(HubCommitFileRow.path)
+            )
             return [self._to_file(r) for r in rows]
 
     def file(self, repo_id: str, commit: str, path: str) -> HubFile:
@@ -251,9 +274,18 @@ class HubStore:
     # --- commits -----------------------------------------------------------------------------------------------
 
     def commit(
-        self, namespace: str, name: str, *, additions: list[FileAddition], deletions: Iterable[str] = (),
-        summary: str = "", description: str = "", parent: str | None = None, branch: str = DEFAULT_BRANCH,
-        hook: CommitHook | None = None, checked_head: str | None | bool = False,
+        self,
+        namespace: str,
+        name: str,
+        *,
+        additions: list[FileAddition],
+        deletions: Iterable[str] = (),
+        summary: str = "",
+        description: str = "",
+        parent: str | None = None,
+        branch: str = DEFAULT_BRANCH,
+        hook: CommitHook | None = None,
+        checked_head: str | None | bool = False,
     ) -> HubCommit:
         """Apply additions and deletions on top of `branch`; with `parent`, refuse (CommitConflict) if the head moved.
 
@@ -272,9 +304,7 @@ class HubStore:
             if repo is None:
                 raise RepoNotFound(f"{namespace}/{name}")
             # Lock the branch row (PostgreSQL); on SQLite the write transaction already serialises writers.
-            ref = s.scalar(
-                sa.select(HubRefRow).where(HubRefRow.repo_id == repo.id, HubRefRow.name == branch).with_for_update()
-            )
+            ref = s.scalar(sa.select(HubRefRow).where(HubRefRow.repo_id == repo.id, HubRefRow.name == branch).with_for_update())
             head = ref.commit_id if ref is not None else None
             if parent is not None and parent != head:
                 raise CommitConflict(f"{namespace}/{name}", parent, head)

@@ -23,6 +23,7 @@ class Readable(Protocol):
 
     def read(self, n: int = -1, /) -> bytes: ...
 
+
 CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch only
 
@@ -120,7 +121,9 @@ class BlobStore:
                 out.write(chunk)
                 size += len(chunk)
         if h.hexdigest() != sha256 or (expected_size is not None and size != expected_size):
-            raise IntegrityError(f"blob {sha256[:12]} (for {dest.name})", f"sha256 {sha256}", f"sha256 {h.hexdigest()}, {size} bytes")
+            raise IntegrityError(
+                f"blob {sha256[:12]} (for {dest.name})", f"sha256 {sha256}", f"sha256 {h.hexdigest()}, {size} bytes"
+            )
 
     def verify(self, sha256: str) -> bool:
         h = hashlib.sha256()

@@ -36,6 +36,8 @@ LOCK_TIMEOUT_ENV = "ADAPTERHUB_LOCK_TIMEOUT_MS"
 def lock_timeout_ms() -> int:
     value = os.environ.get(LOCK_TIMEOUT_ENV, "")
     return int(value) if value.isdigit() and int(value) > 0 else SQLITE_BUSY_TIMEOUT_MS
+
+
 # The newest migration this version ships. Checked against Alembic's scripts by a test; knowing it here lets a
 # registry that is already migrated open without importing Alembic (which costs ~0.1 s on every command).
 SCHEMA_HEAD = "0004"
@@ -137,7 +139,6 @@ class Database:
                 raise DatabaseBusy() from None
             raise
 
-
     def _stamped_revision(self) -> str | None:
         """The revision in alembic_version, read with plain SQL; None for an empty database."""
         with self.engine.connect() as conn:
@@ -157,7 +158,9 @@ class Database:
             if self._stamped_revision() == SCHEMA_HEAD:
                 return
         except sa.exc.OperationalError as exc:
-            raise StoreError(f"cannot open database {self.engine.url!r}: {exc.orig}", hint="check the URL and that the server is running") from exc
+            raise StoreError(
+                f"cannot open database {self.engine.url!r}: {exc.orig}", hint="check the URL and that the server is running"
+            ) from exc
         self.upgrade()
 
     def upgrade(self, revision: str = "head") -> str | None:

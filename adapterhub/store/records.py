@@ -45,8 +45,15 @@ def lock_repo(s: Session, namespace: str, name: str) -> RepoRow:
 
 
 def record_version(
-    s: Session, namespace: str, name: str, layout: AdapterLayout, fields: VersionFields, *,
-    base: BaseModelRow | None = None, declared_by: str = "a push or pull", aliases: Iterable[str] = (),
+    s: Session,
+    namespace: str,
+    name: str,
+    layout: AdapterLayout,
+    fields: VersionFields,
+    *,
+    base: BaseModelRow | None = None,
+    declared_by: str = "a push or pull",
+    aliases: Iterable[str] = (),
 ) -> AdapterCard:
     """Insert the next version of `namespace/name` with its files, scores, tags and `aliases`; it becomes `latest`.
 

@@ -77,7 +77,9 @@ class Registry:
             row = self._upsert_base(s, Path(path), fp, name, model_type(Path(path)), lineage)
             return convert.base_info(row)
 
-    def _upsert_base(self, s: Session, path: Path, fp: Fingerprint, name: str | None, mtype: str | None, lineage: Lineage | None) -> BaseModelRow:
+    def _upsert_base(
+        self, s: Session, path: Path, fp: Fingerprint, name: str | None, mtype: str | None, lineage: Lineage | None
+    ) -> BaseModelRow:
         row = s.scalar(sa.select(BaseModelRow).where(BaseModelRow.content_hash == fp.content_hash))
         if row is None:
             row = BaseModelRow(
@@ -221,7 +223,11 @@ class Registry:
         ref = AdapterRef.parse(name)
         with self.db.write() as s:
             repo = s.scalar(sa.select(RepoRow).where(RepoRow.namespace == ref.namespace, RepoRow.name == ref.name))
-            n = 0 if repo is None else _deleted(s.execute(sa.delete(AliasRow).where(AliasRow.repo_id == repo.id, AliasRow.alias == alias)))
+            n = (
+                0
+                if repo is None
+                else _deleted(s.execute(sa.delete(AliasRow).where(AliasRow.repo_id == repo.id, AliasRow.alias == alias)))
+            )
             if not n:
                 raise AdapterNotFound(f"{ref.full_name}@{alias}")
 
@@ -242,7 +248,9 @@ class Registry:
             repo = row.repo
             s.delete(row)
             s.flush()
-            newest = s.scalar(sa.select(AdapterRow).where(AdapterRow.repo_id == repo.id).order_by(AdapterRow.version.desc()).limit(1))
+            newest = s.scalar(
+                sa.select(AdapterRow).where(AdapterRow.repo_id == repo.id).order_by(AdapterRow.version.desc()).limit(1)
+            )
             if newest is None:
                 s.delete(repo)
             else:
@@ -361,9 +369,7 @@ def _model_name(path: Path) -> str:
 
 
 def _adapter_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not is_pickle_name(p.name)
-    )
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not is_pickle_name(p.name))
 
 
 def _files_key(files: Sequence[FileEntry]) -> str:

@@ -35,7 +35,10 @@ def parse_duration(text: str) -> timedelta:
         raise UsageError(f"bad duration {text!r}", hint="use a positive number followed by h, d or w, e.g. 30d")
     n, unit = int(m.group(1)), m.group(2)
     if n <= 0:
-        raise UsageError(f"bad duration {text!r}: a token's lifetime must be positive", hint="use e.g. 12h or 30d; leave --expires out for no expiry")
+        raise UsageError(
+            f"bad duration {text!r}: a token's lifetime must be positive",
+            hint="use e.g. 12h or 30d; leave --expires out for no expiry",
+        )
     return {"h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
 
 
@@ -54,7 +57,9 @@ class TokenStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, namespace: str, scope: TokenScope | str, *, label: str = "", expires_in: timedelta | None = None) -> tuple[TokenInfo, str]:
+    def create(
+        self, namespace: str, scope: TokenScope | str, *, label: str = "", expires_in: timedelta | None = None
+    ) -> tuple[TokenInfo, str]:
         """A new token; returns its info and the secret (shown once)."""
         if namespace != "*":
             check_segment(namespace, "namespace")

@@ -54,9 +54,11 @@ def adapter_visible(v: Visibility) -> sa.ColumnElement[bool]:
     costs one probe per candidate row rather than a join per row."""
     if v.everything:
         return sa.true()
-    hidden = sa.select(RepoRow.id).join(
-        HubRepoRow, sa.and_(HubRepoRow.namespace == RepoRow.namespace, HubRepoRow.name == RepoRow.name)
-    ).where(HubRepoRow.private.is_(True))
+    hidden = (
+        sa.select(RepoRow.id)
+        .join(HubRepoRow, sa.and_(HubRepoRow.namespace == RepoRow.namespace, HubRepoRow.name == RepoRow.name))
+        .where(HubRepoRow.private.is_(True))
+    )
     if v.namespaces:
         hidden = hidden.where(HubRepoRow.namespace.not_in(sorted(v.namespaces)))
     return AdapterRow.repo_id.not_in(hidden)

@@ -46,7 +46,9 @@ def test_private_repos_are_hidden_without_a_token(secure_hub: BackgroundHub, tmp
     assert "alice/secret" in {m.id for m in api.list_models(author="alice")}
 
 
-def test_push_and_pull_with_hf_token(secure_hub: BackgroundHub, minilm_adapter_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_push_and_pull_with_hf_token(
+    secure_hub: BackgroundHub, minilm_adapter_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reg = Registry(home=tmp_path / "src")
     reg.add(minilm_adapter_dir, "alice/tokened", "sentiment")
     with pytest.raises(PermissionDenied):

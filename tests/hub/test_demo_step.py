@@ -14,7 +14,9 @@ def test_hub_step_runs_end_to_end(tmp_path: Path, minilm_dir: Path, minilm_adapt
     lines: list[str] = []
     other = reg.add(minilm_adapter_dir, "demo/topic", "topic")
     # Shaped like the earlier steps leave them: seeded refs in a list, trained ones as {task: ref}.
-    ctx = DemoContext(reg, minilm_dir, tmp_path, results={"adapters": [other.ref], "trained": {"sentiment": card.ref}}, echo=lines.append)
+    ctx = DemoContext(
+        reg, minilm_dir, tmp_path, results={"adapters": [other.ref], "trained": {"sentiment": card.ref}}, echo=lines.append
+    )
     hub_steps.run(ctx)
     text = "\n".join(lines)
     assert ctx.results["pulled"] == "demo/sentiment@1"

@@ -30,19 +30,26 @@ def _run_client(hub: HubServer, tmp_path: Path, code: str) -> dict[str, torch.Te
     out = tmp_path / "out.safetensors"
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"),
            "OUT": str(out), "PYTHONPATH": str(ROOT)}  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return load_file(str(out))
 
 
 @pytest.mark.slow
-def test_peft_from_pretrained_through_hf_endpoint(hub: HubServer, minilm_dir: Path, minilm_adapter_dir: Path, tmp_path: Path) -> None:
+def test_peft_from_pretrained_through_hf_endpoint(
+    hub: HubServer, minilm_dir: Path, minilm_adapter_dir: Path, tmp_path: Path
+) -> None:
     reg = Registry(home=tmp_path / "reg")
     reg.add(minilm_adapter_dir, "me/peft-load", "embedding")
     from adapterhub.hub.client import push
 
     push("me/peft-load", remote=hub.url, registry=reg)
-    remote = _run_client(hub, tmp_path, f"""
+    remote = _run_client(
+        hub,
+        tmp_path,
+        f"""
         import os, torch
         from peft import PeftModel
         from safetensors.torch import save_file
@@ -50,7 +57,8 @@ def test_peft_from_pretrained_through_hf_endpoint(hub: HubServer, minilm_dir: Pa
         base = factories.load_model({str(minilm_dir)!r})
         model = PeftModel.from_pretrained(base, "me/peft-load").eval()
         save_file({{"out": factories.model_output(model, factories.sample_inputs(base)).contiguous()}}, os.environ["OUT"])
-    """)["out"]
+    """,
+    )["out"]
     from peft import PeftModel
 
     base = factories.load_model(minilm_dir)
@@ -61,7 +69,9 @@ def test_peft_from_pretrained_through_hf_endpoint(hub: HubServer, minilm_dir: Pa
 
 
 @pytest.mark.slow
-def test_transformers_loads_a_merged_model_pushed_to_the_hub(hub: HubServer, tiny_llama_dir: Path, llama_adapter_dir: Path, tmp_path: Path) -> None:
+def test_transformers_loads_a_merged_model_pushed_to_the_hub(
+    hub: HubServer, tiny_llama_dir: Path, llama_adapter_dir: Path, tmp_path: Path
+) -> None:
     from adapterhub.lora.merge import merge
 
     merged = tmp_path / "merged"
@@ -69,14 +79,18 @@ def test_transformers_loads_a_merged_model_pushed_to_the_hub(hub: HubServer, tin
     api = HfApi(endpoint=hub.url)
     api.create_repo("me/tiny-llama-merged")
     api.upload_folder(folder_path=merged, repo_id="me/tiny-llama-merged")
-    remote = _run_client(hub, tmp_path, """
+    remote = _run_client(
+        hub,
+        tmp_path,
+        """
         import os, torch
         from transformers import AutoModelForCausalLM
         from safetensors.torch import save_file
         from tests import factories
         model = AutoModelForCausalLM.from_pretrained("me/tiny-llama-merged").eval()
         save_file({"out": factories.model_output(model, factories.sample_inputs(model)).contiguous()}, os.environ["OUT"])
-    """)["out"]
+    """,
+    )["out"]
     local = factories.load_model(merged)
     assert torch.equal(remote, factories.model_output(local, factories.sample_inputs(local)))
     base = factories.load_model(tiny_llama_dir)
@@ -87,7 +101,9 @@ def test_cli_push_pull(hub: HubServer, minilm_adapter_dir: Path, tmp_path: Path,
     runner = CliRunner()
     src, dst = tmp_path / "src", tmp_path / "dst"
     monkeypatch.setenv("ADAPTERHUB_HOME", str(src))
-    added = runner.invoke(cli, ["add", str(minilm_adapter_dir), "--name", "cli/adapter", "--task", "ner", "--metric", "conll/f1=0.8"])
+    added = runner.invoke(
+        cli, ["add", str(minilm_adapter_dir), "--name", "cli/adapter", "--task", "ner", "--metric", "conll/f1=0.8"]
+    )
     assert added.exit_code == 0, added.output
     pushed = runner.invoke(cli, ["push", "cli/adapter@1", "--remote", hub.url, "--json"])
     assert pushed.exit_code == 0, pushed.output

@@ -65,7 +65,11 @@ def test_upload_folder_download_and_listings(api: HfApi, hub: HubServer, tmp_pat
     assert tree["sub/w.safetensors"].lfs.sha256 == hashlib.sha256(big).hexdigest()
     top = {e.path for e in api.list_repo_tree("alice/folder")}
     assert top == {".gitattributes", "a.txt", "c.md", "sub"}
-    assert {e.path for e in api.list_repo_tree("alice/folder", path_in_repo="sub")} == {"sub/deeper", "sub/w.safetensors", "sub/d.txt"}
+    assert {e.path for e in api.list_repo_tree("alice/folder", path_in_repo="sub")} == {
+        "sub/deeper",
+        "sub/w.safetensors",
+        "sub/d.txt",
+    }
 
     infos = {e.path: e for e in api.get_paths_info("alice/folder", ["a.txt", "sub", "nope.txt"])}
     assert set(infos) == {"a.txt", "sub"} and infos["a.txt"].size == 6 and infos["sub"].tree_id == tree["sub"].tree_id
@@ -135,17 +139,25 @@ def test_commits_move_main_and_old_revisions_stay(api: HfApi, hub: HubServer, tm
         parent_commit=first.oid,
     )
     assert api.model_info("alice/history").sha == second.oid
+
     def read(rev: str) -> bytes:
         return Path(hf_hub_download("alice/history", "v.txt", revision=rev, endpoint=hub.url, cache_dir=tmp_path)).read_bytes()
 
     assert read(first.oid) == b"one" and read(second.oid) == b"two" and read("main") == b"two"
-    assert sorted(api.list_repo_files("alice/history", revision=first.oid)) == [".gitattributes", "gone/x.txt", "keep.txt", "v.txt"]
+    assert sorted(api.list_repo_files("alice/history", revision=first.oid)) == [
+        ".gitattributes",
+        "gone/x.txt",
+        "keep.txt",
+        "v.txt",
+    ]
     assert sorted(api.list_repo_files("alice/history")) == [".gitattributes", "v.txt"]
     assert [c.title for c in api.list_repo_commits("alice/history")] == ["second", "first", "initial commit"]
     assert api.list_repo_refs("alice/history").branches[0].target_commit == second.oid
     # A commit built on a stale parent is refused and changes nothing.
     with pytest.raises(HfHubHTTPError) as err:
-        api.create_commit("alice/history", [CommitOperationAdd("v.txt", b"three")], commit_message="late", parent_commit=first.oid)
+        api.create_commit(
+            "alice/history", [CommitOperationAdd("v.txt", b"three")], commit_message="late", parent_commit=first.oid
+        )
     assert err.value.response.status_code == 409
     assert api.model_info("alice/history").sha == second.oid
 
@@ -179,8 +191,12 @@ def test_whoami_and_validate_yaml(api: HfApi, hub: HubServer) -> None:
 def test_preupload_answers_regular_with_current_oid(api: HfApi, hub: HubServer) -> None:
     api.create_repo("alice/pre")
     api.create_commit("alice/pre", [CommitOperationAdd("a.bin.txt", b"abc")], commit_message="x")
-    r = httpx.post(f"{hub.url}/api/models/alice/pre/preupload/main", json={"files": [
-        {"path": "a.bin.txt", "sample": "", "size": 3}, {"path": "model.safetensors", "sample": "", "size": 10**9}]})
+    r = httpx.post(
+        f"{hub.url}/api/models/alice/pre/preupload/main",
+        json={
+            "files": [{"path": "a.bin.txt", "sample": "", "size": 3}, {"path": "model.safetensors", "sample": "", "size": 10**9}]
+        },
+    )
     got = {f["path"]: f for f in r.json()["files"]}
     assert {f["uploadMode"] for f in got.values()} == {"regular"}
     assert got["a.bin.txt"]["oid"] == git_blob_sha1(b"abc") and got["model.safetensors"]["oid"] is None

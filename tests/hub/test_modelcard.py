@@ -27,7 +27,10 @@ def test_rendered_card_follows_hub_conventions() -> None:
     data = ModelCard(text).data
     assert data.base_model == "org/tiny-base" and data.base_model_relation == "adapter" and data.library_name == "peft"
     assert data.license == "mit" and data.tags[:2] == ["text-classification", "adapterhub"] and "english" in data.tags
-    assert {(r.dataset_type, r.metric_type, r.metric_value) for r in data.eval_results} == {("sst2", "accuracy", 0.9), ("sst2", "loss", 0.2)}
+    assert {(r.dataset_type, r.metric_type, r.metric_value) for r in data.eval_results} == {
+        ("sst2", "accuracy", 0.9),
+        ("sst2", "loss", 0.2),
+    }
     assert data.model_name == "team/cls"
 
 
@@ -39,7 +42,9 @@ def test_reading_back_gives_task_scores_and_tags() -> None:
     assert info.description == "Classifies things."
 
 
-@pytest.mark.parametrize(("declared", "expected"), [("org/tiny-base", "org/tiny-base"), ("/home/me/models/base", "tiny-base"), (None, "tiny-base")])
+@pytest.mark.parametrize(
+    ("declared", "expected"), [("org/tiny-base", "org/tiny-base"), ("/home/me/models/base", "tiny-base"), (None, "tiny-base")]
+)
 def test_base_model_prefers_a_hub_id(declared: str | None, expected: str) -> None:
     assert modelcard.hub_base_model(_card(base_model_name_or_path=declared)) == expected
 

@@ -20,7 +20,10 @@ from adapterhub.store.registry import Registry
 
 from .conftest import HubServer, start_hub, stop_hub
 
-SCORES = [EvalScore(dataset="sst2", metric="accuracy", value=0.91), EvalScore(dataset="sst2", metric="loss", value=0.3, higher_is_better=False)]
+SCORES = [
+    EvalScore(dataset="sst2", metric="accuracy", value=0.91),
+    EvalScore(dataset="sst2", metric="loss", value=0.3, higher_is_better=False),
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,11 @@ def _files(card) -> dict[str, tuple[str, int]]:  # type: ignore[no-untyped-def]
 
 def _no_leftovers(reg: Registry) -> list[Path]:
     """Temp and partial files anywhere under a registry home (a failed pull must leave none)."""
-    return [p for p in reg.home.rglob("*") if p.is_file() and (p.name.startswith(".ah-tmp-") or "pull-" in str(p.relative_to(reg.home)))]
+    return [
+        p
+        for p in reg.home.rglob("*")
+        if p.is_file() and (p.name.startswith(".ah-tmp-") or "pull-" in str(p.relative_to(reg.home)))
+    ]
 
 
 def _identity(card: AdapterCard) -> tuple[str, str, str] | None:
@@ -78,7 +85,13 @@ def test_push_pull_roundtrip_and_hub_registry(source: Registry, hub: HubServer, 
     target = Registry(home=tmp_path / "target")
     pulled = pull("me/sentiment", remote=hub.url, registry=target)
     assert pulled.ref == "me/sentiment@1" and _files(pulled) == _files(card)
-    assert (pulled.task, pulled.scores, pulled.tags, pulled.license, _identity(pulled)) == (card.task, card.scores, card.tags, card.license, _identity(card))
+    assert (pulled.task, pulled.scores, pulled.tags, pulled.license, _identity(pulled)) == (
+        card.task,
+        card.scores,
+        card.tags,
+        card.license,
+        _identity(card),
+    )
     assert pulled.base_model.name_declared_by == f"pull of me/sentiment from {hub.url}"
     assert target.fsck().clean
     assert [c.ref for c in target.search(SearchQuery(text="english")).items] == ["me/sentiment@1"]
@@ -204,7 +217,9 @@ def test_registry_json_api(source: Registry, hub: HubServer, minilm_adapter_dir:
     body = httpx.get(f"{hub.url}/api/adapterhub/adapters/me/versions").json()
     assert [v["version"] for v in body["versions"]] == [2, 1] and body["aliases"] == {"latest": 2}
     assert httpx.get(f"{hub.url}/api/adapterhub/adapters/me/versions/1").json()["version"] == 1
-    got = httpx.get(f"{hub.url}/api/adapterhub/search", params={"task": "sentiment", "min_score": "sst2/accuracy:0.9", "limit": 50}).json()
+    got = httpx.get(
+        f"{hub.url}/api/adapterhub/search", params={"task": "sentiment", "min_score": "sst2/accuracy:0.9", "limit": 50}
+    ).json()
     assert "me/versions" in {f"{c['namespace']}/{c['name']}" for c in got["items"]}
     assert httpx.get(f"{hub.url}/api/adapterhub/adapters/me/none").status_code == 404
 

@@ -33,8 +33,21 @@ def test_eight_processes_add_concurrently(database_url: str, tmp_path: Path, min
     for w in range(workers):
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-c", WORKER, str(tmp_path / "home"), database_url, str(minilm_adapter_dir), str(start), str(w), str(per_worker)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                [
+                    sys.executable,
+                    "-c",
+                    WORKER,
+                    str(tmp_path / "home"),
+                    database_url,
+                    str(minilm_adapter_dir),
+                    str(start),
+                    str(w),
+                    str(per_worker),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
             )  # fmt: skip
         )
     time.sleep(1.0)  # let them all import and wait at the line

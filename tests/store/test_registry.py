@@ -146,7 +146,9 @@ def test_bad_adapters_register_nothing(registry, tmp_path: Path, minilm_adapter_
     from safetensors.torch import load_file, save_file
 
     t = load_file(missing_b / "adapter_model.safetensors")
-    save_file({k: v for k, v in t.items() if "layer.0.attention.self.query.lora_B" not in k}, missing_b / "adapter_model.safetensors")
+    save_file(
+        {k: v for k, v in t.items() if "layer.0.attention.self.query.lora_B" not in k}, missing_b / "adapter_model.safetensors"
+    )
     broken_json = tmp_path / "broken-json"
     shutil.copytree(minilm_adapter_dir, broken_json)
     (broken_json / "adapter_config.json").write_text("{not json")
@@ -160,7 +162,13 @@ def test_bad_adapters_register_nothing(registry, tmp_path: Path, minilm_adapter_
     first = sorted(t)[0]
     t[first][0, 0] = float("nan")
     save_file(t, nan / "adapter_model.safetensors")
-    cases = {pickled: PickleRefused, missing_b: InvalidAdapter, broken_json: InvalidAdapter, truncated: InvalidAdapter, nan: InvalidAdapter}
+    cases = {
+        pickled: PickleRefused,
+        missing_b: InvalidAdapter,
+        broken_json: InvalidAdapter,
+        truncated: InvalidAdapter,
+        nan: InvalidAdapter,
+    }
     for folder, exc in cases.items():
         with pytest.raises(exc) as info:
             registry.add(folder, "ns/bad", "t")
@@ -168,7 +176,9 @@ def test_bad_adapters_register_nothing(registry, tmp_path: Path, minilm_adapter_
     assert count_rows(registry) == {k: 0 for k in count_rows(registry)}
 
 
-def test_failure_inside_the_transaction_leaves_no_row(registry, minilm_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_inside_the_transaction_leaves_no_row(
+    registry, minilm_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from adapterhub.store import records as records_module
 
     def fail(*_a, **_k):  # type: ignore[no-untyped-def]
@@ -217,7 +227,9 @@ def test_fsck_finds_missing_and_corrupt_blobs(registry, minilm_adapter_dir: Path
     assert any("adapter_config.json" in x for x in report.missing)
 
 
-def test_export_is_loaded_by_peft_with_identical_outputs(registry, minilm_adapter_dir: Path, minilm_dir: Path, tmp_path: Path) -> None:
+def test_export_is_loaded_by_peft_with_identical_outputs(
+    registry, minilm_adapter_dir: Path, minilm_dir: Path, tmp_path: Path
+) -> None:
     """PEFT is the oracle: the exported folder gives exactly the outputs of the folder PEFT saved."""
     from peft import PeftModel
 

@@ -150,7 +150,9 @@ def test_private_adapter_is_readable_with_a_read_token(team: Team, tmp_path: Pat
         assert "alice/private" in {m.id for m in api.list_models(author="alice")}
         names = {c.full_name for c in remote_search(team.hub.url, SearchQuery(task="sentiment"), token=token).items}
         assert names == {"alice/private", "alice/public"}
-        r = httpx.get(f"{team.hub.url}/api/adapterhub/adapters/alice/private", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        r = httpx.get(
+            f"{team.hub.url}/api/adapterhub/adapters/alice/private", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
         assert r.status_code == 200 and r.json()["card"]["name"] == "private"
     with pytest.raises(RepoNotFound):
         pull("alice/private", remote=team.hub.url, registry=Registry(home=tmp_path / "anon"))

@@ -120,7 +120,10 @@ def file_line(path: str, data: bytes) -> dict[str, object]:
 
 
 def lfs_line(path: str, data: bytes) -> dict[str, object]:
-    return {"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+    return {
+        "key": "lfsFile",
+        "value": {"path": path, "algo": "sha256", "oid": hashlib.sha256(data).hexdigest(), "size": len(data)},
+    }
 
 
 def commit(h: Hub, token: str, repo: str, *lines: object) -> httpx.Response:
@@ -135,7 +138,9 @@ def one_line_error(r: httpx.Response, status: int) -> str:
     return msg
 
 
-def adapter_lines(h: Hub, *, weights: bytes | None = None, config: bytes | None = None, card: bytes | None = None) -> list[object]:
+def adapter_lines(
+    h: Hub, *, weights: bytes | None = None, config: bytes | None = None, card: bytes | None = None
+) -> list[object]:
     return [file_line("adapter_config.json", h.config if config is None else config),
             file_line("adapter_model.safetensors", h.weights if weights is None else weights),
             file_line("adapterhub.json", h.card if card is None else card)]  # fmt: skip
@@ -191,7 +196,9 @@ def refused_commits(h: Hub) -> dict[str, list[object]]:
     }
 
 
-@pytest.mark.parametrize("case", ["sha256 differs from the card", "config is not JSON", "card lists a pickle", "overlapping tensors"])
+@pytest.mark.parametrize(
+    "case", ["sha256 differs from the card", "config is not JSON", "card lists a pickle", "overlapping tensors"]
+)
 def test_a_refused_commit_leaves_the_blob_store_unchanged(hub: Hub, case: str) -> None:
     repo = new_repo(hub, "refused-" + hashlib.sha256(case.encode()).hexdigest()[:8])
     before, head = hub.blobs(), hub.api(hub.acme).model_info(repo).sha
@@ -241,7 +248,13 @@ def test_push_refuses_a_version_that_lists_a_pickle_in_any_case(tmp_path: Path) 
 def test_a_header_with_too_many_tensors_is_refused(hub: Hub) -> None:
     header = {f"t{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]} for i in range(MAX_TENSORS + 1)}
     before, repo = hub.blobs(), new_repo(hub, "many-tensors")
-    r = commit(hub, hub.acme, repo, file_line("adapter_config.json", hub.config), file_line("adapter_model.safetensors", safetensors_bytes(header)))
+    r = commit(
+        hub,
+        hub.acme,
+        repo,
+        file_line("adapter_config.json", hub.config),
+        file_line("adapter_model.safetensors", safetensors_bytes(header)),
+    )
     assert "over the limit" in one_line_error(r, 400)
     assert hub.blobs() == before
 
@@ -288,7 +301,9 @@ def test_a_bad_adapter_is_refused_without_waiting_for_the_write_lock(hub: Hub, w
     """The checks run before the transaction: while another writer holds the lock, a bad adapter is still a 400
     (before, the commit queued behind the lock and ran its checks inside the transaction)."""
     bad = safetensors_bytes({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 1]}}, b"\x00")
-    r = commit(hub, hub.acme, "acme/locked", file_line("adapter_config.json", hub.config), file_line("adapter_model.safetensors", bad))
+    r = commit(
+        hub, hub.acme, "acme/locked", file_line("adapter_config.json", hub.config), file_line("adapter_model.safetensors", bad)
+    )
     one_line_error(r, 400)
 
 
@@ -346,7 +361,10 @@ def test_a_full_disk_is_507_with_retry_after_and_nothing_half_stored(backend: st
     one-line error, leaves no scratch file, and a commit that fits still lands afterwards."""
     home = tmp_path / "home"
     home.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(home)], capture_output=True, check=False).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(home)], capture_output=True, check=False).returncode
+        != 0
+    ):
         pytest.skip("mounting a small tmpfs needs root")
     try:
         with fresh_database(backend) as db_url, serve(home, db_url) as bg:

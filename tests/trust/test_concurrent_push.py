@@ -41,7 +41,11 @@ def test_twenty_concurrent_pushes_of_one_adapter(backend: str, tmp_path: Path) -
         for home in homes:
             env = {**os.environ, "ADAPTERHUB_HOME": str(home), "HF_HUB_OFFLINE": "0"}
             env.pop("ADAPTERHUB_DATABASE_URL", None)
-            procs.append(subprocess.Popen([exe, "push", NAME, "--remote", hub.url], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [exe, "push", NAME, "--remote", hub.url], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                )
+            )
         results = [(p.wait(600), *p.communicate()) for p in procs]
         assert [rc for rc, _, _ in results] == [0] * PUSHERS, [err for _, _, err in results]
 

@@ -52,7 +52,9 @@ def _push_with_declared_base(url: str, token: str, src: Registry, name: str, dec
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, minilm_adapter_dir: Path) -> Iterator[Hub]:
+def hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, minilm_adapter_dir: Path
+) -> Iterator[Hub]:
     with fresh_database(request.param) as db_url:
         home = tmp_path_factory.mktemp(f"fake-base-{request.param}") / "home"
         home.mkdir(parents=True)
@@ -67,8 +69,12 @@ def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             src.add(minilm_adapter_dir, "evil/llama-helper", "sentiment")
             src.add(minilm_adapter_dir, "evil/mistral-helper", "sentiment")
             push("alice/helper", remote=server.url, registry=src, token=alice)
-            _push_with_declared_base(server.url, evil, src, "evil/llama-helper", {"name": LLAMA, "arch_hash": "e" * 64, "content_hash": "f" * 64})
-            _push_with_declared_base(server.url, evil, src, "evil/mistral-helper", {"name": MISTRAL, "arch_hash": "d" * 64, "content_hash": "c" * 64})
+            _push_with_declared_base(
+                server.url, evil, src, "evil/llama-helper", {"name": LLAMA, "arch_hash": "e" * 64, "content_hash": "f" * 64}
+            )
+            _push_with_declared_base(
+                server.url, evil, src, "evil/mistral-helper", {"name": MISTRAL, "arch_hash": "d" * 64, "content_hash": "c" * 64}
+            )
             yield Hub(server, real.content_hash, real.arch_hash, evil, src)
             src.db.dispose()
 
@@ -96,14 +102,22 @@ def test_search_by_fingerprint_lists_only_adapters_declaring_it(hub: Hub) -> Non
 def test_the_card_says_who_declared_the_base_name(hub: Hub) -> None:
     evil = httpx.get(f"{hub.hub.url}/api/adapterhub/adapters/evil/llama-helper/latest").json()["base_model"]
     assert evil["name"] == LLAMA and evil["content_hash"] == "f" * 64
-    assert evil["verified"] is False and evil["name_declared_by"] == "push to evil/llama-helper"  # the card's own claim is ignored
+    assert (
+        evil["verified"] is False and evil["name_declared_by"] == "push to evil/llama-helper"
+    )  # the card's own claim is ignored
     alice = httpx.get(f"{hub.hub.url}/api/adapterhub/adapters/alice/helper").json()["card"]["base_model"]
     assert alice["name"] == LLAMA and alice["content_hash"] == hub.content_hash and alice["verified"] is True
     assert "this registry" in alice["name_declared_by"]
 
 
 def test_a_pushed_card_cannot_claim_its_base_is_verified(hub: Hub) -> None:
-    forged = {"name": "Qwen/Qwen2-7B", "arch_hash": "b" * 64, "content_hash": "a" * 64, "verified": True, "name_declared_by": "Qwen"}
+    forged = {
+        "name": "Qwen/Qwen2-7B",
+        "arch_hash": "b" * 64,
+        "content_hash": "a" * 64,
+        "verified": True,
+        "name_declared_by": "Qwen",
+    }
     _push_with_declared_base(hub.hub.url, hub.evil, hub.src, "evil/mistral-helper", forged)
     card = httpx.get(f"{hub.hub.url}/api/adapterhub/adapters/evil/mistral-helper/latest").json()["base_model"]
     assert (card["content_hash"], card["verified"], card["name_declared_by"]) == ("a" * 64, False, "push to evil/mistral-helper")

@@ -131,7 +131,9 @@ def test_sigkill_server_during_push_at_many_points(backend: str, tmp_path: Path,
                 hub = serve(home, db_url)
                 assert leftovers(home) == [], "a restarted server must clear what the killed one left"
                 _check_hub(home, db_url, hub.url, sha)
-            subprocess.run([EXE, "push", NAME, "--remote", hub.url], env=_env(client_home), check=True, capture_output=True, timeout=600)
+            subprocess.run(
+                [EXE, "push", NAME, "--remote", hub.url], env=_env(client_home), check=True, capture_output=True, timeout=600
+            )
             _check_hub(home, db_url, hub.url, sha)
             assert pull(NAME, remote=hub.url, registry=Registry(home=tmp_path / "puller")).ref == f"{NAME}@1"  # bytes verified
         finally:
@@ -157,12 +159,16 @@ def _half_upload(hub: BackgroundHub, size: int) -> socket.socket:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_server_killed_mid_upload_restarts_clean_at_last_good_commit(backend: str, tmp_path: Path, source: tuple[Path, str]) -> None:
+def test_server_killed_mid_upload_restarts_clean_at_last_good_commit(
+    backend: str, tmp_path: Path, source: tuple[Path, str]
+) -> None:
     client_home, sha = source
     with _hub(tmp_path, backend) as (home, db_url):
         hub = serve(home, db_url)
         try:
-            subprocess.run([EXE, "push", NAME, "--remote", hub.url], env=_env(client_home), check=True, capture_output=True, timeout=600)
+            subprocess.run(
+                [EXE, "push", NAME, "--remote", hub.url], env=_env(client_home), check=True, capture_output=True, timeout=600
+            )
             api = HfApi(endpoint=hub.url, token=False)
             good = api.model_info(NAME).sha
             sock = _half_upload(hub, 8 << 20)
@@ -189,7 +195,9 @@ def test_sigkill_pull_at_many_points(backend: str, tmp_path: Path, source: tuple
     """Each kill point in a new puller registry (a blob already fetched is never fetched again), rerun in place."""
     client_home, sha = source
     with serve(tmp_path / "hub", None) as hub:
-        subprocess.run([EXE, "push", NAME, "--remote", hub.url], env=_env(client_home), check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            [EXE, "push", NAME, "--remote", hub.url], env=_env(client_home), check=True, capture_output=True, timeout=600
+        )
         cmd = [EXE, "pull", NAME, "--remote", hub.url]
         with fresh_database(backend) as db_url:
             full = _timed(cmd, _env(tmp_path / "timing", db_url))
@@ -229,12 +237,16 @@ def merge_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     cfg = LlamaConfig(vocab_size=256, hidden_size=512, intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8,
                       num_key_value_heads=8, max_position_embeddings=64, tie_word_embeddings=False)  # fmt: skip
     LlamaForCausalLM(cfg).eval().save_pretrained(base, safe_serialization=True)
-    adapter = make_peft_adapter(base, tmp_path_factory.mktemp("merge-lora") / "a", target_modules=["q_proj", "v_proj", "down_proj"], r=8)
+    adapter = make_peft_adapter(
+        base, tmp_path_factory.mktemp("merge-lora") / "a", target_modules=["q_proj", "v_proj", "down_proj"], r=8
+    )
     return base, adapter
 
 
 def _tree(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.mark.slow
@@ -244,7 +256,9 @@ def test_sigkill_merge_at_many_points(backend: str, tmp_path: Path, merge_inputs
     with fresh_database(backend) as db_url:
         home = tmp_path / "home"
         env = _env(home, db_url)
-        subprocess.run([EXE, "add", str(adapter), "--name", "crash/m", "--task", "t"], env=env, check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            [EXE, "add", str(adapter), "--name", "crash/m", "--task", "t"], env=env, check=True, capture_output=True, timeout=600
+        )
         reference = tmp_path / "reference"
         subprocess.run([EXE, "merge", "--base", str(base), "--adapter", "crash/m", "--out", str(reference), "--no-register"],
                        env=env, check=True, capture_output=True, timeout=600)  # fmt: skip
@@ -271,7 +285,9 @@ def test_a_starting_server_leaves_a_live_servers_upload_alone(backend: str, tmp_
     """Two workers on one storage folder: the second's start-up clean-up removes only what dead servers left."""
     client_home, _ = source
     with _hub(tmp_path, backend) as (home, db_url), serve(home, db_url) as first:
-        subprocess.run([EXE, "push", NAME, "--remote", first.url], env=_env(client_home), check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            [EXE, "push", NAME, "--remote", first.url], env=_env(client_home), check=True, capture_output=True, timeout=600
+        )
         sock = _half_upload(first, 8 << 20)
         try:
             deadline = time.monotonic() + 60
@@ -281,6 +297,9 @@ def test_a_starting_server_leaves_a_live_servers_upload_alone(backend: str, tmp_
             assert receiving
             with serve(home, db_url) as second:
                 assert all(p.exists() for p in receiving), "a live server's upload was deleted"
-                assert HfApi(endpoint=second.url, token=False).model_info(NAME).sha == HfApi(endpoint=first.url, token=False).model_info(NAME).sha
+                assert (
+                    HfApi(endpoint=second.url, token=False).model_info(NAME).sha
+                    == HfApi(endpoint=first.url, token=False).model_info(NAME).sha
+                )
         finally:
             sock.close()

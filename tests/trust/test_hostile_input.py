@@ -127,7 +127,12 @@ def test_unsafe_file_paths_are_refused_before_anything_is_stored(target: Target,
             check(c.head(f"/{REPO}/resolve/main/{enc(path)}"), 400)
             check(c.get(f"/api/models/{REPO}/tree/main/{enc(path)}"), 400, 404)  # the tree strips a leading "/"
         check(c.post(f"/api/models/{REPO}/preupload/main", json={"files": [{"path": path, "size": 1, "sample": ""}]}), 400)
-        check(c.post(f"/api/models/{REPO}/commit/main", content=ndjson({"key": "lfsFile", "value": {"path": path, "oid": "0" * 64}})), 400)
+        check(
+            c.post(
+                f"/api/models/{REPO}/commit/main", content=ndjson({"key": "lfsFile", "value": {"path": path, "oid": "0" * 64}})
+            ),
+            400,
+        )
     assert state(target) == before
 
 
@@ -138,7 +143,12 @@ def test_unsafe_repo_names_are_refused(target: Target, segment: str) -> None:
         check(c.post("/api/repos/create", json={"name": segment, "organization": "t"}), 400)
         check(c.post("/api/repos/create", json={"name": "fine", "organization": segment}), 400)
         q = enc(segment, safe="")
-        for url in (f"/api/models/t/{q}", f"/api/models/{q}/x/tree/main", f"/t/{q}/resolve/main/a.txt", f"/api/adapterhub/adapters/t/{q}"):
+        for url in (
+            f"/api/models/t/{q}",
+            f"/api/models/{q}/x/tree/main",
+            f"/t/{q}/resolve/main/a.txt",
+            f"/api/adapterhub/adapters/t/{q}",
+        ):
             check(c.get(url), 400, 404)
         check(c.post(f"/api/models/t/{q}/commit/main", content=ndjson(file_line("a.txt", b"a"))), 400, 404)
     assert state(target) == before
@@ -176,7 +186,9 @@ def test_bytes_not_matching_the_declared_sha256_are_refused(target: Target) -> N
     r = commit(target, ndjson(file_line("adapter_config.json", target.config), file_line("adapter_model.safetensors", bytes(tampered)),
                               file_line("adapterhub.json", target.card)))  # fmt: skip
     check(r, 400)
-    r = commit(target, ndjson({"key": "lfsFile", "value": {"path": "w.safetensors", "oid": "ab" * 32, "algo": "sha256", "size": 3}}))
+    r = commit(
+        target, ndjson({"key": "lfsFile", "value": {"path": "w.safetensors", "oid": "ab" * 32, "algo": "sha256", "size": 3}})
+    )
     check(r, 400)
     assert state(target) == before  # refused before any blob was stored
     r = commit(target, ndjson(file_line("adapter_config.json", target.config), file_line("adapter_model.safetensors", target.weights),
@@ -197,7 +209,7 @@ def test_a_commit_on_a_stale_parent_is_409(target: Target) -> None:
 
 # --- malformed bodies -------------------------------------------------------------------------------------------
 
-MALFORMED_JSON = [b"", b"{", b"[1, 2]", b"null", b"\"s\"", b"\xff\xfe\x00", b"{\"a\": " * 50_000]
+MALFORMED_JSON = [b"", b"{", b"[1, 2]", b"null", b'"s"', b"\xff\xfe\x00", b'{"a": ' * 50_000]
 JSON_ENDPOINTS = ["/api/repos/create", "/api/validate-yaml", f"/api/models/{REPO}/preupload/main", "/api/adapterhub/search"]
 
 
@@ -226,7 +238,12 @@ def test_malformed_ndjson_is_refused_and_leaves_no_scratch(target: Target, body:
 
 def test_malformed_yaml_model_card(target: Target) -> None:
     with target.client() as c:
-        for text in ("---\n: : [\n---\nbody", "---\n- a list\n---\n", "---\n!!python/object:os.system x\n---\n", "---\n\t\x00\n---\n"):
+        for text in (
+            "---\n: : [\n---\nbody",
+            "---\n- a list\n---\n",
+            "---\n!!python/object:os.system x\n---\n",
+            "---\n\t\x00\n---\n",
+        ):
             check(c.post("/api/validate-yaml", json={"content": text}), 400)
         check(c.post("/api/validate-yaml", json={"content": "---\nlicense: mit\n---\nok"}), 200)
 
@@ -255,10 +272,14 @@ def test_cli_reports_malformed_adapters_in_one_line(tmp_path: Path) -> None:
         for f in good.iterdir():
             (folder / f.name).write_bytes(f.read_bytes())
         (folder / ("adapter_config.json" if what == "config" else "adapter_model.safetensors")).write_bytes(junk)
-        r = subprocess.run([exe, "add", str(folder), "--name", "t/bad", "--task", "t"], capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [exe, "add", str(folder), "--name", "t/bad", "--task", "t"], capture_output=True, text=True, timeout=120
+        )
         _one_error_line(r)
     for spec in ("../x", "a/..", "/abs/x", "a\\b"):
-        _one_error_line(subprocess.run([exe, "pull", spec, "--remote", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=120))
+        _one_error_line(
+            subprocess.run([exe, "pull", spec, "--remote", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=120)
+        )
 
 
 def _one_error_line(r: subprocess.CompletedProcess[str]) -> None:
@@ -290,8 +311,12 @@ def test_fuzz_json_endpoints(target: Target, body: bytes, url: str) -> None:
 
 ndjson_lines = st.one_of(
     st.binary(max_size=80),
-    st.fixed_dictionaries({"key": st.sampled_from(["header", "file", "lfsFile", "deletedFile", "deletedFolder", "x"]),
-                           "value": json_values | json_objects}).map(lambda d: json.dumps(d).encode()),  # fmt: skip
+    st.fixed_dictionaries(
+        {
+            "key": st.sampled_from(["header", "file", "lfsFile", "deletedFile", "deletedFolder", "x"]),
+            "value": json_values | json_objects,
+        }
+    ).map(lambda d: json.dumps(d).encode()),  # fmt: skip
     st.builds(lambda p, b: json.dumps(file_line(p, b)).encode(), st.text(max_size=30), st.binary(max_size=64)),
 )
 
@@ -310,18 +335,28 @@ def test_fuzz_yaml(target: Target, text: str) -> None:
 
 
 @FUZZ
-@given(header=st.binary(max_size=200) | json_objects.map(lambda v: json.dumps(v).encode()), declared=st.integers(0, 1 << 20) | st.none())
+@given(
+    header=st.binary(max_size=200) | json_objects.map(lambda v: json.dumps(v).encode()),
+    declared=st.integers(0, 1 << 20) | st.none(),
+)
 def test_fuzz_safetensors_header(target: Target, header: bytes, declared: int | None) -> None:
     weights = struct.pack("<Q", len(header) if declared is None else declared) + header
-    check(commit(target, ndjson(file_line("adapter_config.json", target.config), file_line("adapter_model.safetensors", weights))))
+    check(
+        commit(target, ndjson(file_line("adapter_config.json", target.config), file_line("adapter_model.safetensors", weights)))
+    )
 
 
 @FUZZ
-@given(changes=json_objects, drop=st.lists(st.sampled_from(["r", "lora_alpha", "target_modules", "peft_type", "task_type", "rank_pattern"]), max_size=3))
+@given(
+    changes=json_objects,
+    drop=st.lists(st.sampled_from(["r", "lora_alpha", "target_modules", "peft_type", "task_type", "rank_pattern"]), max_size=3),
+)
 def test_fuzz_adapter_config(target: Target, changes: dict[str, object], drop: list[str]) -> None:
     config = {k: v for k, v in json.loads(target.config).items() if k not in drop}
     config.update(changes)
-    body = ndjson(file_line("adapter_config.json", json.dumps(config).encode()), file_line("adapter_model.safetensors", target.weights))
+    body = ndjson(
+        file_line("adapter_config.json", json.dumps(config).encode()), file_line("adapter_model.safetensors", target.weights)
+    )
     check(commit(target, body), 200, 400)
 
 

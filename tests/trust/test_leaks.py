@@ -63,7 +63,10 @@ def _add_decoys(reg: Registry, n: int, task: str) -> None:
             for rid in repo_ids
         ])  # fmt: skip
         ids = s.execute(sa.select(AdapterRow.id).where(AdapterRow.repo_id.in_(repo_ids))).scalars().all()
-        s.execute(sa.insert(FileRow), [{"adapter_id": i, "path": "adapter_model.safetensors", "sha256": "0" * 64, "size": 1} for i in ids])
+        s.execute(
+            sa.insert(FileRow),
+            [{"adapter_id": i, "path": "adapter_model.safetensors", "sha256": "0" * 64, "size": 1} for i in ids],
+        )
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -110,7 +113,11 @@ def test_a_trailing_newline_does_not_reach_a_private_adapter(site: Site) -> None
 
 def test_names_with_a_trailing_newline_cannot_be_created(site: Site) -> None:
     with site.client(site.evil_write) as evil:
-        for body in ({"name": "x\n", "organization": "evil"}, {"name": "x", "organization": "evil\n"}, {"name": "x\r\n", "organization": "evil"}):
+        for body in (
+            {"name": "x\n", "organization": "evil"},
+            {"name": "x", "organization": "evil\n"},
+            {"name": "x\r\n", "organization": "evil"},
+        ):
             r = evil.post("/api/repos/create", json=body)
             assert r.status_code == 400, (body, r.status_code, r.text[:300])
             assert "\n" not in r.json()["error"]
@@ -128,7 +135,11 @@ def test_names_with_a_trailing_newline_cannot_be_created(site: Site) -> None:
 def test_search_totals_count_only_what_the_caller_may_read(site: Site) -> None:
     public = DECOYS + 1  # the decoys and acme/public
     with site.client() as anon:
-        for params in ({"task": "leaktask", "limit": 5}, {"text": "leaktask", "limit": 5}, {"task": "leaktask", "all_versions": True}):
+        for params in (
+            {"task": "leaktask", "limit": 5},
+            {"text": "leaktask", "limit": 5},
+            {"task": "leaktask", "all_versions": True},
+        ):
             got = anon.get("/api/adapterhub/search", params=params).json()
             assert got["total"] == public, params
             assert "acme/secret" not in {f"{c['namespace']}/{c['name']}" for c in got["items"]}
@@ -146,7 +157,9 @@ def test_search_totals_count_only_what_the_caller_may_read(site: Site) -> None:
 def test_search_never_looks_at_server_paths(site: Site) -> None:
     """A `base` that names a folder on the server answers exactly like one that names nothing."""
     with site.client() as anon:
-        answers = [anon.get("/api/adapterhub/search", params={"base": base}) for base in (str(site.hub.home), "/no/such/dir", "/etc")]
+        answers = [
+            anon.get("/api/adapterhub/search", params={"base": base}) for base in (str(site.hub.home), "/no/such/dir", "/etc")
+        ]
     assert {(r.status_code, r.json()["total"]) for r in answers} == {(200, 0)}
 
 
@@ -227,7 +240,9 @@ def test_revoking_the_last_token_does_not_reopen_the_hub(backend: str, tmp_path:
             with pytest.raises(RepositoryNotFoundError):
                 anon.model_info("acme/vault")
             with pytest.raises(RepositoryNotFoundError):
-                hf_hub_download("acme/vault", "adapter_config.json", endpoint=hub.url, token=False, cache_dir=str(tmp_path / "dl"))
+                hf_hub_download(
+                    "acme/vault", "adapter_config.json", endpoint=hub.url, token=False, cache_dir=str(tmp_path / "dl")
+                )
             assert "acme/vault" not in {m.id for m in anon.list_models()}
             for write in (lambda: anon.create_repo("acme/new"), lambda: anon.create_repo("anyone/new"),
                           lambda: anon.create_commit("acme/board", [CommitOperationAdd("x.txt", b"x")], commit_message="x"),
@@ -277,7 +292,10 @@ def test_error_bodies_carry_no_server_path(site: Site, minilm_adapter_dir: Path)
         "config not a LoRA config": _file("adapter_config.json", bad_config) + _file("adapter_model.safetensors", weights),
         "weights not safetensors": _file("adapter_config.json", config) + _file("adapter_model.safetensors", b"\x00" * 64),
         "header offsets wrong": _file("adapter_config.json", config)
-        + _file("adapter_model.safetensors", _safetensors({"x.lora_A.weight": {"dtype": "F32", "shape": [4], "data_offsets": [0, 99]}})),
+        + _file(
+            "adapter_model.safetensors",
+            _safetensors({"x.lora_A.weight": {"dtype": "F32", "shape": [4], "data_offsets": [0, 99]}}),
+        ),
         "NaN weights": _file("adapter_config.json", config) + _file("adapter_model.safetensors", nan),
         "config not an object": _file("adapter_config.json", b"[1]") + _file("adapter_model.safetensors", weights),
         "config not JSON": _file("adapter_config.json", b"{") + _file("adapter_model.safetensors", weights),
@@ -287,7 +305,9 @@ def test_error_bodies_carry_no_server_path(site: Site, minilm_adapter_dir: Path)
         HfApi(endpoint=site.hub.url, token=site.acme_write).create_repo("acme/broken", private=True, exist_ok=True)
         for what, body in refused.items():
             header = json.dumps({"key": "header", "value": {"summary": what}}).encode() + b"\n"
-            r = c.post("/api/models/acme/broken/commit/main", content=header + body, headers={"Content-Type": "application/x-ndjson"})
+            r = c.post(
+                "/api/models/acme/broken/commit/main", content=header + body, headers={"Content-Type": "application/x-ndjson"}
+            )
             assert 400 <= r.status_code < 500, (what, r.status_code, r.text[:300])
             seen = r.text + " " + r.headers.get("x-error-message", "")
             assert not [root for root in roots if root in seen], (what, seen)

@@ -57,7 +57,9 @@ class FuzzHub:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def fuzz_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, minilm_adapter_dir: Path) -> Iterator[FuzzHub]:
+def fuzz_hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, minilm_adapter_dir: Path
+) -> Iterator[FuzzHub]:
     with fresh_database(request.param) as db_url:
         home = tmp_path_factory.mktemp(f"fuzz-{request.param}") / "home"
         home.mkdir(parents=True)
@@ -104,7 +106,9 @@ def test_no_route_answers_a_server_error(fuzz_hub: FuzzHub) -> None:
                     case.validate_response(response, checks=[not_a_server_error], headers=headers)
                 except (AssertionError, _ExceptionGroup):  # every failed check is collected, then reported together
                     body = response.text[:300].replace("\n", " ")
-                    failures.append(f"{case.method} {response.request.url} body={str(case.body)[:200]!r} -> {response.status_code} {body}")
+                    failures.append(
+                        f"{case.method} {response.request.url} body={str(case.body)[:200]!r} -> {response.status_code} {body}"
+                    )
 
             try:
                 run()

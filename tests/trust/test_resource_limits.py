@@ -51,7 +51,9 @@ def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     folder = big_adapter(tmp_path_factory.mktemp("small") / "a", layers=1, width=64, rank=4)
     with fresh_database(request.param) as db_url:
         home = tmp_path_factory.mktemp(f"limits-{request.param}") / "home"
-        with serve(home, db_url, "--token", f"lim:{TOKEN}", "--head-timeout", str(HEAD_TIMEOUT), "--body-timeout", str(BODY_TIMEOUT)) as bg:
+        with serve(
+            home, db_url, "--token", f"lim:{TOKEN}", "--head-timeout", str(HEAD_TIMEOUT), "--body-timeout", str(BODY_TIMEOUT)
+        ) as bg:
             h = Hub(bg, db_url)
             h.api().create_repo(REPO)
             h.api().upload_folder(repo_id=REPO, folder_path=folder, commit_message="adapter")
@@ -178,7 +180,11 @@ def _hostile_adapter(n: int = 36) -> tuple[bytes, bytes]:
     offset = 0
     for part, shape in (("lora_A", [4, 8]), ("lora_B", [8, 4])):
         size = 4 * shape[0] * shape[1]
-        header[f"base_model.model.{module}.{part}.weight"] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        header[f"base_model.model.{module}.{part}.weight"] = {
+            "dtype": "F32",
+            "shape": shape,
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
@@ -236,12 +242,16 @@ def test_over_long_patterns_are_refused(hub: Hub) -> None:
 
 # --- YAML alias bomb ----------------------------------------------------------------------------------------------
 
-BOMB = "---\n" + "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else '"lol"'] * 9) + "]\n" for i in range(9)) + "---\nhi\n"
+BOMB = (
+    "---\n" + "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else '"lol"'] * 9) + "]\n" for i in range(9)) + "---\nhi\n"
+)
 
 
 def _raw_commit(path: str, data: bytes) -> bytes:
-    lines = [{"key": "header", "value": {"summary": "raw"}},
-             {"key": "file", "value": {"path": path, "content": base64.b64encode(data).decode(), "encoding": "base64"}}]
+    lines = [
+        {"key": "header", "value": {"summary": "raw"}},
+        {"key": "file", "value": {"path": path, "content": base64.b64encode(data).decode(), "encoding": "base64"}},
+    ]
     return b"".join(json.dumps(x).encode() + b"\n" for x in lines)
 
 

@@ -34,7 +34,9 @@ def test_positive_expiry_sets_an_expiry(backend: str, monkeypatch: pytest.Monkey
     with fresh_database(backend) as db_url:
         if db_url:
             monkeypatch.setenv("ADAPTERHUB_DATABASE_URL", db_url)
-        result = CliRunner().invoke(main, ["token", "create", "--namespace", "alice", "--scope", "write", "--expires", "1h", "--json"])
+        result = CliRunner().invoke(
+            main, ["token", "create", "--namespace", "alice", "--scope", "write", "--expires", "1h", "--json"]
+        )
         assert result.exit_code == 0, result.output
         reg = Registry()
         try:

@@ -80,7 +80,13 @@ def _read_meta(hub: HubStore, by_path: dict[str, HubFile]) -> dict[str, Any]:
             task = json.loads(hub.blob_path(by_path[CARD_FILE]).read_bytes()).get("task")
         except (ValueError, OSError, AttributeError):
             task = None
-    return {"cardData": card or None, "tags": tags, "library_name": library, "pipeline_tag": card.get("pipeline_tag"), "task": task}
+    return {
+        "cardData": card or None,
+        "tags": tags,
+        "library_name": library,
+        "pipeline_tag": card.get("pipeline_tag"),
+        "task": task,
+    }
 
 
 def _sibling(f: HubFile, blobs: bool) -> dict[str, Any]:
@@ -93,7 +99,9 @@ def _sibling(f: HubFile, blobs: bool) -> dict[str, Any]:
     return out
 
 
-def model_json(hub: HubStore, repo: HubRepo, commit: HubCommit, files: list[HubFile], *, blobs: bool = False, full: bool = True) -> dict[str, Any]:
+def model_json(
+    hub: HubStore, repo: HubRepo, commit: HubCommit, files: list[HubFile], *, blobs: bool = False, full: bool = True
+) -> dict[str, Any]:
     meta = repo_meta(hub, files)
     out: dict[str, Any] = {
         "_id": commit.id, "id": repo.repo_id, "modelId": repo.repo_id, "author": repo.namespace, "sha": commit.id,
@@ -129,7 +137,7 @@ def tree_entries(files: list[HubFile], path: str, recursive: bool) -> list[dict[
     dirs: set[str] = set()
     entries: dict[str, dict[str, Any]] = {}
     for f in under:
-        rest = f.path[len(prefix):]
+        rest = f.path[len(prefix) :]
         parts = rest.split("/")
         if recursive:
             for i in range(1, len(parts)):

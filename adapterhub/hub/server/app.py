@@ -67,8 +67,12 @@ OPEN_HUB_NOTICE = ("adapterhub: OPEN HUB (--open): callers without a token may r
 
 
 def create_app(
-    registry: Registry, *, tokens: dict[str, str] | None = None, page_size: int = DEFAULT_PAGE_SIZE,
-    max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES, open_hub: bool = False,
+    registry: Registry,
+    *,
+    tokens: dict[str, str] | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES,
+    open_hub: bool = False,
 ) -> FastAPI:
     """The hub over `registry`'s database and blob store; `tokens` (secret -> user) are static write tokens.
 
@@ -268,9 +272,17 @@ def app_from_env() -> FastAPI:
 
 
 def serve(
-    *, home: Path | None = None, database_url: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-    tokens: dict[str, str] | None = None, page_size: int = DEFAULT_PAGE_SIZE, log_level: str = "warning",
-    on_ready: Any = None, max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES, limits: ConnectionLimits | None = None,
+    *,
+    home: Path | None = None,
+    database_url: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    tokens: dict[str, str] | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    log_level: str = "warning",
+    on_ready: Any = None,
+    max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES,
+    limits: ConnectionLimits | None = None,
     open_hub: bool = False,
 ) -> None:
     """Run the hub with uvicorn until interrupted, over the registry at `home` (blob store) and `database_url`."""

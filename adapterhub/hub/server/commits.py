@@ -96,7 +96,9 @@ async def preupload(namespace: str, name: str, revision: str, request: Request) 
             raise UsageError("preupload: each file must be an object with a string 'path'")
         check_relative_path(f["path"])
     return {
-        "files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": current.get(f["path"])} for f in files],
+        "files": [
+            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": current.get(f["path"])} for f in files
+        ],
         "commitOid": commit.id,
     }
 
@@ -111,7 +113,9 @@ async def commit(namespace: str, name: str, revision: str, request: Request) -> 
     limit = ctx.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if limit is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"commit of {declared} bytes is over this hub's limit of {limit} bytes", hint="upload fewer or smaller files")
+        raise PayloadTooLarge(
+            f"commit of {declared} bytes is over this hub's limit of {limit} bytes", hint="upload fewer or smaller files"
+        )
     payload: CommitPayload = await read_commit_payload(request.stream(), ctx.scratch, max_bytes=limit)
     try:
         info = await run_in_threadpool(_apply, ctx, namespace, name, revision, payload)
@@ -138,7 +142,9 @@ def _check_declared(payload: CommitPayload) -> None:
     for d in declared:
         got = received.get(d.path)
         if got is not None and (got.sha256, got.size) != (d.sha256, d.size):
-            raise IntegrityError(d.path, f"sha256 {d.sha256}, {d.size} bytes (per {CARD_FILE})", f"sha256 {got.sha256}, {got.size} bytes received")
+            raise IntegrityError(
+                d.path, f"sha256 {d.sha256}, {d.size} bytes (per {CARD_FILE})", f"sha256 {got.sha256}, {got.size} bytes received"
+            )
 
 
 def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPayload) -> Any:
@@ -152,7 +158,9 @@ def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPa
         raise UsageError(f"cannot commit to {revision!r}: this hub has one branch, {DEFAULT_BRANCH}")
     count = len(payload.files) + len(payload.lfs_files) + len(payload.deletions)
     if count > MAX_COMMIT_FILES:
-        raise PayloadTooLarge(f"commit of {count} files is over this hub's limit of {MAX_COMMIT_FILES}", hint="split it into several commits")
+        raise PayloadTooLarge(
+            f"commit of {count} files is over this hub's limit of {MAX_COMMIT_FILES}", hint="split it into several commits"
+        )
     for f in payload.files:
         check_relative_path(f.path)
     for item in payload.lfs_files:
@@ -169,7 +177,9 @@ def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPa
 
     oids = {_lfs_oid(item) for item in payload.lfs_files}
     known = ctx.hub.referenced_blobs(namespace, name, oids - uploaded.keys()) | uploaded.keys()
-    additions = [FileAddition(path=f.path, sha256=f.sha256, git_sha1=git_blob_sha1_file(f.tmp, f.size), size=f.size) for f in payload.files]
+    additions = [
+        FileAddition(path=f.path, sha256=f.sha256, git_sha1=git_blob_sha1_file(f.tmp, f.size), size=f.size) for f in payload.files
+    ]
     for item in payload.lfs_files:
         oid = _lfs_oid(item)
         if oid not in known or not path_of(oid).is_file():  # unknown and foreign answer alike

@@ -47,6 +47,7 @@ DEFAULT_PAGE_SIZE = 1000  # the Hub's page size for tree listings
 MAX_JSON_BODY = 1 << 20  # every route but the commit: create-repo, preupload, validate-yaml, search, paths-info
 DEFAULT_MAX_UPLOAD_BYTES = 10 << 30  # a commit's NDJSON body, base64 included: `serve --max-upload-bytes`
 
+
 @dataclass
 class HubContext:
     """What every route needs: the registry, the hub store over the same database, and the access rules."""
@@ -174,5 +175,3 @@ def error_response(exc: AdapterHubError, request: Request) -> JSONResponse:
     if request.method == "HEAD":
         return JSONResponse(None, status_code=status, headers=headers)
     return JSONResponse({"error": text}, status_code=status, headers=headers)
-
-

@@ -214,7 +214,9 @@ async def read_commit_payload(chunks: AsyncIterator[bytes], tmp_dir: Path, *, ma
         async for chunk in chunks:
             received += len(chunk)
             if max_bytes is not None and received > max_bytes:
-                raise PayloadTooLarge(f"commit body over this hub's limit of {max_bytes} bytes", hint="upload fewer or smaller files")
+                raise PayloadTooLarge(
+                    f"commit body over this hub's limit of {max_bytes} bytes", hint="upload fewer or smaller files"
+                )
             parser.feed(bytes(chunk))
         return parser.finish()
     except BaseException:

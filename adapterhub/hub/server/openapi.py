@@ -33,8 +33,14 @@ _COMMIT_LINES: dict[str, Any] = {
     "items": {
         "oneOf": [
             _line("header", {"summary": _STR, "description": _STR, "parentCommit": _STR}, ["summary"]),
-            _line("file", {"path": _PATH, "content": _STR, "encoding": {"type": "string", "enum": ["base64"]}}, ["path", "content"]),
-            _line("lfsFile", {"path": _PATH, "algo": {"type": "string", "enum": ["sha256"]}, "oid": _STR, "size": {"type": "integer"}}, ["path", "oid"]),
+            _line(
+                "file", {"path": _PATH, "content": _STR, "encoding": {"type": "string", "enum": ["base64"]}}, ["path", "content"]
+            ),
+            _line(
+                "lfsFile",
+                {"path": _PATH, "algo": {"type": "string", "enum": ["sha256"]}, "oid": _STR, "size": {"type": "integer"}},
+                ["path", "oid"],
+            ),
             _line("deletedFile", {"path": _PATH}, ["path"]),
             _line("deletedFolder", {"path": _PATH}, ["path"]),
         ]
@@ -43,25 +49,53 @@ _COMMIT_LINES: dict[str, Any] = {
 
 # (path, method) -> the OpenAPI requestBody object
 RAW_BODIES: dict[tuple[str, str], dict[str, Any]] = {
-    ("/api/repos/create", "post"): _json({
-        "type": "object", "required": ["name"],
-        "properties": {"name": _SEGMENT, "organization": {"anyOf": [_SEGMENT, {"type": "null"}]}, "type": {"type": "string", "enum": ["model"]},
-                       "private": {"type": "boolean"}, "visibility": {"type": "string", "enum": ["public", "private"]}},
-    }),  # fmt: skip
-    ("/api/validate-yaml", "post"): _json({"type": "object", "required": ["content"], "properties": {"content": _STR, "repoType": _STR}}),
-    ("/api/models/{namespace}/{name}/preupload/{revision}", "post"): _json({
-        "type": "object", "required": ["files"],
-        "properties": {"files": {"type": "array", "items": {
-            "type": "object", "required": ["path"], "properties": {"path": _PATH, "size": {"type": "integer"}, "sample": _STR}}}},
-    }),  # fmt: skip
+    ("/api/repos/create", "post"): _json(
+        {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": _SEGMENT,
+                "organization": {"anyOf": [_SEGMENT, {"type": "null"}]},
+                "type": {"type": "string", "enum": ["model"]},
+                "private": {"type": "boolean"},
+                "visibility": {"type": "string", "enum": ["public", "private"]},
+            },
+        }
+    ),  # fmt: skip
+    ("/api/validate-yaml", "post"): _json(
+        {"type": "object", "required": ["content"], "properties": {"content": _STR, "repoType": _STR}}
+    ),
+    ("/api/models/{namespace}/{name}/preupload/{revision}", "post"): _json(
+        {
+            "type": "object",
+            "required": ["files"],
+            "properties": {
+                "files": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["path"],
+                        "properties": {"path": _PATH, "size": {"type": "integer"}, "sample": _STR},
+                    },
+                }
+            },
+        }
+    ),  # fmt: skip
     ("/api/models/{namespace}/{name}/commit/{revision}", "post"): {
-        "required": True, "content": {"application/x-ndjson": {"schema": _COMMIT_LINES}},
+        "required": True,
+        "content": {"application/x-ndjson": {"schema": _COMMIT_LINES}},
         "description": "One JSON object per line: a header, then files (inline base64), LFS references and deletions.",
     },  # fmt: skip
     ("/api/models/{namespace}/{name}/paths-info/{revision}", "post"): {
         "required": True,
-        "content": {"application/x-www-form-urlencoded": {"schema": {
-            "type": "object", "properties": {"paths": {"type": "array", "items": _PATH}, "expand": {"type": "boolean"}}}}},
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"paths": {"type": "array", "items": _PATH}, "expand": {"type": "boolean"}},
+                }
+            }
+        },
     },  # fmt: skip
 }
 
