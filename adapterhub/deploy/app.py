@@ -247,7 +247,8 @@ async def _generate(state: DeployState, req: Any, prompts: list[list[int]], *, c
 
     jobs = [
         Job(index=pi * req.n + j, prompt_ids=p, adapter=resolved.key, max_tokens=budgets[pi], emit=emit,
-            temperature=req.temperature, top_p=req.top_p, seed=None if req.seed is None else req.seed + j, stops=req.stop_list())
+            temperature=req.temperature, top_p=req.top_p, seed=None if req.seed is None else req.seed + j, stops=req.stop_list(),
+            ignore_eos=req.ignore_eos)
         for pi, p in enumerate(prompts) for j in range(req.n)
     ]  # fmt: skip
     prompt_tokens = sum(len(p) for p in prompts)

@@ -75,6 +75,7 @@ class Job:
     top_p: float = 1.0
     seed: int | None = None
     stops: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
     cancelled: bool = False
 
 
@@ -322,7 +323,7 @@ class Engine:
     def _push(self, r: _Row, token: int) -> None:
         """Record a sampled token: finish on EOS, a stop string or the token limit; else emit the safe new text."""
         job = r.job
-        if token in self.eos_ids:
+        if token in self.eos_ids and not job.ignore_eos:
             self._finish(r, "stop", self._text(r))
             return
         r.generated.append(token)
