@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PROMPT = "The quick brown fox jumps over the lazy dog. "
+THREADS = 1  # both servers: OpenMP's spinning threads collapse on a shared, oversubscribed 2-core machine
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -106,6 +107,7 @@ def peft_server(base: str, adapters: list[str], port: int) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch.set_num_threads(THREADS)
     tok = AutoTokenizer.from_pretrained(base)
     model: Any = AutoModelForCausalLM.from_pretrained(base).eval()
     model = PeftModel.from_pretrained(model, adapters[0], adapter_name=Path(adapters[0]).name)
@@ -206,7 +208,7 @@ def main() -> None:
     print(f"base: Llama hidden 256 x 4 layers, float32; adapters r=8 all-linear; cold adapters {size_mb:.1f} MB")
 
     models8 = [f"bench/a{i}" for i in range(8)]
-    with start_deploy(base, home, args=["--max-batch", "16", "--batch-window-ms", "10"], log=w / "deploy.log") as srv:
+    with start_deploy(base, home, args=["--max-batch", "16", "--batch-window-ms", "10", "--threads", str(THREADS)], log=w / "deploy.log") as srv:
         client_load(srv.base_url, models8, 1, 4)  # warm-up: every adapter resident
         own, _ = client_load(srv.base_url, models8, args.requests, args.max_tokens)
         same, _ = client_load(srv.base_url, ["bench/a0"] * 8, args.requests, args.max_tokens)
@@ -241,7 +243,7 @@ def main() -> None:
     bound = adapter_nbytes(w / "adapters" / "a0", torch.float32)
     budget = 16 * t + (bound - t)
     names = [f"many/m{i:04d}" for i in range(64)]
-    with start_deploy(base, home, args=["--cache-bytes", str(budget), "--max-batch", "16"], log=w / "deploy-cache.log") as srv:
+    with start_deploy(base, home, args=["--cache-bytes", str(budget), "--max-batch", "16", "--threads", str(THREADS)], log=w / "deploy-cache.log") as srv:
         for pattern in ["round-robin", "random"]:
             rng = random.Random(0)
             seq = [names[i % 64] if pattern == "round-robin" else rng.choice(names) for i in range(args.cache_requests)]
