@@ -143,7 +143,7 @@ def create_app(state: DeployState) -> FastAPI:
         if not inputs or len(inputs) > MAX_EMBED_INPUTS:
             raise UsageError(f"send 1 to {MAX_EMBED_INPUTS} inputs")
         ids = [_encode(state, x, special=True) for x in inputs]
-        resolved = await run_in_threadpool(state.resolver.resolve, req.model)
+        resolved = await _resolve(state, req.model)
         vectors = await _embed(state, ids, resolved.key)
         if req.dimensions is not None and req.dimensions != vectors.shape[1]:
             raise UsageError(f"this base gives {vectors.shape[1]} dimensions, not {req.dimensions}")
@@ -238,7 +238,7 @@ async def _generate(state: DeployState, req: Any, prompts: list[list[int]], *, c
     if len(prompts) * req.n > MAX_ROWS:
         raise UsageError(f"prompts x n is {len(prompts) * req.n}; at most {MAX_ROWS}")
     budgets = [_token_budget(state, req, len(p), chat) for p in prompts]
-    resolved = await run_in_threadpool(state.resolver.resolve, req.model)
+    resolved = await _resolve(state, req.model)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -276,6 +276,14 @@ async def _generate(state: DeployState, req: Any, prompts: list[list[int]], *, c
     body = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
             "model": req.model, "choices": choices, "usage": usage(prompt_tokens, completion)}  # fmt: skip
     return JSONResponse(body)
+
+
+async def _resolve(state: DeployState, model: str) -> Any:
+    """The adapter `model` names, found and checked in a worker thread; its folder is handed to the engine's cache."""
+    resolved = await run_in_threadpool(state.resolver.resolve, model)
+    if resolved.key is not None and resolved.folder is not None:
+        state.engine.cache.known[resolved.key] = resolved.folder
+    return resolved
 
 
 async def _collect(jobs: list[Job], queue: asyncio.Queue[Event]) -> tuple[list[str], list[list[int]], list[str]]:
@@ -373,13 +381,14 @@ def build_state(base: Path, *, registry: Any = None, name: str | None = None, re
     model = load_base(base, dtype=dtype)
     tok = _tokenizer(base)
     resolver = ModelResolver(base, name or base.name, registry, remote=remote, token=token)
-    keys = [resolver.resolve(a).key for a in adapters]  # checked before the server starts
+    pinned = [resolver.resolve(a) for a in adapters]  # checked before the server starts
     metrics = Metrics()
     cache = ServingCache(model, cache_bytes, registry)
     engine = Engine(model, tok, cache, max_batch=max_batch, window_s=window_ms / 1000.0, metrics=metrics)
-    for k in keys:
-        if k is not None:
-            engine.call(lambda k=k: cache.pin(k))
+    for p in pinned:
+        if p.key is not None and p.folder is not None:
+            cache.known[p.key] = p.folder
+            engine.call(lambda k=p.key: cache.pin(k))
     engine.call(lambda: metrics.cache(cache))
     cfg = model.config
     ctx = int(getattr(cfg, "max_position_embeddings", 0) or getattr(cfg, "n_positions", 0) or 2048)

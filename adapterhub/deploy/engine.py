@@ -38,7 +38,18 @@ class ServerBusy(AdapterHubError, RuntimeError):
 
 
 class ServingCache(AdapterCache):
-    """An AdapterCache that never evicts the adapters live rows are using."""
+    """An AdapterCache that never evicts the adapters live rows are using, and finds the folders of versions the
+    resolver already looked up (`known`) without asking the registry again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.known: dict[str, Path] = {}  # `ns/name@version` -> its folder, filled by the request threads
+
+    def _resolve(self, adapter: str | Path, *, load: bool = True) -> tuple[str, Path]:
+        folder = self.known.get(str(adapter))
+        if folder is not None:
+            return str(adapter), folder
+        return super()._resolve(adapter, load=load)
 
     def ensure_keeping(self, adapter: str | Path, keep: set[str]) -> str:
         held = [e for n, e in self._entries.items() if n in keep and not e.pinned]

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ log = logging.getLogger("adapterhub.deploy")
 # A whole model string: no spaces, no control characters, no trailing newline (fullmatch, never `$`).
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/@:+-]{0,399}")
 MAX_COMBINED = 8  # adapters in one weighted `a:0.7+b:0.3` model
+NAME_TTL_S = 2.0  # `ns/name` and aliases are looked up again after this; `ns/name@3` never changes
 
 
 class ModelNotFound(NotFound):
@@ -41,6 +43,20 @@ class ModelNotFound(NotFound):
 class Resolved:
     key: str | None  # what the engine makes resident: `ns/name@version` or a composed adapter's folder; None: base
     refs: tuple[str, ...] = ()  # the registry versions behind it
+    folder: Path | None = None  # the key's local folder, found here so the engine thread never queries the registry
+
+
+class _Known:
+    """Registry stand-in for `validate`: answers with the card already fetched (no second lookup per request)."""
+
+    def __init__(self, card: AdapterCard, folder: Path) -> None:
+        self.card, self.folder = card, folder
+
+    def get(self, ref: Any) -> AdapterCard:
+        return self.card
+
+    def adapter_path(self, ref: Any) -> Path:
+        return self.folder
 
 
 def _show(model: str) -> str:
@@ -60,6 +76,8 @@ class ModelResolver:
         self.scratch = scratch or registry.home / "tmp" / "deploy-combined"
         self.base_names = {base_name, "base", base.name}
         self._checked: dict[str, None] = {}  # versions validated against the base
+        self._folders: dict[str, Path] = {}  # version -> its materialised folder
+        self._cards: dict[str, tuple[float, AdapterCard]] = {}  # model string -> (when looked up, card)
         self._pulled: dict[str, str] = {}  # model string -> version pulled from the remote
         self._lock = threading.Lock()
         self._arch: str | None = None
@@ -74,17 +92,26 @@ class ModelResolver:
         if "+" in model or ":" in model:
             return self._combined(model)
         card = self.card(model)
-        self.check(card)
-        return Resolved(card.ref, (card.ref,))
+        folder = self.folder(card)
+        self.check(card, folder)
+        return Resolved(card.ref, (card.ref,), folder)
 
     def card(self, text: str) -> AdapterCard:
         """The registry card `text` names; pulled from the remote the first time when it is not local."""
         try:
-            AdapterRef.parse(text)
+            ref = AdapterRef.parse(text)
         except UsageError:
             raise ModelNotFound(text) from None
+        now = time.monotonic()
+        hit = self._cards.get(text)
+        if hit is not None and (ref.version is not None or now - hit[0] < NAME_TTL_S):
+            return hit[1]
         try:
-            return self.registry.get(text)
+            card = self.registry.get(text)
+            if len(self._cards) >= 100_000:
+                self._cards.clear()
+            self._cards[text] = (now, card)
+            return card
         except NotFound:
             if self.remote is None:
                 raise ModelNotFound(text) from None
@@ -109,13 +136,21 @@ class ModelResolver:
         log.info("pulled %s from %s as %s", spec, self.remote, card.ref)
         return card
 
-    def check(self, card: AdapterCard) -> None:
+    def folder(self, card: AdapterCard) -> Path:
+        """The version's files as a local folder (materialised from the blob store once)."""
+        got = self._folders.get(card.ref)
+        if got is None:
+            got = self._folders[card.ref] = self.registry.adapter_path(card.ref)
+        return got
+
+    def check(self, card: AdapterCard, folder: Path | None = None) -> None:
         """Validate a version against the served base once (headers, recorded fingerprint); IncompatibleAdapter."""
         if card.ref in self._checked:
             return
         from ..compatibility import validate
 
-        report = validate(card.ref, self.base, registry=self.registry)
+        shim: Any = _Known(card, folder or self.folder(card))
+        report = validate(card.ref, self.base, registry=shim)
         if not report.ok:
             raise IncompatibleAdapter(card.ref, self.base_name, report.problems())
         for w in report.warnings:
@@ -146,13 +181,13 @@ class ModelResolver:
         with self._lock:
             if not (folder / "adapter_model.safetensors").is_file():
                 self._compose(parts, folder)
-        return Resolved(str(folder), tuple(c.ref for c, _ in parts))
+        return Resolved(str(folder), tuple(c.ref for c, _ in parts), folder)
 
     def _compose(self, parts: list[tuple[AdapterCard, float]], folder: Path) -> None:
         from ..lora.compose import compose_adapters
         from ..peft_format import load_adapter, save_adapter
 
-        loaded = [(load_adapter(self.registry.adapter_path(c.ref)), w) for c, w in parts]
+        loaded = [(load_adapter(self.folder(c)), w) for c, w in parts]
         out = compose_adapters(loaded, "cat")
         folder.parent.mkdir(parents=True, exist_ok=True)
         save_adapter(out.adapter, folder, overwrite=True)  # written beside, read back, renamed into place

@@ -9,6 +9,7 @@ import pytest
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # SmolLM2 conversion, two short fits and a server: minutes on a busy 2-core machine
 def test_deploy_demo_step(tmp_path: Path, smollm2_dir: Path) -> None:
     from adapterhub.demo import DemoContext
     from adapterhub.demo.deploy_steps import run
