@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("adapterhub.vllm")
+log = logging.getLogger("vllm.adapterhub")  # under vLLM's logger, so its handlers print our lines with its own
 RESOLVER_NAME = "adapterhub"
 
 

@@ -66,9 +66,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     reg.add(wide, "other/wide", "chat")
     port = 18000 + os.getpid() % 1000
     env = {**os.environ, "VLLM_PLUGINS": "adapterhub", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true", "ADAPTERHUB_HOME": str(home),
-           "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+           "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_TARGET_DEVICE": "cpu"}  # fmt: skip
     log = root / "vllm.log"
-    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(base), "--port", str(port), "--enable-lora",
+    cmd = [sys.executable, str(Path(__file__).parent / "serve.py"), "serve", str(base), "--port", str(port), "--enable-lora",
            "--max-lora-rank", "8", "--max-loras", "4", "--max-model-len", "128", "--enforce-eager", "--dtype", "float32",
            "--lora-modules", f"direct-a={a}", f"direct-b={b}"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)
