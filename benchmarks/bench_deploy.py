@@ -112,7 +112,7 @@ def peft_server(base: str, adapters: list[str], port: int) -> None:
 
     torch.set_num_threads(THREADS)
     tok = AutoTokenizer.from_pretrained(base)
-    model: Any = AutoModelForCausalLM.from_pretrained(base).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     model = PeftModel.from_pretrained(model, adapters[0], adapter_name=Path(adapters[0]).name)
     for folder in adapters[1:]:
         model.load_adapter(folder, adapter_name=Path(folder).name)
@@ -178,21 +178,30 @@ def main() -> None:
     ap.add_argument("--cache-requests", type=int, default=96, help="requests per pattern in part 4")
     ap.add_argument("--registered", type=int, default=1000)
     ap.add_argument("--parts", default="1234", help="which parts to run, e.g. 24")
+    ap.add_argument("--base", choices=["tiny", "smollm2"], default="tiny",
+                    help="tiny: the seeded Llama above; smollm2: the embedded SmolLM2-135M-Instruct (r=8 on q/v)")  # fmt: skip
     args = ap.parse_args()
 
     from adapterhub.store.registry import Registry
     from tests import factories
 
-    w = args.workdir
+    w = args.workdir / args.base
     w.mkdir(parents=True, exist_ok=True)
-    base = build_base(w / "base")
+    if args.base == "smollm2":
+        from adapterhub.gguf_base import embedded_base
+
+        base = embedded_base(w / "smollm2-home")
+        lora: dict[str, Any] = {"target_modules": ["q_proj", "v_proj"]}
+    else:
+        base = build_base(w / "base")
+        lora = {"target_modules": ALL}
     home = w / "home"
     reg = Registry(home=home)
     folders = []
     for i in range(8):
         f = w / "adapters" / f"a{i}"
         if not (f / "adapter_model.safetensors").is_file():
-            factories.make_peft_adapter(base, f, seed=i, r=8, lora_alpha=16, target_modules=ALL)
+            factories.make_peft_adapter(base, f, seed=i, r=8, lora_alpha=16, **lora)
         folders.append(f)
         if not _exists(reg, f"bench/a{i}"):
             reg.add(f, f"bench/a{i}", "bench", base=base)
@@ -205,8 +214,8 @@ def main() -> None:
         if not _exists(reg, f"bench/big{i}"):
             reg.add(f, f"bench/big{i}", "bench", base=base)
         big.append(f"bench/big{i}")
-    size_mb = (w / "adapters" / "big0" / "adapter_model.safetensors").stat().st_size / 1e6
-    print(f"base: Llama hidden 256 x 4 layers, float32; adapters r=8 all-linear; cold adapters {size_mb:.1f} MB")
+    size_mb = (w / "adapters" / "big0" / "adapter_model.safetensors").stat().st_size / 1e6 if big else 0.0
+    print(f"base: {args.base} ({base.name}); adapters r=8 on {lora['target_modules']}; cold adapters {size_mb:.1f} MB")
 
     models8 = [f"bench/a{i}" for i in range(8)]
     own = part_load_and_cold(args, base, home, w, models8, big, size_mb) if set(args.parts) & {"1", "2", "3"} else 0.0
@@ -227,7 +236,7 @@ def main() -> None:
 def part_load_and_cold(args: Any, base: Path, home: Path, w: Path, models8: list[str], big: list[str], size_mb: float) -> float:
     from adapterhub.deploy.background import start_deploy
 
-    deploy_args = ["--max-batch", "16", "--batch-window-ms", "10", "--threads", str(THREADS)]
+    deploy_args = ["--max-batch", "16", "--batch-window-ms", "10", "--threads", str(THREADS), "--dtype", "float32"]
     with start_deploy(base, home, args=deploy_args, log=w / "deploy.log") as srv:
         client_load(srv.base_url, models8, 1, 4)  # warm-up: every adapter resident
         own, _ = client_load(srv.base_url, models8, args.requests, args.max_tokens)

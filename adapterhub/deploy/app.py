@@ -29,8 +29,16 @@ from ..errors import AdapterHubError, CacheFull, IncompatibleAdapter, NotFound, 
 from .engine import EmbedJob, Engine, Event, Job, ServerBusy
 from .metrics import CONTENT_TYPE, Metrics
 from .models import ModelResolver
-from .schemas import (MAX_EMBED_INPUTS, MAX_PROMPTS, MAX_ROWS, ChatRequest, CompletionRequest, EmbeddingRequest,
-                      error_body, usage)  # fmt: skip
+from .schemas import (
+    MAX_EMBED_INPUTS,
+    MAX_PROMPTS,
+    MAX_ROWS,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    error_body,  # fmt: skip
+    usage,
+)
 
 log = logging.getLogger("adapterhub.deploy")
 DEFAULT_MAX_BODY = 1 << 20
@@ -319,7 +327,7 @@ async def _sse(state: DeployState, req: Any, jobs: list[Job], queue: asyncio.Que
         while left:
             ev = await queue.get()
             if ev.error is not None:
-                status, type_, code = next(((s, t, c) for cls, s, t, c in _ERRORS if isinstance(ev.error, cls)),
+                _status, type_, code = next(((s, t, c) for cls, s, t, c in _ERRORS if isinstance(ev.error, cls)),
                                            (500, "server_error", None))  # fmt: skip
                 yield f"data: {json.dumps(error_body(str(ev.error), type_, code))}\n\n".encode()
                 break

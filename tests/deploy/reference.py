@@ -7,8 +7,6 @@ from pathlib import Path
 
 import torch
 
-from adapterhub.lora.attach import set_active
-
 
 def local_model(base: Path, home: Path, refs: Sequence[str], weights: Sequence[float] | None = None) -> torch.nn.Module:
     import adapterhub
@@ -24,8 +22,3 @@ def greedy(model: torch.nn.Module, ids: list[int], max_new: int, eos: int = 2) -
                              max_new_tokens=max_new, do_sample=False, pad_token_id=eos)  # fmt: skip
     new = out[0, len(ids) :].tolist()
     return new[: new.index(eos)] if eos in new else new
-
-
-def greedy_with(model: torch.nn.Module, name: str | None, ids: list[int], max_new: int) -> list[int]:
-    set_active(model, name)
-    return greedy(model, ids, max_new)

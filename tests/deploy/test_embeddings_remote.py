@@ -10,7 +10,6 @@ import openai
 import pytest
 import torch
 
-from tests import factories
 from tests.deploy.reference import greedy, local_model
 
 

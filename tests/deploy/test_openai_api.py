@@ -13,7 +13,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from tests.deploy.conftest import ADAPTERS, Deployed
-from tests.deploy.reference import greedy, greedy_with, local_model
+from tests.deploy.reference import greedy, local_model
 
 PROMPTS = ["Hello there", "The cat sat on", "1 2 3 4", "What is LoRA?", "abc"]
 
@@ -126,7 +126,7 @@ def test_batch_of_prompts(deployed: Deployed) -> None:
 
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in /metrics")
 
