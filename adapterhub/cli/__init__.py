@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "compose": "adapterhub.cli.merge:compose",
     "extract": "adapterhub.cli.merge:extract",
     "serve": "adapterhub.cli.hub:serve",
+    "deploy": "adapterhub.cli.deploy:deploy",
     "push": "adapterhub.cli.hub:push",
     "pull": "adapterhub.cli.hub:pull",
     "import-gguf": "adapterhub.cli.gguf:import_gguf",

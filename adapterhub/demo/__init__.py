@@ -21,6 +21,7 @@ STEPS = (
     "adapterhub.demo.apply_steps",  # fine-tune two task adapters, score them, attach/swap/mixed batch
     "adapterhub.demo.merge_steps",  # merge into standalone weights, compare with the attached adapter; compose
     "adapterhub.demo.hub_steps",  # serve a hub, push, pull into a second registry, search the hub
+    "adapterhub.demo.deploy_steps",  # deploy SmolLM2 once, a chat request per adapter through the openai client
 )
 
 
