@@ -48,6 +48,9 @@ _EXPORTS: dict[str, str] = {
     "merge": "adapterhub.lora.merge",
     "compose": "adapterhub.lora.compose",
     "extract": "adapterhub.lora.extract",
+    # tuning and measuring (`adapterhub.tune(...)` calls the callable package adapterhub.tune)
+    "tune": "adapterhub.tune",
+    "evaluate": "adapterhub.tune.evaluate",
     # sharing
     "push": "adapterhub.hub.client",
     "pull": "adapterhub.hub.client",
@@ -69,6 +72,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'adapterhub' has no attribute {name!r}")
+    if module == f"{__name__}.{name}":  # a callable package (adapterhub.tune): the module itself
+        return importlib.import_module(module)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
@@ -93,6 +98,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .lora.merge import merge
     from .lora.routing import route
     from .lora.trainable import add_trainable
+    from .tune import tune
+    from .tune.evaluate import evaluate
     from .peft_format import load_adapter, save_adapter
     from .store.registry import Registry
     from .compatibility import CompatibilityReport, validate
