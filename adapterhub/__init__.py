@@ -48,9 +48,9 @@ _EXPORTS: dict[str, str] = {
     "merge": "adapterhub.lora.merge",
     "compose": "adapterhub.lora.compose",
     "extract": "adapterhub.lora.extract",
-    # tuning and measuring (`adapterhub.tune(...)` calls the callable package adapterhub.tune)
-    "tune": "adapterhub.tune",
-    "evaluate": "adapterhub.tune.evaluate",
+    # tuning and measuring
+    "tune": "adapterhub.tuning.train",
+    "evaluate": "adapterhub.tuning.evaluate",
     # sharing
     "push": "adapterhub.hub.client",
     "pull": "adapterhub.hub.client",
@@ -72,8 +72,6 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'adapterhub' has no attribute {name!r}")
-    if module == f"{__name__}.{name}":  # a callable package (adapterhub.tune): the module itself
-        return importlib.import_module(module)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
@@ -98,8 +96,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .lora.merge import merge
     from .lora.routing import route
     from .lora.trainable import add_trainable
-    from .tune import tune
-    from .tune.evaluate import evaluate
+    from .tuning.evaluate import evaluate
+    from .tuning.train import tune
     from .peft_format import load_adapter, save_adapter
     from .store.registry import Registry
     from .compatibility import CompatibilityReport, validate

@@ -1,14 +1,12 @@
 """Tuning and measuring adapters: `tune` trains one from a JSONL file (PEFT + transformers Trainer) and registers it
 with its provenance; `evaluate` scores adapters (and the base) on held-out data and records measured scores.
 
-`adapterhub.tune(...)` is this package called as a function (the module is callable), the same as
-`adapterhub.tune.tune(...)`: the package name and the public function name are one.
+The package is `adapterhub.tuning` (not `adapterhub.tune`) so that the public function `adapterhub.tune` is never
+shadowed by a submodule of the same name (see tests/test_public_api.py).
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
 from .train import TuneSettings, tune
@@ -21,12 +19,4 @@ def __getattr__(name: str) -> Any:
         from .evaluate import evaluate
 
         return evaluate
-    raise AttributeError(f"module 'adapterhub.tune' has no attribute {name!r}")
-
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return tune(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+    raise AttributeError(f"module 'adapterhub.tuning' has no attribute {name!r}")

@@ -182,7 +182,7 @@ def _example(obj: dict[str, object], fmt: str, lineno: int) -> Example:
         return Example(prompt=(("user", _text(obj, "prompt")),), answer=_text(obj, "completion"), line=lineno)
     msgs = obj["messages"]
     if not isinstance(msgs, list) or not msgs:
-        raise ValueError(f"'messages' must be a non-empty list, found {_kind(msgs)}")
+        raise ValueError(f"'messages' must be a non-empty list, found {'an empty list' if msgs == [] else _kind(msgs)}")
     pairs: list[tuple[str, str]] = []
     for i, m in enumerate(msgs):
         if not isinstance(m, dict):
