@@ -15,7 +15,7 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     ctx = run_demo(tmp_path / "demo", echo=lines.append)
     text = "\n".join(lines)
     assert "is not part of this build" not in text, "every demo step must ship"
-    assert len(STEPS) == 4
+    assert len(STEPS) == 5
     reg = ctx.registry
     # trained adapters were registered with the scores the demo measured on held-out examples
     for task, ref in ctx.results["trained"].items():
@@ -33,3 +33,6 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert len(ctx.results["composed"]) == 2
     assert ctx.results["pulled"] in set(ctx.results["trained"].values())
     assert reg.fsck().clean
+    tuned = reg.get(ctx.results["tuned"])
+    assert tuned.tune_provenance is not None and [s.source.value for s in tuned.scores] == ["measured"]
+    assert ctx.results["tune_gain"] > 0  # the tuned adapter beats the base on held-out dates
