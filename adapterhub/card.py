@@ -234,8 +234,8 @@ class AdapterCard(_Model):
         if tuned is not None:
             data = ", ".join(f"{d.name} ({d.examples} examples, sha256:{d.sha256[:12]})" for d in tuned.data if d.role == "train")
             pairs.append(("lineage", f"tuned from base {tuned.base_name} ({tuned.base_fingerprint[:12]}) on {data}"))
-            pairs.append(("training", f"{tuned.steps} steps, seed {tuned.seed}, {tuned.trainable_params:,} of "
-                                      f"{tuned.total_params:,} params trainable, {tuned.wall_time_s:.1f} s"))  # fmt: skip
+            trained = f"{tuned.steps} steps, seed {tuned.seed}, {tuned.trainable_params:,} of {tuned.total_params:,} params trainable"
+            pairs.append(("training", f"{trained}, {tuned.wall_time_s:.1f} s"))
         elif self.lineage:
             parents = ", ".join(f"{p.ref}×{p.weight:g}" for p in self.lineage.parents)
             pairs.append(("lineage", f"{self.lineage.method}({parents})"))

@@ -215,7 +215,7 @@ def bases(as_json: bool) -> None:
         print_json(infos)
     else:
         print_table(
-            ["name", "content", "arch", "params", "dtype", "type", "derived from"],
+            ["name", "content", "arch", "params", "dtype", "type", "derived from", "measured scores"],
             [[b.name, b.content_hash[:12], b.arch_hash[:12], f"{b.parameter_count:,}", b.dtype, b.model_type or "",
-              b.lineage.method if b.lineage else ""] for b in infos],
+              b.lineage.method if b.lineage else "", " ".join(f"{s.key}={s.value:.4g}" for s in b.scores)] for b in infos],
         )  # fmt: skip

@@ -67,8 +67,8 @@ def tune(base: str, data: Path, eval_data: Path | None, name: str, task: str, ra
         card = run_tune(base, data, name=name, task=task, eval_data=eval_data, settings=settings, resume=resume,
                         description=description, tags=tags, progress=show_progress())  # fmt: skip
     except KeyboardInterrupt:
-        click.echo("interrupted: nothing was registered; rerun the same command with --resume to continue "
-                   "from the last checkpoint", err=True)  # fmt: skip
+        click.echo("interrupted: nothing was registered; rerun the same command with --resume to continue from the "
+                   f"last checkpoint (one is written every {save_steps} steps)", err=True)  # fmt: skip
         sys.exit(130)
     if as_json:
         print_json(card)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import timezone
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
+
 from ..card import AdapterCard, BaseModelInfo, BaseModelRefInfo, EvalScore, FileEntry, Lineage, ScoreProvenance, ScoreSource
 from .orm import AdapterRow, BaseEvalScoreRow, BaseModelRow, EvalScoreRow, RepoRow, all_metadata
 

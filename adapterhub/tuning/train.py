@@ -57,7 +57,8 @@ class TuneSettings:
         if self.epochs is not None and self.max_steps is not None:
             raise UsageError("give --epochs or --max-steps, not both")
         positive = {"rank": self.rank, "batch-size": self.batch_size, "grad-accum": self.grad_accum, "save-steps": self.save_steps,
-                    "max-length": self.max_length, "max-steps": self.max_steps or 1, "epochs": self.epochs or 1, "lr": self.lr}  # fmt: skip
+                    "max-length": self.max_length, "max-steps": 1 if self.max_steps is None else self.max_steps,
+                    "epochs": 1 if self.epochs is None else self.epochs, "lr": self.lr}  # fmt: skip
         for name, v in positive.items():
             if not v > 0:
                 raise UsageError(f"--{name} must be positive, got {v}")

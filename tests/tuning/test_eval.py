@@ -121,7 +121,7 @@ def test_measured_vs_reported_in_search(registry: Registry, llama_adapter_dir: P
     registry.add(llama_adapter_dir, "ns/real2", "dates")
     registry.record_scores("ns/real2", [_measured(0.7)])
 
-    names = lambda **kw: [c.full_name for c in registry.search(SearchQuery(**kw)).items]  # noqa: E731
+    names = lambda **kw: [c.full_name for c in registry.search(SearchQuery(**kw)).items]
     assert set(names()) == {"ns/typed", "ns/claims", "ns/real", "ns/real2"}
     assert set(names(measured=True)) == {"ns/real", "ns/real2"}
     assert set(names(min_scores={"dates/exact_match": 0.6})) == {"ns/typed", "ns/claims", "ns/real2"}

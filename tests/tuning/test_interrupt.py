@@ -37,14 +37,14 @@ def test_sigint_registers_nothing_and_resume_continues(chat_llama_dir: Path, tmp
         assert time.monotonic() < deadline, "no checkpoint written"
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "nothing was registered" in err and "--resume" in err and "Traceback" not in err
     assert Registry(home=home).list(all_versions=True) == []
     ckpts = list(home.glob(f"{RUNS_FOLDER}/*/checkpoints/checkpoint-*"))
     assert ckpts
 
-    done = subprocess.run(_cmd(chat_llama_dir, data, "--resume", "--json"), env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(_cmd(chat_llama_dir, data, "--resume", "--json"), env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
     card = Registry(home=home).get("t/copy")
     prov = card.tune_provenance

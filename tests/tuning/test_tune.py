@@ -109,6 +109,8 @@ def test_bad_input_fails_before_training(chat_llama_dir: Path, tmp_path: Path) -
         adapterhub.tune(chat_llama_dir, write_jsonl(tmp_path / "bad.jsonl", [copy_rows(1)[0], "nope"]), name="t/x", task="x", registry=reg)
     with pytest.raises(UsageError, match="--epochs or --max-steps"):
         adapterhub.tune(chat_llama_dir, good, name="t/x", task="x", registry=reg, epochs=1, max_steps=3)
+    with pytest.raises(UsageError, match="--max-steps must be positive"):
+        adapterhub.tune(chat_llama_dir, good, name="t/x", task="x", registry=reg, max_steps=0)
     with pytest.raises(UsageError, match="cannot add LoRA layers"):
         adapterhub.tune(chat_llama_dir, good, name="t/x", task="x", registry=reg, targets="no_such_proj", max_steps=1)
     with pytest.raises(UsageError, match="nothing to resume"):
