@@ -124,14 +124,6 @@ def read_jsonl(path: Path | str) -> Dataset:
     return Dataset(path=path, format=fmt or "", examples=examples, sha256=digest.hexdigest(), size=size)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def detect_format(obj: dict[str, object]) -> str | None:
     """The format whose keys the object has: a name, "ambiguous", or None."""
     hits = [name for name, keys in FORMAT_KEYS.items() if any(k in obj for k in keys)]

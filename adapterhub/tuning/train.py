@@ -76,9 +76,8 @@ class TuneSettings:
 
 @dataclass
 class TuneResult:
-    """What a run produced: the card (None for full fine-tuning), the provenance, and the trained model in memory."""
+    """What a training run produced: its provenance, the saved folder, and (with keep_model) the model in memory."""
 
-    card: AdapterCard | None
     provenance: TuneProvenance
     model: Any
     tokenizer: Any
@@ -228,7 +227,7 @@ def train(
         eval_loss=eval_loss, library_versions=library_versions(), resumed_from_step=_step_of(last) if resume and last else None,
     )  # fmt: skip
     (run_dir / "provenance.json").write_text(prov.model_dump_json(indent=2))
-    return TuneResult(card=None, provenance=prov, model=model if keep_model else None, tokenizer=tokenizer, output_dir=out)
+    return TuneResult(provenance=prov, model=model if keep_model else None, tokenizer=tokenizer, output_dir=out)
 
 
 def _wrap(model: Any, settings: TuneSettings) -> Any:
