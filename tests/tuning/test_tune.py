@@ -116,3 +116,21 @@ def test_bad_input_fails_before_training(chat_llama_dir: Path, tmp_path: Path) -
     with pytest.raises(UsageError, match="nothing to resume"):
         adapterhub.tune(chat_llama_dir, good, name="t/x", task="x", registry=reg, max_steps=1, resume=True)
     assert reg.list(all_versions=True) == []
+
+
+def test_dora_rslora_and_targets_reach_the_card_and_match_peft(chat_llama_dir: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    reg = Registry(home=tmp_path / "home")
+    data = write_jsonl(tmp_path / "d.jsonl", copy_rows(8))
+    card = adapterhub.tune(chat_llama_dir, data, name="t/dora", task="copy", registry=reg, max_steps=3, lr=2e-2, batch_size=4,
+                           dora=True, rslora=True, targets="q_proj,v_proj", rank=2, alpha=4, grad_accum=2)  # fmt: skip
+    assert (card.method.value, card.use_rslora, sorted(card.target_modules), card.rank) == ("dora", True, ["q_proj", "v_proj"], 2)
+    assert card.tune_provenance.hyperparameters["effective_batch_size"] == 8
+    ids = torch.tensor([[1, 11, 22, 33, 44]])
+    ours = adapterhub.load(chat_llama_dir, [card.ref], registry=reg, dtype="float32")
+    oracle = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(chat_llama_dir), dtype=torch.float32),
+                                       str(reg.adapter_path(card.ref))).eval()  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids=ids).logits, oracle(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
