@@ -192,8 +192,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--limits", default="32,64,128,256", help="training-set sizes for the less-data table")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: less,hand")
-    ap.add_argument("--reuse", action="store_true", help="keep the runs already in benchmarks/results/tune.json")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: main,hand,less (or less-lora, less-full)")
+    ap.add_argument("--reuse", action="store_true", help="keep the runs already in the --json file")
+    ap.add_argument("--json", type=Path, default=RESULTS / "tune.json", help="where runs are saved (after each one)")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[], help="more run files (e.g. from a parallel --skip main,hand run)")
     ap.add_argument("--one", choices=["lora", "full", "hand"], help=argparse.SUPPRESS)
     ap.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--home", type=Path, default=None, help=argparse.SUPPRESS)
@@ -204,25 +206,34 @@ def main() -> None:
     limits = [int(x) for x in args.limits.split(",") if x]
     skip = set(args.skip.split(","))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    saved = RESULTS / "tune.json"
+    saved = args.json
     # --reuse keeps the runs already in tune.json (same --steps): a long benchmark can be stopped and continued
     runs: dict[str, Any] = json.loads(saved.read_text()) if args.reuse and saved.is_file() else {}
     if runs.get("steps") not in (None, args.steps):
         raise SystemExit(f"{saved} holds runs of {runs['steps']} steps; drop --reuse or use --steps {runs['steps']}")
+    for extra in args.merge:
+        more = json.loads(extra.read_text())
+        if more.get("steps") != args.steps:
+            raise SystemExit(f"{extra} holds runs of {more.get('steps')} steps, not {args.steps}")
+        runs = {**more, **runs}
     runs["steps"] = args.steps
     cmd = "nice -n 10 python benchmarks/bench_tune.py " + " ".join(sys.argv[1:])
-    plan = [("lora", "lora", None), ("full", "full", None)] + ([("hand", "hand", None)] if "hand" not in skip else [])
+    plan = [("lora", "lora", None), ("full", "full", None)] if "main" not in skip else []
+    plan += [("hand", "hand", None)] if "hand" not in skip else []
     if "less" not in skip:
-        plan += [(f"{kind}-{n}", kind, n) for n in limits if n < 256 for kind in ("lora", "full")]
+        kinds = [k for k in ("lora", "full") if f"less-{k}" not in skip]
+        plan += [(f"{kind}-{n}", kind, n) for n in limits if n < 256 for kind in kinds]
     for key, kind, limit in plan:
         if key not in runs:
             runs[key] = child(kind, args.steps, limit)
             saved.write_text(json.dumps(runs, indent=2))  # after every run: nothing is lost if the rest is stopped
     for kind in ("lora", "full"):
-        if 256 in limits:
+        if 256 in limits and kind in runs:
             runs[f"{kind}-256"] = runs[kind]
-    text = report(runs, args.steps, limits, cmd)
     saved.write_text(json.dumps(runs, indent=2))
+    if "lora" not in runs or "full" not in runs:
+        return  # a partial run (e.g. --skip main): the report comes from a later --reuse/--merge run
+    text = report(runs, args.steps, limits, cmd)
     (RESULTS / "tune.md").write_text(text + "\n")
     if "less" not in skip:
         plot(runs, limits, RESULTS / "tune_less_data.png")
