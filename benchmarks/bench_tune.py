@@ -43,11 +43,11 @@ def heldout_score(base: Path, refs: list[str], registry: Any) -> float:
     return rep.outcomes[0].score.value
 
 
-def run_one(kind: str, steps: int, limit: int | None, home: Path) -> dict[str, Any]:
+def run_one(kind: str, steps: int, limit: int | None, home: Path, threads: int) -> dict[str, Any]:
     """One training run in this process; returns its figures."""
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     from adapterhub.gguf_base import embedded_base
     from adapterhub.store.registry import Registry
     from adapterhub.tuning.train import TuneSettings, train, tune
@@ -121,10 +121,11 @@ def hand_written(base: Path, data: Path, steps: int, out: Path) -> dict[str, Any
     return {"steps": steps, "train_s": wall, "step_s": wall / steps}
 
 
-def child(kind: str, steps: int, limit: int | None) -> dict[str, Any]:
+def child(kind: str, steps: int, limit: int | None, threads: int) -> dict[str, Any]:
     """Run one configuration in a fresh interpreter (its own peak RSS), returning its JSON line."""
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
-        cmd = [sys.executable, __file__, "--one", kind, "--steps", str(steps), "--home", tmp] + (["--limit", str(limit)] if limit else [])
+        cmd = [sys.executable, __file__, "--one", kind, "--steps", str(steps), "--home", tmp, "--threads", str(threads)]
+        cmd += ["--limit", str(limit)] if limit else []
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "TRANSFORMERS_VERBOSITY": "error"}
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -193,6 +194,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--limits", default="32,64,128,256", help="training-set sizes for the less-data table")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: main,hand,less (or less-lora, less-full)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run (1: no spinning OpenMP barriers on a busy machine)")
     ap.add_argument("--reuse", action="store_true", help="keep the runs already in the --json file")
     ap.add_argument("--json", type=Path, default=RESULTS / "tune.json", help="where runs are saved (after each one)")
     ap.add_argument("--merge", type=Path, nargs="*", default=[], help="more run files (e.g. from a parallel --skip main,hand run)")
@@ -201,7 +203,7 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.steps, args.limit, args.home)))
+        print(json.dumps(run_one(args.one, args.steps, args.limit, args.home, args.threads)))
         return
     limits = [int(x) for x in args.limits.split(",") if x]
     skip = set(args.skip.split(","))
@@ -225,7 +227,7 @@ def main() -> None:
         plan += [(f"{kind}-{n}", kind, n) for n in limits if n < 256 for kind in kinds]
     for key, kind, limit in plan:
         if key not in runs:
-            runs[key] = child(kind, args.steps, limit)
+            runs[key] = {**child(kind, args.steps, limit, args.threads), "threads": args.threads}
             saved.write_text(json.dumps(runs, indent=2))  # after every run: nothing is lost if the rest is stopped
     for kind in ("lora", "full"):
         if 256 in limits and kind in runs:
