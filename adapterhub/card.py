@@ -151,6 +151,7 @@ class TuneProvenance(_Model):
     trainable_params: int
     total_params: int
     wall_time_s: float
+    cpu_time_s: float | None = None  # CPU seconds of the training process (all threads): comparable on a busy machine
     peak_rss_bytes: int
     loss_curve: list[tuple[int, float]] = Field(default_factory=list)  # (step, training loss)
     eval_loss: float | None = None

@@ -202,9 +202,9 @@ def train(
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer.train(resume_from_checkpoint=str(last) if resume and last else None)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     eval_loss = float(trainer.evaluate()["eval_loss"]) if eval_rows else None
 
     out = run_dir / ("model" if settings.full else "adapter")
@@ -222,7 +222,7 @@ def train(
     prov = TuneProvenance(
         base_name=_base_name(base_dir), base_fingerprint=fp.content_hash, base_arch_hash=fp.arch_hash, data=data_info,
         hyperparameters=hyper, seed=settings.seed, steps=int(trainer.state.global_step), trainable_params=trainable,
-        total_params=total, wall_time_s=round(wall, 3), peak_rss_bytes=peak_rss_bytes(),
+        total_params=total, wall_time_s=round(wall, 3), cpu_time_s=round(cpu, 3), peak_rss_bytes=peak_rss_bytes(),
         loss_curve=[(int(e["step"]), round(float(e["loss"]), 6)) for e in trainer.state.log_history if "loss" in e],
         eval_loss=eval_loss, library_versions=library_versions(), resumed_from_step=_step_of(last) if resume and last else None,
     )  # fmt: skip

@@ -76,7 +76,7 @@ def test_provenance_in_the_card(tuned: dict[str, Any], chat_llama_dir: Path) -> 
     assert prov.seed == 3 and prov.steps == STEPS
     lora_params = sum(v.numel() for v in _adapter_tensors(tuned["registry"], card.ref).values())
     assert prov.trainable_params == lora_params and prov.total_params == fp.parameter_count + lora_params
-    assert prov.wall_time_s > 0 and prov.peak_rss_bytes > 10 * 2**20 and prov.eval_loss is not None
+    assert prov.wall_time_s > 0 and prov.cpu_time_s > 0 and prov.peak_rss_bytes > 10 * 2**20 and prov.eval_loss is not None
     assert {"torch", "transformers", "peft", "adapterhub", "python"} <= set(prov.library_versions)
     assert any("tuned from base" in line and "train.jsonl (24 examples" in line for line in card.summary_lines())
     assert not (tuned["registry"].home / RUNS_FOLDER).exists() or not any((tuned["registry"].home / RUNS_FOLDER).iterdir())
