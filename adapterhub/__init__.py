@@ -48,6 +48,9 @@ _EXPORTS: dict[str, str] = {
     "merge": "adapterhub.lora.merge",
     "compose": "adapterhub.lora.compose",
     "extract": "adapterhub.lora.extract",
+    # tuning and measuring
+    "tune": "adapterhub.tuning.train",
+    "evaluate": "adapterhub.tuning.evaluate",
     # sharing
     "push": "adapterhub.hub.client",
     "pull": "adapterhub.hub.client",
@@ -112,4 +115,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .lora.routing import route
     from .lora.trainable import add_trainable
     from .peft_weights import load_adapter, save_adapter
+    from .tuning.evaluate import evaluate
+    from .tuning.train import tune
     from .store.registry import Registry

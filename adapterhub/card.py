@@ -61,12 +61,34 @@ class AdapterRef(_Model):
         return self.full_name
 
 
+class ScoreSource(str, Enum):
+    """Where a score comes from: `measured` by `adapterhub eval` on this registry's machine, or `reported` (typed in
+    with `add --metric`, or read from a pushed/pulled card) and taken on trust."""
+
+    MEASURED = "measured"
+    REPORTED = "reported"
+
+
+class ScoreProvenance(_Model):
+    """How a measured score was obtained, so a reader can reproduce it or tell two scores apart."""
+
+    dataset_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    dataset_size: int = Field(ge=0)  # examples scored
+    metric: str
+    decoding: dict[str, Any] = Field(default_factory=dict)  # e.g. {"strategy": "greedy", "max_new_tokens": 32, "batch_size": 8}
+    base_fingerprint: str  # content hash of the base the score was measured on
+    adapterhub_version: str
+    date: datetime
+
+
 class EvalScore(_Model):
     dataset: str
     metric: str
     value: float
     split: str = "test"
     higher_is_better: bool = True
+    source: ScoreSource = ScoreSource.REPORTED
+    provenance: ScoreProvenance | None = None
 
     @property
     def key(self) -> str:
@@ -101,10 +123,41 @@ class ParentLink(_Model):
 class Lineage(_Model):
     """How something was derived: the method, its parameters, and the parents with their weights."""
 
-    method: str  # e.g. "merge", "compose:cat", "compose:ties", "extract"
+    method: str  # e.g. "merge", "compose:cat", "compose:ties", "extract", "tune" (params: a TuneProvenance)
     parents: list[ParentLink] = Field(default_factory=list)
     base: str | None = None  # content hash of the base it was derived on
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataFileInfo(_Model):
+    """One data file a tuning run read: what it was for, which bytes, how many examples, in which format."""
+
+    role: str  # "train" or "eval"
+    name: str  # the file name (not the full path: paths leak the trainer's machine layout)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    examples: int = Field(ge=0)
+    format: str  # "vertex", "chat" or "prompt_completion"
+
+
+class TuneProvenance(_Model):
+    """Everything `adapterhub tune` knows about how an adapter was trained; stored as `Lineage(method="tune").params`."""
+
+    base_name: str
+    base_fingerprint: str  # content hash
+    base_arch_hash: str
+    data: list[DataFileInfo]
+    hyperparameters: dict[str, Any]
+    seed: int
+    steps: int
+    trainable_params: int
+    total_params: int
+    wall_time_s: float
+    cpu_time_s: float | None = None  # CPU seconds of the training process (all threads): comparable on a busy machine
+    peak_rss_bytes: int
+    loss_curve: list[tuple[int, float]] = Field(default_factory=list)  # (step, training loss)
+    eval_loss: float | None = None
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    resumed_from_step: int | None = None
 
 
 class BaseModelInfo(_Model):
@@ -116,6 +169,7 @@ class BaseModelInfo(_Model):
     dtype: str
     model_type: str | None = None
     lineage: Lineage | None = None
+    scores: list[EvalScore] = Field(default_factory=list)  # the base's own measured scores (`eval --base-only`)
     created_at: datetime
 
 
@@ -188,19 +242,31 @@ class AdapterCard(_Model):
             ("description", self.description or "-"), ("license", self.license or "-"), ("tags", ", ".join(self.tags) or "-"),
             ("created", self.created_at.isoformat(timespec="seconds")),
         ]  # fmt: skip
-        if self.lineage:
+        tuned = self.tune_provenance
+        if tuned is not None:
+            data = ", ".join(f"{d.name} ({d.examples} examples, sha256:{d.sha256[:12]})" for d in tuned.data if d.role == "train")
+            pairs.append(("lineage", f"tuned from base {tuned.base_name} ({tuned.base_fingerprint[:12]}) on {data}"))
+            trained = f"{tuned.steps} steps, seed {tuned.seed}, {tuned.trainable_params:,} of {tuned.total_params:,} params trainable"
+            pairs.append(("training", f"{trained}, {tuned.wall_time_s:.1f} s"))
+        elif self.lineage:
             parents = ", ".join(f"{p.ref}×{p.weight:g}" for p in self.lineage.parents)
             pairs.append(("lineage", f"{self.lineage.method}({parents})"))
         lines = [f"{k:<13}{v}" for k, v in pairs]
         lines.append("scores" + ("" if self.scores else "       none recorded"))
         for s in self.scores:
-            lines.append(
-                f"  {s.dataset}/{s.metric} [{s.split}] = {s.value:.4g}{'' if s.higher_is_better else ' (lower is better)'}"
-            )
+            lines.append(f"  {s.dataset}/{s.metric} [{s.split}] = {s.value:.4g}{'' if s.higher_is_better else ' (lower is better)'}"
+                         f"  ({s.source.value})")
         lines.append("files")
         for f in self.files:
             lines.append(f"  {f.path:<28}{f.size:>12,} B  sha256:{f.sha256[:16]}")
         return lines
+
+    @property
+    def tune_provenance(self) -> TuneProvenance | None:
+        """How this adapter was trained, when `adapterhub tune` made it."""
+        if self.lineage is None or self.lineage.method != "tune":
+            return None
+        return TuneProvenance.model_validate(self.lineage.params)
 
     def score(self, key: str) -> float | None:
         """The value of `DATASET/METRIC`, or None when not recorded."""
@@ -232,6 +298,7 @@ class SearchQuery(_Model):
     )  # "dataset/metric": best first (respects higher_is_better); default newest first
     limit: int = Field(20, ge=1, le=1000)
     all_versions: bool = False  # False: only the newest version of each name
+    measured: bool = False  # only adapters with a measured score; score filters and sorting then use measured scores only
 
 
 class SearchResult(_Model):

@@ -36,3 +36,6 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     answers = ctx.results["deploy_answers"]  # SmolLM2 deployed once, one chat request per adapter
     assert "Paris" in answers["smollm2"] and len(set(answers.values())) == len(answers)
     assert ctx.results["deploy_concurrent_same"]
+    tuned = reg.get(ctx.results["tuned"])
+    assert tuned.tune_provenance is not None and [s.source.value for s in tuned.scores] == ["measured"]
+    assert ctx.results["tune_gain"] > 0  # the tuned adapter beats the base on held-out dates

@@ -13,7 +13,7 @@ PUBLIC = [
     "InvalidAdapter", "Lineage", "ParentLink", "PickleRefused", "Registry", "SearchQuery", "SearchResult",
     "UnsupportedFeature", "activation", "add_trainable", "attach", "check_adapter", "compose", "detach", "extract",
     "fuse", "list_adapters", "load", "load_adapter", "merge", "pull", "push", "remote_search", "route",
-    "save_adapter", "set_active", "unfuse", "validate",
+    "save_adapter", "set_active", "tune", "evaluate", "unfuse", "validate",
 ]  # fmt: skip
 
 

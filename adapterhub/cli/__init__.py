@@ -42,6 +42,8 @@ COMMANDS: dict[str, str] = {
     "push": "adapterhub.cli.hub:push",
     "pull": "adapterhub.cli.hub:pull",
     "import-gguf": "adapterhub.cli.gguf:import_gguf",
+    "tune": "adapterhub.cli.tune:tune",
+    "eval": "adapterhub.cli.tune:eval_cmd",
 }
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from ._common import handle_errors
 
 
 @click.command()
@@ -28,7 +27,6 @@ from ._common import handle_errors
 @click.option("--threads", default=None, type=click.IntRange(1, 1024),
               help="torch threads for the forward passes (default: torch's; 1 is fastest on a busy machine).")  # fmt: skip
 @click.option("--max-body-bytes", default=1 << 20, show_default=True, type=click.IntRange(1024), help="Largest request body.")
-@handle_errors
 def deploy(base: Path, host: str, port: int, name: str | None, remote: str | None, token: str | None, adapters: tuple[str, ...],
            cache_bytes: int, max_batch: int, batch_window_ms: float, api_key: str | None, dtype: str | None,
            threads: int | None, max_body_bytes: int) -> None:  # fmt: skip

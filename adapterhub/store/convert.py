@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
-from ..card import AdapterCard, BaseModelInfo, BaseModelRefInfo, EvalScore, FileEntry, Lineage
+from ..card import AdapterCard, BaseModelInfo, BaseModelRefInfo, EvalScore, FileEntry, Lineage, ScoreProvenance, ScoreSource
 from .bases import base_declared_by, verified_base
-from .orm import AdapterRow, BaseModelRow, RepoRow, all_metadata
+from .orm import AdapterRow, BaseEvalScoreRow, BaseModelRow, EvalScoreRow, RepoRow, all_metadata
 
 
 def card_query() -> sa.Select[AdapterRow]:
@@ -59,14 +59,19 @@ def card(_s: Session, row: AdapterRow) -> AdapterCard:
         else None,  # fmt: skip
         base_model_name_or_path=row.base_model_name_or_path,
         peft_task_type=row.peft_task_type,
-        scores=[
-            EvalScore(dataset=x.dataset, metric=x.metric, value=x.value, split=x.split, higher_is_better=x.higher_is_better)
-            for x in sorted(row.scores, key=lambda x: (x.dataset, x.metric, x.split))
-        ],
+        scores=[score(x) for x in sorted(row.scores, key=lambda x: (x.dataset, x.metric, x.split, x.source))],
         files=[FileEntry(path=f.path, sha256=f.sha256, size=f.size) for f in sorted(row.files, key=lambda f: f.path)],
         lineage=Lineage.model_validate(row.lineage) if row.lineage else None,
         created_at=_utc(row.created_at),
     )
+
+
+def score(x: EvalScoreRow | BaseEvalScoreRow) -> EvalScore:
+    return EvalScore(
+        dataset=x.dataset, metric=x.metric, value=x.value, split=x.split, higher_is_better=x.higher_is_better,
+        source=ScoreSource(x.source or "reported"),
+        provenance=ScoreProvenance.model_validate(x.provenance) if x.provenance else None,
+    )  # fmt: skip
 
 
 def base_info(row: BaseModelRow) -> BaseModelInfo:
@@ -79,6 +84,7 @@ def base_info(row: BaseModelRow) -> BaseModelInfo:
         dtype=row.dtype,
         model_type=row.model_type,
         lineage=Lineage.model_validate(row.lineage) if row.lineage else None,
+        scores=[score(x) for x in sorted(row.scores, key=lambda x: (x.dataset, x.metric, x.split))],
         created_at=_utc(row.created_at),
     )
 

@@ -62,6 +62,8 @@ class BaseModelRow(Base):
     lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
+    scores: Mapped[list[BaseEvalScoreRow]] = relationship(cascade="all, delete-orphan")
+
 
 class AdapterRow(Base):
     """One version of one adapter."""
@@ -132,8 +134,26 @@ class EvalScoreRow(Base):
     split: Mapped[str] = mapped_column(String(32), default="test")
     value: Mapped[float] = mapped_column(Float)
     higher_is_better: Mapped[bool] = mapped_column(Boolean, default=True)
+    source: Mapped[str] = mapped_column(String(16), default="reported", server_default="reported")  # or "measured"
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a ScoreProvenance for measured scores
 
     adapter: Mapped[AdapterRow] = relationship(back_populates="scores")
+
+
+class BaseEvalScoreRow(Base):
+    """A base model's own measured score (`adapterhub eval --base-only`): what each adapter's gain is measured from."""
+
+    __tablename__ = "base_eval_scores"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id", ondelete="CASCADE"), index=True)
+    dataset: Mapped[str] = mapped_column(String(128))
+    metric: Mapped[str] = mapped_column(String(64))
+    split: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float] = mapped_column(Float)
+    higher_is_better: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(16), default="measured", server_default="measured")
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class FileRow(Base):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..card import AdapterCard, BaseModelRefInfo, EvalScore, FileEntry, Lineage
+from ..card import AdapterCard, BaseModelRefInfo, EvalScore, FileEntry, Lineage, ScoreSource
 from ..peft_format import AdapterLayout
 from . import convert
 from .bases import declared_base
@@ -77,10 +77,7 @@ def record_version(
         lineage=fields.lineage.model_dump(mode="json") if fields.lineage else None,
     )  # fmt: skip
     row.files = [FileRow(path=e.path, sha256=e.sha256, size=e.size) for e in sorted(fields.files, key=lambda e: e.path)]
-    row.scores = [
-        EvalScoreRow(dataset=x.dataset, metric=x.metric, split=x.split, value=x.value, higher_is_better=x.higher_is_better)
-        for x in fields.scores
-    ]
+    row.scores = [score_row(x, ScoreSource.REPORTED) for x in fields.scores]
     row.tags = [TagRow(tag=t) for t in tags]
     s.add(row)
     s.flush()
@@ -96,3 +93,12 @@ def set_alias(s: Session, repo: RepoRow, alias: str, row: AdapterRow) -> None:
         s.add(AliasRow(repo_id=repo.id, alias=alias, adapter_id=row.id))
     else:
         existing.adapter_id = row.id
+
+
+def score_row(x: EvalScore, source: ScoreSource) -> EvalScoreRow:
+    """The row for one score. Scores that arrive with a version (typed in, or read from a pushed or pulled card)
+    are always `reported`, whatever they claim; only `Registry.record_scores` (what `adapterhub eval` calls) may
+    store `measured` ones, with their provenance."""
+    prov = x.provenance.model_dump(mode="json") if x.provenance and source is ScoreSource.MEASURED else None
+    return EvalScoreRow(dataset=x.dataset, metric=x.metric, split=x.split, value=x.value, higher_is_better=x.higher_is_better,
+                        source=source.value, provenance=prov)  # fmt: skip

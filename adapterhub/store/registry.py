@@ -17,7 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..card import AdapterCard, AdapterRef, BaseModelInfo, EvalScore, FileEntry, Fingerprint, Lineage, SearchQuery, SearchResult
+from ..card import (
+    AdapterCard, AdapterRef, BaseModelInfo, EvalScore, FileEntry, Fingerprint, Lineage, ScoreSource, SearchQuery, SearchResult,
+)
 from ..errors import AdapterNotFound, BaseModelNotFound, IncompatibleAdapter, InvalidAdapter, UsageError
 from ..fsutil import atomic_directory, check_relative_path
 from ..paths import adapterhub_home
@@ -26,8 +28,8 @@ from . import convert
 from .bases import base_named, verified_base
 from .blobs import BlobStore
 from .db import Database, default_database_url
-from .orm import AdapterRow, AliasRow, BaseModelRow, FileRow, RepoRow
-from .records import VersionFields, record_version, set_alias
+from .orm import AdapterRow, AliasRow, BaseEvalScoreRow, BaseModelRow, FileRow, RepoRow
+from .records import VersionFields, record_version, score_row, set_alias
 from .search import run_search
 from .visibility import Visibility
 
@@ -206,6 +208,33 @@ class Registry:
         with self.db.session() as s:
             total, rows = run_search(s, query, visibility)
             return SearchResult(query=query, total=total, items=[convert.card(s, r) for r in rows])
+
+    # --- measured scores ---------------------------------------------------------------------------------
+
+    def record_scores(self, ref: str | AdapterRef, scores: Sequence[EvalScore]) -> AdapterCard:
+        """Record scores measured by `adapterhub eval` on an existing version (`source: measured`). A new measurement
+        of the same dataset/metric/split replaces the old one; reported scores are kept beside it."""
+        with self.db.write() as s:
+            row = _find_adapter(s, ref)
+            keys = {(x.dataset, x.metric, x.split) for x in scores}
+            row.scores = [x for x in row.scores if not (x.source == "measured" and (x.dataset, x.metric, x.split) in keys)]
+            row.scores.extend(score_row(x, ScoreSource.MEASURED) for x in scores)
+            s.flush()
+            return convert.card(s, row)
+
+    def record_base_scores(self, key: str, scores: Sequence[EvalScore]) -> BaseModelInfo:
+        """Record a base model's own measured scores (`adapterhub eval --base-only`), replacing older ones."""
+        with self.db.write() as s:
+            row = _find_base(s, key)
+            keys = {(x.dataset, x.metric, x.split) for x in scores}
+            row.scores = [x for x in row.scores if (x.dataset, x.metric, x.split) not in keys]
+            row.scores.extend(
+                BaseEvalScoreRow(dataset=x.dataset, metric=x.metric, split=x.split, value=x.value, higher_is_better=x.higher_is_better,
+                                 source="measured", provenance=x.provenance.model_dump(mode="json") if x.provenance else None)
+                for x in scores
+            )  # fmt: skip
+            s.flush()
+            return convert.base_info(row)
 
     # --- changing ----------------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ def _best_scored_first(s: Session, conds: list[sa.ColumnElement[bool]], q: Searc
     """Sorted by a score without a selective adapter filter: walk the (dataset, metric, value) index from the best
     end and stop at `limit` matches, instead of sorting every match. Adapters without the score fill up the rest."""
     ds, metric = _split_key(q.sort or "")
-    key = sa.and_(EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric)
+    key = sa.and_(EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric, EvalScoreRow.source == "measured" if q.measured else sa.true())
     higher = s.scalar(sa.select(EvalScoreRow.higher_is_better).where(key).limit(1))
     by_value = EvalScoreRow.value.desc() if higher in (None, True) else EvalScoreRow.value.asc()
     # the adapter-side filters as one correlated EXISTS, so the score index alone drives the loop, in order
@@ -103,10 +103,13 @@ def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None)
     for tag in q.tags:
         match = sa.select(TagRow.adapter_id).where(TagRow.tag == tag)
         conds.append(_restrict(match, TagRow.adapter_id, drive_from_adapters))
+    measured = [EvalScoreRow.source == "measured"] if q.measured else []
+    if q.measured:
+        conds.append(_restrict(sa.select(EvalScoreRow.adapter_id).where(*measured), EvalScoreRow.adapter_id, drive_from_adapters))
     for key, threshold in q.min_scores.items():
         ds, metric = _split_key(key)
         match = sa.select(EvalScoreRow.adapter_id).where(
-            EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric, _passes(EvalScoreRow, threshold)
+            EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric, _passes(EvalScoreRow, threshold), *measured
         )
         conds.append(_restrict(match, EvalScoreRow.adapter_id, drive_from_adapters))
     total = s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*conds)) or 0
@@ -116,7 +119,7 @@ def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None)
         ds, metric = _split_key(q.sort)
         sc = aliased(EvalScoreRow)
         stmt = sa.select(AdapterRow.id).where(*conds)
-        stmt = stmt.outerjoin(sc, sa.and_(sc.adapter_id == AdapterRow.id, sc.dataset == ds, sc.metric == metric))
+        stmt = stmt.outerjoin(sc, sa.and_(sc.adapter_id == AdapterRow.id, sc.dataset == ds, sc.metric == metric, *[sc.source == "measured"][: int(q.measured)]))
         # best first in the metric's own direction; adapters without the score go last
         order = sa.case((sc.higher_is_better == sa.false(), sc.value), else_=-sc.value)
         ids = list(s.scalars(stmt.order_by(sc.value.is_(None), order, AdapterRow.id.desc()).limit(q.limit)))
