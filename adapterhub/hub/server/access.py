@@ -21,6 +21,7 @@ from ...store.tokens import TokenStore
 from ..types import HubRepo
 
 OPEN_HUB_USER = "adapterhub"
+WEB_TOKEN_COOKIE = "adapterhub_token"  # set by the web page's /login (HttpOnly, SameSite=Strict); read-only use
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Access:
             return _OPEN
         auth = request.headers.get("authorization", "")
         secret = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if not secret and request.method in ("GET", "HEAD"):  # the web login cookie: never for writes (no CSRF)
+            secret = request.cookies.get(WEB_TOKEN_COOKIE, "").strip()
         if not secret:
             return None
         for known, user in self.static.items():

@@ -176,6 +176,9 @@ def create_app(
     app.include_router(api.router)
     app.include_router(commits.router)
     app.include_router(resolve.router)  # last: its /{ns}/{name}/resolve/... pattern is the most general
+    from ..web import router as web_router  # the HTML pages: included after every API route, so those win
+
+    app.include_router(web_router)
     return app
 
 
