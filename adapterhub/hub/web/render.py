@@ -4,6 +4,7 @@ number/size/date filters, and the security headers every HTML answer carries."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +37,7 @@ _CARD_TAGS = {
     "li", "ol", "p", "pre", "s", "strong", "sub", "sup", "table", "tbody", "td", "th", "thead", "tr", "ul",
 }  # fmt: skip
 _CARD_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}, "th": {"align"}, "td": {"align"}, "code": {"class"}}
+_HEADING = re.compile(r"<(/?)h([1-6])(?=[\s>])")
 MAX_CARD_CHARS = 200_000  # a longer card is cut (a page is not the place for a 10 MB README)
 
 
@@ -78,6 +80,8 @@ def render_card(markdown_text: str) -> str:
     import nh3
 
     html = _markdown().render(markdown_text[:MAX_CARD_CHARS])
+    # the card's headings sit under the page's own <h1>/<h2>: one level down each (h1 -> h3 ... h4+ -> h6)
+    html = _HEADING.sub(lambda m: f"<{m[1]}h{min(int(m[2]) + 2, 6)}", html)
     return nh3.clean(
         html, tags=_CARD_TAGS, attributes=_CARD_ATTRIBUTES, url_schemes={"http", "https", "mailto"},
         link_rel="nofollow noopener noreferrer", strip_comments=True,
