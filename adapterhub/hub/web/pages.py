@@ -19,10 +19,10 @@ from fastapi.responses import Response
 from ...card import AdapterCard, AdapterMethod, EvalScore, SearchQuery
 from ...errors import AdapterHubError, NotFound, UsageError
 from ...fsutil import check_segment
-from ...store.lineage import children as lineage_children
+from ...store.browse import children as lineage_children
 from ..modelcard import body as card_body
 from ..server.app import context
-from ..server.registry_api import _hidden, _search  # visibility: the API's own rules (one place for them)
+from . import visibility
 from .render import page, score_source
 from .svg import Node, bar_chart, lineage_graph
 
@@ -136,7 +136,7 @@ def search_page(request: Request) -> Response:
     total = 0
     if not errors:
         try:
-            result = _search(request, query)
+            result = visibility.search(request, query)
         except UsageError as exc:
             errors.append(str(exc))
         else:
@@ -217,7 +217,7 @@ def _lineage(request: Request, card: AdapterCard, hidden: set[str]) -> tuple[Any
 @guarded
 def compare_page(request: Request) -> Response:
     reg = context(request).registry
-    hidden = _hidden(request)
+    hidden = visibility.hidden(request)
     names = list(dict.fromkeys(v.strip() for v in request.query_params.getlist("a") if v.strip()))[:MAX_COMPARE]
     task = request.query_params.get("task", "").strip()[:128]
     cards: list[AdapterCard] = []
@@ -230,7 +230,7 @@ def compare_page(request: Request) -> Response:
         except (AdapterHubError, LookupError, ValueError):
             missing.append(n)
     task = task or (cards[0].task if cards else "")
-    candidates = _search(request, SearchQuery(task=task, limit=100)).items if task else []
+    candidates = visibility.search(request, SearchQuery(task=task, limit=100)).items if task else []
     metrics: dict[str, bool] = {}
     for c in cards:
         for s in c.scores:
@@ -249,6 +249,7 @@ def compare_page(request: Request) -> Response:
 @router.get("/bases/{fingerprint}")
 @guarded
 def base_page(fingerprint: str, request: Request) -> Response:
+    """Every adapter for one base (content or arch hash prefix), 100 a page, grouped by task within the page."""
     key = fingerprint.lower()
     if not (6 <= len(key) <= 64 and all(c in "0123456789abcdef" for c in key)):
         raise UsageError(f"{fingerprint[:80]!r} is not a base fingerprint", hint="use 6-64 hex characters of a content or arch hash")
@@ -256,16 +257,20 @@ def base_page(fingerprint: str, request: Request) -> Response:
     bases = [b for b in reg.list_bases() if b.content_hash.startswith(key) or b.arch_hash.startswith(key)]
     if not bases:
         raise NotFound(f"no base model with fingerprint {key}")
-    result = _search(request, SearchQuery(base=key, limit=MAX_RESULTS))
+    errors: list[str] = []
+    page_no = _int(dict(request.query_params), "page", errors, lo=1, hi=MAX_RESULTS // PER_PAGE[-1]) or 1
+    per = PER_PAGE[-1]
+    result = visibility.search(request, SearchQuery(base=key, limit=page_no * per))
     groups: dict[str, list[AdapterCard]] = {}
-    for c in sorted(result.items, key=lambda c: (c.task, c.full_name)):
+    for c in sorted(result.items[(page_no - 1) * per :], key=lambda c: (c.task, c.full_name)):
         groups.setdefault(c.task, []).append(c)
-    hidden = _hidden(request)
+    hidden = visibility.hidden(request)
     lineage_links = [
         (_split_ref(p.ref)[0], p.weight, _split_ref(p.ref)[0] not in hidden) for b in bases if b.lineage for p in b.lineage.parents
     ]
+    pages = max(1, math.ceil(min(result.total, MAX_RESULTS) / per))
     return page(request, "base_model.html", title=f"Base {bases[0].name}", bases=bases, groups=groups, total=result.total,
-                key=key, lineage_links=lineage_links)  # fmt: skip
+                key=key, lineage_links=lineage_links, page_no=page_no, pages=pages)  # fmt: skip
 
 
 @router.get("/{namespace}/{name}")
@@ -274,7 +279,7 @@ def adapter_page(namespace: str, name: str, request: Request) -> Response:
     check_segment(namespace, "namespace")
     check_segment(name, "name")
     full = f"{namespace}/{name}"
-    hidden = _hidden(request)
+    hidden = visibility.hidden(request)
     if full in hidden:
         raise NotFound(f"no adapter {full}")
     reg = context(request).registry
@@ -303,7 +308,7 @@ def _on_hub(request: Request, namespace: str, name: str) -> bool:
 @guarded
 def namespace_page(namespace: str, request: Request) -> Response:
     check_segment(namespace, "namespace")
-    hidden = _hidden(request)
+    hidden = visibility.hidden(request, namespace)
     cards = [c for c in context(request).registry.list(namespace=namespace, limit=MAX_RESULTS) if c.full_name not in hidden]
     if not cards:
         raise NotFound(f"no adapters in namespace {namespace}")

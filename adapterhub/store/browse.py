@@ -1,6 +1,6 @@
-"""Who was made from an adapter: adapter versions and merged bases whose recorded lineage names it as a parent.
+"""Queries the web pages need beside search: who was made from an adapter, and which hub repositories are private.
 
-Lineage is stored as JSON on the row; the search is a LIKE over its text (narrowed by the exact name), then each
+Lineage is stored as JSON on the row; `children` is a LIKE over its text (narrowed by the exact name), then each
 hit's parsed lineage is checked, so a name that merely contains another never counts.
 """
 
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from ..card import AdapterCard, BaseModelInfo, Lineage
 from . import convert
 from .db import Database
+from .hub_orm import HubRepoRow
 from .orm import AdapterRow, BaseModelRow
 
 
@@ -41,3 +42,12 @@ def children(db: Database, full_name: str, *, limit: int = 50) -> tuple[list[Ada
         ).all()
         bases = [b for b in (convert.base_info(r) for r in base_rows) if _names_parent(b.lineage, full_name)]
     return cards, bases
+
+
+def private_repos(db: Database, namespace: str | None = None) -> list[tuple[str, str]]:
+    """(namespace, name) of every private hub repository (of `namespace` when given): few, whatever the hub's size."""
+    q = sa.select(HubRepoRow.namespace, HubRepoRow.name).where(HubRepoRow.private == sa.true())
+    if namespace is not None:
+        q = q.where(HubRepoRow.namespace == namespace)
+    with db.session() as s:
+        return [(ns, name) for ns, name in s.execute(q)]

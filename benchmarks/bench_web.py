@@ -1,0 +1,118 @@
+"""Web page latency with 100,000 adapters registered: each page renders 100 results (or one adapter) server-side.
+
+    .venv/bin/python benchmarks/bench_web.py [--adapters 100000] [--database-url URL] [--no-hub-repos]
+
+Rows are bulk-inserted as in bench_search.py; every adapter also gets a hub repository row (as a pushed adapter
+has; 1 in 1,000 private) unless --no-hub-repos, and 1 in 20 a lineage naming two parents. Pages are requested
+in-process through the ASGI app (starlette's TestClient), so a figure is the whole server-side time of a request:
+routing, search, visibility, template rendering. Target: p95 <= 50 ms for a page of 100 results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_search import populate  # noqa: E402
+
+from adapterhub.hub.web.pages import parse_search  # noqa: E402
+from adapterhub.store.hub_orm import HubRepoRow  # noqa: E402
+from adapterhub.store.orm import AdapterRow, RepoRow  # noqa: E402
+from adapterhub.store.registry import Registry  # noqa: E402
+
+PAGES = {
+    "newest, 100": "/?per=100",
+    "task, 100": "/?task=sentiment&per=100",
+    "task+min score+sort, 100": "/?task=ner&metric=sst2/accuracy&min=0.5&sort=metric&per=100",
+    "tag+sort by metric, 100": "/?tag=medical&metric=mmlu/accuracy&sort=metric&per=100",
+    "free text, 100": "/?q=number+4&per=100",
+    "base fingerprint, 100": "/?base=0303030303&per=100",
+    "page 5 of a task, 100": "/?task=chat&per=100&page=5",
+    "namespace (200 adapters)": "/ns7",
+    "base page, 100": "/bases/0303030303030303",
+    "adapter page": "/ns42/adapter-1042",
+    "adapter with lineage": "/ns40/adapter-40",
+    "compare 3": "/compare?a=ns1/adapter-1&a=ns2/adapter-2&a=ns3/adapter-3",
+}
+
+
+def add_hub_repos_and_lineage(reg: Registry, n: int) -> None:
+    """A hub repository per adapter (1 in 1,000 private) and a lineage on 1 in 20 adapters."""
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with reg.db.write() as s:
+        repos = s.execute(sa.select(RepoRow.id, RepoRow.namespace, RepoRow.name)).all()
+        for start in range(0, len(repos), 5000):
+            s.execute(sa.insert(HubRepoRow), [
+                {"namespace": ns, "name": name, "repo_type": "model", "private": rid % 1000 == 0, "created_at": t0, "last_modified": t0}
+                for rid, ns, name in repos[start:start + 5000]
+            ])  # fmt: skip
+        lineage_rows = [(rid, i) for i, (rid, _, _) in enumerate(repos) if i % 20 == 0 and i >= 2]
+        for rid, i in lineage_rows:
+            parents = [{"ref": f"ns{j % 500}/adapter-{j}@1", "weight": 0.5} for j in (i - 1, i - 2)]
+            s.execute(sa.update(AdapterRow).where(AdapterRow.repo_id == rid).values(lineage={"method": "compose:cat", "parents": parents, "params": {}}))
+    with reg.db.engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE") if reg.db.dialect == "sqlite" else conn.execute(sa.text("ANALYZE"))
+        conn.commit()
+
+
+def _timed(fn: Any) -> float:
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--adapters", type=int, default=100_000)
+    ap.add_argument("--database-url", default=None)
+    ap.add_argument("--repeats", type=int, default=40)
+    ap.add_argument("--no-hub-repos", action="store_true", help="registry rows only: no hub repositories, no lineage")
+    args = ap.parse_args()
+    from fastapi.testclient import TestClient
+
+    from adapterhub.hub.server.app import create_app
+
+    home = Path(tempfile.mkdtemp(prefix="ah-bench-web-"))
+    reg = Registry(home=home, database_url=args.database_url)
+    t = time.perf_counter()
+    populate(reg, args.adapters)
+    if not args.no_hub_repos:
+        add_hub_repos_and_lineage(reg, args.adapters)
+    print(f"populated {args.adapters:,} adapters in {time.perf_counter() - t:.1f} s ({reg.db.dialect}"
+          f"{', no hub repos' if args.no_hub_repos else ', a hub repo each, 0.1% private'})")  # fmt: skip
+    client = TestClient(create_app(reg))
+    print(f"{'page':<28}{'p50 ms':>9}{'p95 ms':>9}{'KB':>8}   (search alone: the registry query the page runs, p50/p95 ms)")
+    worst = 0.0
+    for label, url in PAGES.items():
+        r = client.get(url)
+        assert r.status_code == 200, (url, r.status_code, r.text[:300])
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            r = client.get(url)
+            times.append((time.perf_counter() - t) * 1000)
+        times.sort()
+        p50, p95 = statistics.median(times), times[int(0.95 * (len(times) - 1))]
+        if "100" in label:
+            worst = max(worst, p95)
+        alone = ""
+        if url.startswith("/?"):
+            query, *_ = parse_search(dict(parse_qsl(url[2:])))
+            st = sorted(_timed(lambda: reg.search(query)) for _ in range(args.repeats))
+            alone = f"   {statistics.median(st):.2f} / {st[int(0.95 * (len(st) - 1))]:.2f}"
+        print(f"{label:<28}{p50:>9.2f}{p95:>9.2f}{len(r.content) / 1024:>8.0f}{alone}")
+    print(f"worst p95 of the 100-result pages {worst:.2f} ms; target <= 50 ms -> {worst / 50:.2f} of budget")
+
+
+if __name__ == "__main__":
+    main()
