@@ -15,6 +15,7 @@ import pytest
 from .conftest import Site
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # a real server per backend and a real browser
 
 
 def shot(page: Any, site: Site, name: str) -> Path:

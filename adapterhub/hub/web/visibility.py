@@ -38,11 +38,17 @@ def hidden(request: Request, namespace: str | None = None) -> set[str]:
 
 
 def search(request: Request, query: SearchQuery) -> SearchResult:
-    """Registry search without the caller's hidden adapters: at most len(hidden) of a window of limit + len(hidden)
-    can be hidden, so the window still holds `limit` visible matches (capped at the registry's 1,000)."""
+    """Registry search without the caller's hidden adapters. The window starts at `limit` and grows by the hidden
+    ones it held until it has `limit` visible matches (or all of them, or the registry's 1,000): usually one query,
+    since hidden adapters are few and rarely on the page asked for."""
     reg, hide = context(request).registry, hidden(request)
     if not hide:
         return reg.search(query)
-    window = reg.search(query.model_copy(update={"limit": min(MAX_WINDOW, query.limit + len(hide))}))
-    items = [c for c in window.items if c.full_name not in hide]
-    return SearchResult(query=query, total=window.total - (len(window.items) - len(items)), items=items[: query.limit])
+    size = query.limit
+    while True:
+        window = reg.search(query.model_copy(update={"limit": size}))
+        items = [c for c in window.items if c.full_name not in hide]
+        seen_hidden = len(window.items) - len(items)
+        if len(items) >= query.limit or len(window.items) < size or size >= MAX_WINDOW:
+            return SearchResult(query=query, total=window.total - seen_hidden, items=items[: query.limit])
+        size = min(MAX_WINDOW, query.limit + seen_hidden)
