@@ -6,6 +6,8 @@ hit's parsed lineage is checked, so a name that merely contains another never co
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import sqlalchemy as sa
 
 from ..card import AdapterCard, BaseModelInfo, Lineage
@@ -44,10 +46,13 @@ def children(db: Database, full_name: str, *, limit: int = 50) -> tuple[list[Ada
     return cards, bases
 
 
-def private_repos(db: Database, namespace: str | None = None) -> list[tuple[str, str]]:
-    """(namespace, name) of every private hub repository (of `namespace` when given): few, whatever the hub's size."""
-    q = sa.select(HubRepoRow.namespace, HubRepoRow.name).where(HubRepoRow.private == sa.true())
-    if namespace is not None:
-        q = q.where(HubRepoRow.namespace == namespace)
+def private_repos(db: Database, names: Iterable[str]) -> list[str]:
+    """Which of `names` (`ns/name`) are private hub repositories: index probes on (namespace, name), no scan."""
+    pairs = {tuple(n.split("/", 1)) for n in names if n.count("/") == 1}
+    if not pairs:
+        return []
+    q = sa.select(HubRepoRow.namespace, HubRepoRow.name).where(
+        HubRepoRow.private == sa.true(), sa.tuple_(HubRepoRow.namespace, HubRepoRow.name).in_(sorted(pairs))
+    )
     with db.session() as s:
-        return [(ns, name) for ns, name in s.execute(q)]
+        return [f"{ns}/{name}" for ns, name in s.execute(q)]

@@ -23,7 +23,7 @@ from ...store.browse import children as lineage_children
 from ..modelcard import body as card_body
 from ..server.app import context
 from . import visibility
-from .render import page, score_source
+from .render import page, render_card, score_source
 from .svg import Node, bar_chart, lineage_graph
 
 router = APIRouter()
@@ -177,8 +177,12 @@ def _readme(request: Request, namespace: str, name: str, card: AdapterCard) -> s
     return card.description
 
 
-def _lineage(request: Request, card: AdapterCard, hidden: set[str]) -> tuple[Any, list[Node], list[Node]] | None:
+def _lineage(request: Request, card: AdapterCard) -> tuple[Any, list[Node], list[Node]] | None:
+    """The graph of what `card` was made from and what was made from it, hidden adapters left unnamed or out."""
     reg = context(request).registry
+    kids, merged = lineage_children(reg.db, card.full_name)
+    parent_names = [_split_ref(p.ref)[0] for p in card.lineage.parents] if card.lineage else []
+    hidden = visibility.hidden(request, [*parent_names, *(c.full_name for c in kids)])
     parents: list[Node] = []
     if card.lineage is not None:
         for p in card.lineage.parents:
@@ -196,7 +200,6 @@ def _lineage(request: Request, card: AdapterCard, hidden: set[str]) -> tuple[Any
             bases = [b for b in reg.list_bases() if b.content_hash == card.lineage.base]
             label = bases[0].name if bases else card.lineage.base[:16]
             parents.append(Node(label, f"base ({card.lineage.method})", f"/bases/{card.lineage.base}", "base"))
-    kids, merged = lineage_children(reg.db, card.full_name)
     seen: set[str] = set()
     children: list[Node] = []
     for c in kids:
@@ -217,8 +220,8 @@ def _lineage(request: Request, card: AdapterCard, hidden: set[str]) -> tuple[Any
 @guarded
 def compare_page(request: Request) -> Response:
     reg = context(request).registry
-    hidden = visibility.hidden(request)
     names = list(dict.fromkeys(v.strip() for v in request.query_params.getlist("a") if v.strip()))[:MAX_COMPARE]
+    hidden = visibility.hidden(request, names)
     task = request.query_params.get("task", "").strip()[:128]
     cards: list[AdapterCard] = []
     missing: list[str] = []
@@ -264,10 +267,9 @@ def base_page(fingerprint: str, request: Request) -> Response:
     groups: dict[str, list[AdapterCard]] = {}
     for c in sorted(result.items[(page_no - 1) * per :], key=lambda c: (c.task, c.full_name)):
         groups.setdefault(c.task, []).append(c)
-    hidden = visibility.hidden(request)
-    lineage_links = [
-        (_split_ref(p.ref)[0], p.weight, _split_ref(p.ref)[0] not in hidden) for b in bases if b.lineage for p in b.lineage.parents
-    ]
+    links = [(_split_ref(p.ref)[0], p.weight) for b in bases if b.lineage for p in b.lineage.parents]
+    hidden = visibility.hidden(request, [name for name, _ in links])
+    lineage_links = [(name, weight, name not in hidden) for name, weight in links]
     pages = max(1, math.ceil(min(result.total, MAX_RESULTS) / per))
     return page(request, "base_model.html", title=f"Base {bases[0].name}", bases=bases, groups=groups, total=result.total,
                 key=key, lineage_links=lineage_links, page_no=page_no, pages=pages)  # fmt: skip
@@ -279,16 +281,13 @@ def adapter_page(namespace: str, name: str, request: Request) -> Response:
     check_segment(namespace, "namespace")
     check_segment(name, "name")
     full = f"{namespace}/{name}"
-    hidden = visibility.hidden(request)
-    if full in hidden:
+    if visibility.hidden(request, [full]):
         raise NotFound(f"no adapter {full}")
     reg = context(request).registry
     versions = reg.versions(full)
     card = versions[0]
     compatible = [b for b in reg.list_bases() if card.base_model and b.arch_hash == card.base_model.arch_hash]
-    lineage = _lineage(request, card, hidden)
-    from .render import render_card
-
+    lineage = _lineage(request, card)
     endpoint = str(request.base_url).rstrip("/")
     return page(
         request, "adapter.html", title=full, card=card, versions=versions, card_html=render_card(_readme(request, namespace, name, card)),
@@ -308,8 +307,9 @@ def _on_hub(request: Request, namespace: str, name: str) -> bool:
 @guarded
 def namespace_page(namespace: str, request: Request) -> Response:
     check_segment(namespace, "namespace")
-    hidden = visibility.hidden(request, namespace)
-    cards = [c for c in context(request).registry.list(namespace=namespace, limit=MAX_RESULTS) if c.full_name not in hidden]
+    cards = context(request).registry.list(namespace=namespace, limit=MAX_RESULTS)
+    hidden = visibility.hidden(request, [c.full_name for c in cards])
+    cards = [c for c in cards if c.full_name not in hidden]
     if not cards:
         raise NotFound(f"no adapters in namespace {namespace}")
     rows = [{"card": c, "scores": best_scores(c, None)} for c in cards]

@@ -1,11 +1,14 @@
 """What the web pages may show a caller: the registry JSON API's rule (a private hub repository exists only for a
-caller whose token may read its namespace), applied without loading every repository per request.
+caller whose token may read its namespace), applied to the names a page is about to show (index probes), never by
+loading every repository per request.
 
 TEMPORARY twin of registry_api._search/_hidden, kept fast for pages of 100 results at 100,000 adapters: when the
 API's SQL-side `visible_search` lands, these two functions should call it and this module shrinks to that.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from fastapi import Request
 
@@ -15,6 +18,7 @@ from ..server.access import Caller
 from ..server.app import context
 
 MAX_WINDOW = 1000  # SearchQuery's own limit
+SLACK = 8  # extra matches fetched so that a few hidden ones on a page cost no second query
 
 
 def caller(request: Request) -> Caller | None:
@@ -24,31 +28,27 @@ def caller(request: Request) -> Caller | None:
     return request.state.web_caller  # type: ignore[no-any-return]
 
 
-def hidden(request: Request, namespace: str | None = None) -> set[str]:
-    """`ns/name` of the private hub repositories (of `namespace`, when given) this caller may not read."""
+def hidden(request: Request, names: Iterable[str]) -> set[str]:
+    """Those of `names` (`ns/name`) that are private hub repositories this caller may not read."""
     who = caller(request)
-    if who is not None and who.namespace == "*":
+    names = list(dict.fromkeys(names))
+    if not names or (who is not None and who.namespace == "*"):
         return set()  # reads every namespace: nothing to hide, no query
-    if not hasattr(request.state, "web_private"):
-        request.state.web_private = private_repos(context(request).registry.db)
-    return {
-        f"{ns}/{name}" for ns, name in request.state.web_private
-        if (namespace is None or ns == namespace) and (who is None or not who.may(ns, write=False))
-    }  # fmt: skip
+    return {n for n in private_repos(context(request).registry.db, names) if who is None or not who.may(n.split("/", 1)[0], write=False)}
 
 
 def search(request: Request, query: SearchQuery) -> SearchResult:
-    """Registry search without the caller's hidden adapters. The window starts at `limit` and grows by the hidden
-    ones it held until it has `limit` visible matches (or all of them, or the registry's 1,000): usually one query,
-    since hidden adapters are few and rarely on the page asked for."""
-    reg, hide = context(request).registry, hidden(request)
-    if not hide:
-        return reg.search(query)
-    size = query.limit
+    """Registry search without the caller's hidden adapters. The window starts a little past `limit` and grows by
+    the hidden ones it held until it has `limit` visible matches (or all of them, or the registry's 1,000): one
+    query unless more than SLACK hidden adapters fall on the page asked for."""
+    reg, size = context(request).registry, min(MAX_WINDOW, query.limit + SLACK)
+    who = caller(request)
+    if who is not None and who.namespace == "*":
+        return reg.search(query)  # reads every namespace (an open hub, or a '*' token): nothing to hide
     while True:
         window = reg.search(query.model_copy(update={"limit": size}))
+        hide = hidden(request, (c.full_name for c in window.items))
         items = [c for c in window.items if c.full_name not in hide]
-        seen_hidden = len(window.items) - len(items)
         if len(items) >= query.limit or len(window.items) < size or size >= MAX_WINDOW:
-            return SearchResult(query=query, total=window.total - seen_hidden, items=items[: query.limit])
-        size = min(MAX_WINDOW, query.limit + seen_hidden)
+            return SearchResult(query=query, total=window.total - len(hide), items=items[: query.limit])
+        size = min(MAX_WINDOW, query.limit + len(hide) + SLACK)
