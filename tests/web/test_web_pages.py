@@ -62,3 +62,33 @@ def test_card_markdown_is_sanitised() -> None:
     assert 'href="javascript' not in html.lower() and 'href="data:' not in html
     assert '<a href="https://example.org/a?b=1" rel="nofollow noopener noreferrer">fine</a>' in html
     assert "<h3>Title</h3>" in html
+
+
+def test_private_adapters_are_left_out_of_every_page(registry: Registry, minilm_adapter_dir: Path) -> None:
+    """More hidden adapters than the search's slack, newest first: the page still fills with visible ones, totals
+    leave the hidden out, and a read cookie for their namespace shows them (on GET only)."""
+    from adapterhub.store.hub_store import HubStore
+    from adapterhub.store.tokens import TokenStore
+
+    hub = HubStore(registry.db, registry.blobs)
+    for i in range(3):
+        registry.add(minilm_adapter_dir, f"pub/a{i}", "sentiment")
+        hub.create_repo("pub", f"a{i}")
+    for i in range(12):
+        registry.add(minilm_adapter_dir, f"sec/s{i}", "sentiment")
+        hub.create_repo("sec", f"s{i}", private=True)
+    _, read = TokenStore(registry.db).create("sec", "read")
+    client = TestClient(create_app(registry))
+    for url in ("/?per=20", "/?task=sentiment&per=20&sort=", "/?q=sec"):
+        page = client.get(url).text
+        assert "sec/s" not in page, url
+    page = client.get("/?per=20").text
+    assert all(f"pub/a{i}" in page for i in range(3)) and "3 adapters" in page
+    assert client.get("/sec/s0").status_code == 404 and client.get("/sec").status_code == 404
+    assert "sec/s0" not in client.get("/compare?a=sec/s0&a=pub/a0").text.replace("No adapter sec/s0 here", "")
+    client.cookies.set("adapterhub_token", read)
+    page = client.get("/?per=20").text
+    assert "15 adapters" in page and all(f"sec/s{i}<" in page for i in range(12))
+    assert client.get("/sec/s0").status_code == 200 and client.get("/sec").status_code == 200
+    # the cookie is a read credential for pages only: the same request as a POST is anonymous
+    assert client.post("/api/repos/create", json={"name": "x", "organization": "sec"}).status_code == 401
