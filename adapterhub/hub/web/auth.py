@@ -24,16 +24,14 @@ STATIC = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
 
 
 def same_origin(request: Request) -> bool:
-    """True when a state-changing request comes from a page of this hub (Origin, else Referer, names this host)."""
-    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    origin = request.headers.get("origin")
-    if origin is not None:
-        return origin == own
-    referer = request.headers.get("referer")
-    if referer:
-        parts = urlsplit(referer)
-        return f"{parts.scheme}://{parts.netloc}" == own
-    return False
+    """True when a state-changing request comes from a page of this hub: its Origin (else Referer) names the host
+    the request was sent to. Hosts only, not schemes: behind a TLS proxy the browser says https and the hub sees
+    http. X-Forwarded-Host counts too (a proxy may rewrite Host); a cross-site form cannot set either header."""
+    hosts = {h.strip().lower() for h in (request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")) if h.strip()}
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source or source == "null":
+        return False
+    return urlsplit(source).netloc.lower() in hosts
 
 
 def caller_for(request: Request, secret: str) -> Caller | None:
