@@ -5,15 +5,16 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from .errors import InvalidReference
 
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
-_REF = re.compile(rf"^(?P<ns>{_SEGMENT})/(?P<name>{_SEGMENT})(?:@(?P<sel>[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}))?$")
-ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+# Always used with fullmatch (never `^...$` with match, where `$` also matches before a final newline).
+_REF = re.compile(rf"(?P<ns>{_SEGMENT})/(?P<name>{_SEGMENT})(?:@(?P<sel>[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}))?")
+ALIAS_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 LATEST = "latest"
 
 
@@ -36,7 +37,7 @@ class AdapterRef(_Model):
 
     @classmethod
     def parse(cls, text: str) -> AdapterRef:
-        m = _REF.match(text.strip())
+        m = _REF.fullmatch(text) if isinstance(text, str) else None  # no strip: `ns/x\n` is not `ns/x`
         if not m or ".." in text:
             raise InvalidReference(text, "expected namespace/name[@version|@alias]")
         sel = m.group("sel")
@@ -44,7 +45,7 @@ class AdapterRef(_Model):
             return cls(namespace=m.group("ns"), name=m.group("name"))
         if sel.isdigit():
             return cls(namespace=m.group("ns"), name=m.group("name"), version=int(sel))
-        if not ALIAS_PATTERN.match(sel):
+        if not ALIAS_PATTERN.fullmatch(sel):
             raise InvalidReference(text, "an alias starts with a letter")
         return cls(namespace=m.group("ns"), name=m.group("name"), alias=sel)
 
@@ -119,11 +120,18 @@ class BaseModelInfo(_Model):
 
 
 class BaseModelRefInfo(_Model):
-    """The base an adapter was registered against, as shown on the adapter's card."""
+    """The base an adapter was registered against, as shown on the adapter's card.
+
+    The hashes are the identity; the name is a label. `verified` says whether this registry fingerprinted the base's
+    weights itself (`add --base`, `register_base`); otherwise the hashes and name are only what a push or pull
+    declared, and `name_declared_by` says who declared them. Both are computed by the registry showing the card:
+    whatever a pushed card says about them is ignored."""
 
     name: str
     arch_hash: str
     content_hash: str
+    verified: bool = False
+    name_declared_by: str | None = None
 
 
 class AdapterCard(_Model):
@@ -165,9 +173,11 @@ class AdapterCard(_Model):
 
     def summary_lines(self) -> list[str]:
         """A human-readable card, one field a line (what `adapterhub show` prints)."""
+        b = self.base_model
         base = (
-            f"{self.base_model.name} (content {self.base_model.content_hash[:12]}, arch {self.base_model.arch_hash[:12]})"
-            if self.base_model
+            f"{b.name} (content {b.content_hash[:12]}, arch {b.arch_hash[:12]}"
+            + ("" if b.verified else f"; unverified, name declared by {b.name_declared_by or 'a push'}") + ")"
+            if b
             else f"not fingerprinted (config says {self.base_model_name_or_path or '-'})"
         )
         pairs: list[tuple[str, object]] = [
@@ -197,18 +207,24 @@ class AdapterCard(_Model):
         return None
 
 
+_Short = Annotated[str, StringConstraints(max_length=256)]
+
+
 class SearchQuery(_Model):
     """Filters for `search`: all given filters must hold."""
 
-    text: str | None = None
-    task: str | None = None
-    base: str | None = None  # an arch or content hash (prefix allowed), or a registered base name
-    rank_min: int | None = None
-    rank_max: int | None = None
-    min_scores: dict[str, float] = Field(default_factory=dict)  # "dataset/metric" -> threshold
-    tags: list[str] = Field(default_factory=list)
+    # Bounded so that one query (a remote search is anonymous) cannot keep the database busy: real ones are tiny.
+    text: str | None = Field(None, max_length=1000)
+    task: str | None = Field(None, max_length=256)
+    # an arch or content hash (prefix allowed), or the name of a base whose weights this registry fingerprinted
+    # (names that only pushes or pulls declared never match: they are labels, not identity)
+    base: str | None = Field(None, max_length=256)
+    rank_min: int | None = Field(None, ge=0, le=2**31 - 1)  # bounded: a rank is a 32-bit integer column
+    rank_max: int | None = Field(None, ge=0, le=2**31 - 1)
+    min_scores: dict[_Short, float] = Field(default_factory=dict, max_length=32)  # "dataset/metric" -> threshold
+    tags: list[_Short] = Field(default_factory=list, max_length=32)
     method: AdapterMethod | None = None
-    sort: str | None = None  # "dataset/metric": best first (respects higher_is_better); default newest first
+    sort: str | None = Field(None, max_length=256)  # "dataset/metric": best first (respects higher_is_better); default newest first
     limit: int = Field(20, ge=1, le=1000)
     all_versions: bool = False  # False: only the newest version of each name
 

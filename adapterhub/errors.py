@@ -148,6 +148,20 @@ class StoreError(AdapterHubError, RuntimeError):
     """The metadata store or blob store is unusable (bad URL, migration failure)."""
 
 
+class DatabaseBusy(StoreError):
+    """The database's write lock stayed taken past the busy timeout (HTTP 503 with Retry-After); nothing was written."""
+
+    def __init__(self, what: str = "the database is busy: another writer held its lock too long") -> None:
+        super().__init__(what, hint="nothing was written; retry in a minute")
+
+
+class StorageFull(StoreError):
+    """The disk under the blob store or upload scratch is full (HTTP 507 with Retry-After); nothing was kept."""
+
+    def __init__(self, what: str = "no space left on the storage device") -> None:
+        super().__init__(what, hint="nothing was stored; free disk space (`adapterhub gc`) and retry")
+
+
 class RemoteError(AdapterHubError, ConnectionError):
     """A hub could not be reached or answered with an error."""
 

@@ -15,7 +15,8 @@ from .errors import InvalidReference
 
 TMP_PREFIX = ".ah-tmp-"
 _PATH_HINT = "use a relative path like adapter_model.safetensors or sub/dir/file.json"
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+# Names are checked with fullmatch: `$` would also match before a final "\n", letting `name\n` through.
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
 def fsync_dir(path: Path) -> None:
@@ -83,7 +84,7 @@ def atomic_directory(final: Path | str, *, overwrite: bool = False) -> Iterator[
 
 def check_segment(value: str, what: str = "name") -> str:
     """Accept one path-safe name segment (no '/', '..', control characters, or leading dot)."""
-    if not _SEGMENT.match(value) or ".." in value:
+    if not isinstance(value, str) or not _SEGMENT.fullmatch(value) or ".." in value:
         raise InvalidReference(value, f"{what} must be 1-96 letters, digits, '-', '_' or '.', not starting with one")
     return value
 

@@ -12,12 +12,11 @@ from pathlib import Path
 
 from .errors import InvalidModel, InvalidReference, PickleRefused
 from .fsutil import check_relative_path, check_segment
-from .tensorfile import Header, TensorInfo, looks_like_pickle, read_header
+from .tensorfile import Header, TensorInfo, is_pickle_name, looks_like_pickle, read_header
 
 SINGLE_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 INDEX_SUFFIX = ".safetensors.index.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ def _resolve_unguarded(p: Path) -> _Resolved:
 
 def _refuse_pickle_file(p: Path) -> None:
     """Refuse by suffix or by magic bytes, so a checkpoint renamed to .safetensors is never handed to a loader."""
-    if p.suffix in PICKLE_SUFFIXES:
+    if is_pickle_name(p):
         raise PickleRefused(str(p))
     try:
         with open(p, "rb") as fh:
@@ -152,7 +151,7 @@ def _from_folder(folder: Path) -> _Resolved:
     if len(singles) > 1:
         raise InvalidModel(str(folder), [f"{len(singles)} .safetensors files but no {INDEX_NAME} saying how they fit"],
                            hint="pass one file, or add the shard index the model was saved with")  # fmt: skip
-    if any(q.suffix in PICKLE_SUFFIXES for q in folder.iterdir()):
+    if any(is_pickle_name(q) for q in folder.iterdir()):
         raise PickleRefused(str(folder))
     raise InvalidModel(str(folder), [f"no {SINGLE_NAME} or {INDEX_NAME} in this folder"])
 
@@ -178,7 +177,7 @@ def _from_index(index: Path) -> _Resolved:
         except InvalidReference:
             problems.append(f"shard path {shard!r} is not a plain relative path")
             continue
-        if Path(shard).suffix in PICKLE_SUFFIXES:
+        if is_pickle_name(shard):
             raise PickleRefused(str(folder / shard))
         if not (folder / shard).is_file():
             problems.append(f"shard {shard} listed in the index is missing")

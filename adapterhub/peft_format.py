@@ -8,14 +8,17 @@ configs imports no torch; `load_adapter` and `save_adapter` do.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import regex
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -60,6 +63,15 @@ UNSUPPORTED_OPTIONS = {
 }
 
 
+# Config strings PEFT uses as regular expressions come from untrusted files. They are checked with `re` (PEFT's
+# engine, so what is valid stays exactly what PEFT accepts) but matched with the `regex` engine, which releases the
+# GIL and can be stopped: `(a+)+` must not freeze a server. Limits: pattern and module name length, and the CPU
+# time all pattern matches of one config may take together.
+MAX_PATTERN_CHARS = 256
+MAX_MODULE_CHARS = 512
+PATTERN_CPU_BUDGET_S = 1.0
+
+
 class LayerKind(str, Enum):
     LINEAR = "linear"  # nn.Linear, or transformers' Conv1D when fan_in_fan_out is set
     EMBEDDING = "embedding"
@@ -94,6 +106,8 @@ class LoraConfig(BaseModel):
 
     # original JSON values of LENIENT_FIELDS that did not fit their type; written back unchanged by to_json_dict
     _unparsed: dict[str, Any] = PrivateAttr(default_factory=dict)
+    # CPU seconds this config's pattern matches have taken so far (bounded by PATTERN_CPU_BUDGET_S)
+    _regex_cpu: float = PrivateAttr(default=0.0)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -124,8 +138,11 @@ class LoraConfig(BaseModel):
     @field_validator("target_modules", "exclude_modules", "layers_pattern", "modules_to_save", "rank_pattern", "alpha_pattern")
     @classmethod
     def _regexes_compile(cls, v: Any) -> Any:
-        """PEFT uses these strings as regular expressions; one that does not compile would fail at load time."""
+        """PEFT uses these strings as regular expressions; one that does not compile would fail at load time, and
+        one longer than MAX_PATTERN_CHARS is refused (no real module pattern comes close)."""
         for pattern in [v] if isinstance(v, str) else (v or []):
+            if isinstance(pattern, str) and len(pattern) > MAX_PATTERN_CHARS:
+                raise ValueError(f"pattern {pattern[:40]!r}... is {len(pattern)} characters long (the limit is {MAX_PATTERN_CHARS})")
             try:
                 re.compile(pattern)
             except (re.error, RecursionError, OverflowError) as exc:
@@ -147,13 +164,36 @@ class LoraConfig(BaseModel):
             raise ValueError("alphas must be finite numbers")
         return v
 
+    # --- bounded regular expressions ------------------------------------------------------------------------
+
+    def regex_match(self, pattern: str, module: str, *, full: bool = False) -> regex.Match[str] | None:
+        """`re.match(pattern, module)` (or fullmatch) for a pattern built from this config's strings, stopped when the
+        config's matches have used PATTERN_CPU_BUDGET_S of CPU in all: then InvalidAdapter, one line, nothing changed."""
+        if len(module) > MAX_MODULE_CHARS:
+            raise InvalidAdapter(CONFIG_NAME, [f"module name {module[:40]!r}... is {len(module)} characters long (the limit is {MAX_MODULE_CHARS})"],
+                                 hint="module names are dotted paths in the base model")
+        left = PATTERN_CPU_BUDGET_S - self._regex_cpu
+        compiled = _compiled(pattern)
+        start = time.thread_time()
+        try:
+            # The timeout is wall-clock; the budget counts this thread's CPU, so a busy machine does not trip it early.
+            m = (compiled.fullmatch if full else compiled.match)(module, timeout=max(left, 0.25), concurrent=True)
+        except TimeoutError:
+            self._regex_cpu = PATTERN_CPU_BUDGET_S
+            m = None
+        else:
+            self._regex_cpu += time.thread_time() - start
+        if self._regex_cpu >= PATTERN_CPU_BUDGET_S:
+            raise InvalidAdapter(CONFIG_NAME, [f"its module patterns take over {PATTERN_CPU_BUDGET_S:g} s of CPU to match ({pattern[:60]!r})"],
+                                 hint="use plain module names or simple patterns")  # fmt: skip
+        return m
+
     # --- per-module rank and scaling, resolved the way PEFT does -------------------------------------------
 
-    @staticmethod
-    def pattern_key(patterns: dict[str, Any], module: str) -> str | None:
+    def pattern_key(self, patterns: dict[str, Any], module: str) -> str | None:
         """The first pattern that matches `module` as a dotted suffix (PEFT's `get_pattern_key` rule)."""
         for key in patterns:
-            if re.match(rf"(.*\.)?({key})$", module):
+            if self.regex_match(rf"(.*\.)?({key})$", module):
                 return key
         return None
 
@@ -176,9 +216,9 @@ class LoraConfig(BaseModel):
 
         Mirrors PEFT's `check_target_module_exists`: exclusions and modules_to_save first, a string is a full-match
         regex (except "all-linear"), list entries match as dotted suffixes, then `layers_to_transform` filters."""
-        if self.exclude_modules and _name_matches(self.exclude_modules, module):
+        if self.exclude_modules and self._name_matches(self.exclude_modules, module):
             return False
-        if self.modules_to_save and any(re.match(rf"(^|.*\.){m}($|\..*)", module) for m in self.modules_to_save):
+        if self.modules_to_save and any(self.regex_match(rf"(^|.*\.){m}($|\..*)", module) for m in self.modules_to_save):
             return False
         tm = self.target_modules
         if tm is None:
@@ -186,14 +226,19 @@ class LoraConfig(BaseModel):
         if tm == "all-linear":
             hit = is_linear and not is_output_layer
         elif isinstance(tm, str):
-            return re.fullmatch(tm, module) is not None  # PEFT ignores layers_to_transform for a regex
+            return self.regex_match(tm, module, full=True) is not None  # PEFT ignores layers_to_transform for a regex
         else:
-            hit = _name_matches(tm, module)
+            hit = self._name_matches(tm, module)
         wanted = self.layers_to_transform
         if hit and wanted is not None and wanted != []:
-            idx = layer_index(module, self.layers_pattern)
+            idx = layer_index(module, self.layers_pattern, self)
             hit = idx is not None and (idx == wanted if isinstance(wanted, int) else idx in wanted)
         return hit
+
+    def _name_matches(self, spec: list[str] | str, module: str) -> bool:
+        if isinstance(spec, str):
+            return self.regex_match(spec, module, full=True) is not None
+        return any(module == t or module.endswith("." + t) for t in spec)
 
     def saves_module(self, module: str) -> bool:
         """Whether `module` (or a parent) is in modules_to_save, matched like PEFT's `_set_trainable` (suffix)."""
@@ -217,19 +262,25 @@ def lora_scaling(alpha: float, rank: int, use_rslora: bool) -> float:
     return alpha / math.sqrt(rank) if use_rslora else alpha / rank
 
 
-def _name_matches(spec: list[str] | str, module: str) -> bool:
-    if isinstance(spec, str):
-        return re.fullmatch(spec, module) is not None
-    return any(module == t or module.endswith("." + t) for t in spec)
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> regex.Pattern[str]:
+    """A pattern PEFT would build, compiled by the bounded engine (V0: `re`'s syntax and semantics)."""
+    try:
+        return regex.compile(pattern, regex.V0)
+    except (regex.error, RecursionError, OverflowError) as exc:
+        raise InvalidAdapter(CONFIG_NAME, [f"pattern {pattern[:60]!r} is not supported ({exc})"]) from None
 
 
-def layer_index(module: str, layers_pattern: str | list[str] | None) -> int | None:
-    """The layer number PEFT reads from a module path: the first `<name>.<digits>.` (or `<pattern>.<digits>.`)."""
+def layer_index(module: str, layers_pattern: str | list[str] | None, config: LoraConfig | None = None) -> int | None:
+    """The layer number PEFT reads from a module path: the first `<name>.<digits>.` (or `<pattern>.<digits>.`).
+
+    `layers_pattern` comes from a config and is matched within that config's time budget."""
     if not layers_pattern:
         m = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", module)
         return int(m.group("idx")) if m else None
+    cfg = config if config is not None else LoraConfig(layers_pattern=layers_pattern)
     for pattern in [layers_pattern] if isinstance(layers_pattern, str) else layers_pattern:
-        m = re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", module)
+        m = cfg.regex_match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", module)
         if m:
             return int(m.group("idx"))
     return None
@@ -363,25 +414,53 @@ def parse_config(raw: Any, where: str) -> LoraConfig:
         raise UnsupportedFeature(f"peft_type {peft_type}", where=where, hint="adapterhub handles LoRA and DoRA adapters")
     try:
         return LoraConfig.model_validate(raw)
+    except (OverflowError, RecursionError) as exc:
+        raise InvalidAdapter(where, [f"{CONFIG_NAME} holds a value out of range ({type(exc).__name__})"]) from None
     except ValidationError as exc:
         errs = [f"{CONFIG_NAME} field {'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors()]
         raise InvalidAdapter(where, errs) from None
 
 
+MAX_CONFIG_BYTES = 1 << 20  # real adapter_config.json files are a few kilobytes
+_MAX_INT_DIGITS = 19  # every count in a config fits 64 bits; 10**400 would overflow float() and the database
+
+
+def _config_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"integer {text[:12]}... is too large")
+    return int(text)
+
+
+def load_config_json(path: Path, where: str) -> Any:
+    """The JSON of an adapter_config.json, bounded: over `MAX_CONFIG_BYTES`, nested too deep or integers beyond 64
+    bits are InvalidAdapter with the reason (never a RecursionError or OverflowError)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise InvalidAdapter(where, [f"no {CONFIG_NAME} in the folder"]) from None
+    except OSError as exc:
+        raise InvalidAdapter(where, [f"cannot read {CONFIG_NAME}: {exc.strerror or exc}"]) from None
+    return config_json(raw, where)
+
+
+def config_json(raw: bytes, where: str) -> Any:
+    """The bytes of an adapter_config.json decoded with the bounds `load_config_json` describes."""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise InvalidAdapter(where, [f"{CONFIG_NAME} is over {MAX_CONFIG_BYTES} bytes"])
+    try:
+        return json.loads(raw, parse_int=_config_int)  # NaN/Infinity parse as PEFT's json does; fields refuse them
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, RecursionError):
+            why = "nested too deeply"
+        raise InvalidAdapter(where, [f"{CONFIG_NAME} is not valid JSON ({why})"]) from None
+
+
 def read_config(folder: Path | str) -> LoraConfig:
-    path = Path(folder) / CONFIG_NAME
     if not Path(folder).is_dir():
         raise InvalidAdapter(str(folder), ["not a folder"], hint="pass the folder PEFT's save_pretrained wrote")
-    try:
-        raw = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise InvalidAdapter(str(folder), [f"no {CONFIG_NAME} in the folder"]) from None
-    except OSError as exc:
-        raise InvalidAdapter(str(folder), [f"cannot read {CONFIG_NAME}: {exc.strerror or exc}"]) from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidAdapter(str(folder), [f"{CONFIG_NAME} is not valid JSON ({why})"]) from None
-    return parse_config(raw, str(folder))
+    return parse_config(load_config_json(Path(folder) / CONFIG_NAME, str(folder)), str(folder))
 
 
 def read_layout(folder: Path | str, *, strict: bool = True) -> AdapterLayout:

@@ -52,7 +52,7 @@ def main() -> int:
         src = Registry(home=tmp / "src")
         card = src.add(folder, "bench/pulled", "bench")
         size = sum(f.size for f in card.files)
-        extra = ["--database-url", args.database_url] if args.database_url else []
+        extra = ["--open", *(["--database-url", args.database_url] if args.database_url else [])]
         with start_hub(tmp / "hub", args=extra) as hub:
             push("bench/pulled", remote=hub.url, registry=src)
             want = {f.path: f.sha256 for f in card.files if f.path != "README.md"}

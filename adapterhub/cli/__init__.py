@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "serve": "adapterhub.cli.hub:serve",
     "push": "adapterhub.cli.hub:push",
     "pull": "adapterhub.cli.hub:pull",
+    "import-gguf": "adapterhub.cli.gguf:import_gguf",
 }
 
 

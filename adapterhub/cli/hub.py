@@ -16,20 +16,37 @@ from ._common import handle_errors, json_option, print_json, show_progress
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
 @click.option("--token", "tokens", multiple=True, metavar="[USER:]TOKEN",
-              help="Also accept this bearer token, with write access everywhere (repeatable). Once any token exists "
-                   "(these, or `adapterhub token create`), writes and private repositories need one.")  # fmt: skip
+              help="Also accept this bearer token, with write access everywhere (repeatable). Writes and private "
+                   "repositories need a token (these, or `adapterhub token create`) unless --open.")  # fmt: skip
+@click.option("--open", "open_hub", is_flag=True,
+              help="Open hub: callers without a token may read and write everything, private repositories included. "
+                   "For a single-user hub on 127.0.0.1; announced on stderr at start.")  # fmt: skip
 @click.option("--page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Entries per page of listings.")
-@click.option("--max-upload-bytes", default=None, type=click.IntRange(1), metavar="BYTES",
-              help="Refuse a commit whose request body (base64 included) is larger than this, with HTTP 413.")  # fmt: skip
+@click.option("--max-upload-bytes", default=10 << 30, show_default=True, type=click.IntRange(1), metavar="BYTES",
+              help="Refuse a commit whose request body (base64 included) is larger than this, with HTTP 413. "
+                   "Every other request body is limited to 1 MiB.")  # fmt: skip
+@click.option("--head-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), metavar="SECONDS",
+              help="Close a connection whose request line and headers take longer than this.")  # fmt: skip
+@click.option("--body-timeout", default=60.0, show_default=True, type=click.FloatRange(0.1), metavar="SECONDS",
+              help="Close a connection whose request body stalls (no bytes) for this long.")  # fmt: skip
+@click.option("--keep-alive", default=5.0, show_default=True, type=click.FloatRange(0.1), metavar="SECONDS",
+              help="Close a connection idle for this long between requests.")  # fmt: skip
+@click.option("--max-connections", default=1000, show_default=True, type=click.IntRange(1),
+              help="Answer 503 to requests while this many connections or requests are open.")  # fmt: skip
 @handle_errors
-def serve(database_url: str | None, storage: Path | None, host: str, port: int, tokens: tuple[str, ...], page_size: int,
-          max_upload_bytes: int | None) -> None:  # fmt: skip
-    """Serve the registry over the Hugging Face Hub HTTP API (HF_ENDPOINT=http://HOST:PORT) and its own JSON API."""
+def serve(database_url: str | None, storage: Path | None, host: str, port: int, tokens: tuple[str, ...], open_hub: bool,
+          page_size: int, max_upload_bytes: int, head_timeout: float, body_timeout: float, keep_alive: float,
+          max_connections: int) -> None:  # fmt: skip
+    """Serve the registry over the Hugging Face Hub HTTP API (HF_ENDPOINT=http://HOST:PORT) and its own JSON API.
+
+    Without --open, callers without a token may only read public repositories."""
+    from ..hub.server.app import ConnectionLimits
     from ..hub.server.app import serve as run
 
     users = {t.partition(":")[2] or t: (t.partition(":")[0] if ":" in t else "adapterhub") for t in tokens}
+    limits = ConnectionLimits(head_timeout=head_timeout, body_timeout=body_timeout, keep_alive=keep_alive, max_connections=max_connections)
     run(home=storage, database_url=database_url, host=host, port=port, tokens=users, page_size=page_size, max_upload_bytes=max_upload_bytes,
-        on_ready=lambda url: click.echo(f"adapterhub hub on {url} (Ctrl-C stops)", err=True))  # fmt: skip
+        limits=limits, open_hub=open_hub, on_ready=lambda url: click.echo(f"adapterhub hub on {url} (Ctrl-C stops)", err=True))  # fmt: skip
 
 
 @click.command()

@@ -101,7 +101,7 @@ def show(ref: str, as_json: bool) -> None:
 @click.command()
 @click.argument("text", required=False)
 @click.option("--task", default=None)
-@click.option("--base", default=None, help="Base model path, hash prefix (6+ hex) or registered name.")
+@click.option("--base", default=None, help="Base model folder, hash prefix (6+ hex), or the name of a base fingerprinted here.")
 @click.option("--rank-min", type=int, default=None)
 @click.option("--rank-max", type=int, default=None)
 @click.option("--min", "mins", multiple=True, help="DATASET/METRIC=VALUE: at least this good (repeatable).")

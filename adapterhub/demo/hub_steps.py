@@ -1,5 +1,6 @@
-"""Demo step: serve a hub in the background, push the demo's adapters, pull one into a second registry (every
-file checked against its sha256), search the hub's registry API, and look at it the way huggingface_hub does."""
+"""Demo step: serve a hub in the background (closed: writes need a token), create a write token, push the demo's
+adapters with it, pull one into a second registry (every file checked against its sha256), search the hub's registry
+API, and look at it the way huggingface_hub does."""
 
 from __future__ import annotations
 
@@ -34,18 +35,31 @@ def run(ctx: DemoContext) -> None:
 
 def _serve_push_pull(ctx: DemoContext, refs: list[str]) -> None:
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     from ..hub.client import pull, push, remote_search
     from ..hub.server.background import start_hub
     from ..store.registry import Registry
+    from ..store.tokens import TokenStore
 
-    with start_hub(ctx.workdir / "hub") as hub:
+    # `adapterhub token create --namespace NS --scope write`, done in the hub's own database before it starts.
+    home = ctx.workdir / "hub"
+    hub_registry = Registry(home=home)
+    tokens = {ns: TokenStore(hub_registry.db).create(ns, "write", label="demo")[1] for ns in dict.fromkeys(r.split("/")[0] for r in refs)}
+    hub_registry.db.dispose()
+    with start_hub(home) as hub:
         ctx.echo(f"   serving {hub.url}  (HF_ENDPOINT={hub.url} makes huggingface_hub, PEFT and transformers use it)")
+        ctx.echo(f"   closed hub: write tokens created for {', '.join(tokens)} (`adapterhub token create --namespace NS --scope write`)")
+        try:
+            HfApi(endpoint=hub.url, token=False).create_repo(f"{next(iter(tokens))}/anonymous")
+            ctx.echo("   anonymous create_repo: accepted (unexpected)")
+        except HfHubHTTPError as exc:
+            ctx.echo(f"   anonymous create_repo: refused with HTTP {exc.response.status_code}")
 
-        ctx.heading("Hub: push the demo adapters (PEFT files + adapterhub.json card + README model card)")
+        ctx.heading("Hub: push the demo adapters with the token (PEFT files + adapterhub.json card + README model card)")
         pushed = []
         for ref in refs:
-            result = push(ref, remote=hub.url, registry=ctx.registry)
+            result = push(ref, remote=hub.url, registry=ctx.registry, token=tokens[ref.split("/")[0]])
             pushed.append(result)
             ctx.echo(f"   {result.ref:<28} -> {result.repo_id}  commit {result.commit[:12]}  {sum(f.size for f in result.files):,} B")
 

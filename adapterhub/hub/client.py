@@ -14,9 +14,11 @@ import hashlib
 import json
 import os
 import queue
+import random
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +41,8 @@ from ..errors import (
 )
 from ..fsutil import check_relative_path, check_segment
 from ..progress import progress_bar
-from ..store.hub_store import CARD_FILE, PICKLE_SUFFIXES, README_FILE, describe_adapter, record_adapter, stage_files
+from ..store.hub_store import CARD_FILE, README_FILE, describe_adapter, record_adapter, stage_files
+from ..tensorfile import is_pickle_name
 from . import modelcard
 
 if TYPE_CHECKING:
@@ -48,7 +51,9 @@ if TYPE_CHECKING:
     from ..store.registry import Registry
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-PUSH_ATTEMPTS = 10  # a push that loses the race for the head (409) commits again on the new head, this many times at most
+PUSH_ATTEMPTS = 30  # a push that loses the race for the head (409) commits again on the new head, this many times at most
+PUSH_BACKOFF_S = (0.05, 2.0)  # first and largest wait before a retry; each wait is drawn at random up to the bound ("full jitter")
+PUSH_RETRY_BUDGET_S = 60.0  # and the waits together stay under this
 CHUNK = 1 << 20  # the blob store reads 1 MiB at a time: equal chunks pass through without copies
 
 
@@ -125,7 +130,7 @@ def push(
     # The README pushed is the model card; an adapter's own README (PEFT writes one) is not part of the upload.
     files = [f for f in card.files if f.path != README_FILE]
     for f in files:
-        if f.path.endswith(PICKLE_SUFFIXES):
+        if is_pickle_name(f.path):
             raise PickleRefused(f.path)
     pushed = card.model_copy(update={"files": files})
     readme = modelcard.render(pushed, repo_id=repo_id)
@@ -143,9 +148,12 @@ def push(
 def _commit_on_head(api: HfApi, repo_id: str, ops: list[Any], message: str) -> Any:
     """Commit on top of the current head; when another push lands first (HTTP 409), read the new head and retry.
 
-    A push replaces whole files, so committing it on the newer head gives the same files as committing it first."""
+    A push replaces whole files, so committing it on the newer head gives the same files as committing it first.
+    Between tries it waits a random time under an exponentially growing bound, so many pushers racing for one head
+    spread out instead of colliding again in lockstep (twenty at once used to exhaust ten immediate retries)."""
     from huggingface_hub.errors import HfHubHTTPError
 
+    waited = 0.0
     for attempt in range(PUSH_ATTEMPTS):
         parent = api.model_info(repo_id).sha
         try:
@@ -153,7 +161,18 @@ def _commit_on_head(api: HfApi, repo_id: str, ops: list[Any], message: str) -> A
         except HfHubHTTPError as exc:
             if exc.response is None or exc.response.status_code != 409 or attempt == PUSH_ATTEMPTS - 1:
                 raise
+            delay = _backoff(attempt)
+            if waited + delay > PUSH_RETRY_BUDGET_S:
+                raise
+            time.sleep(delay)
+            waited += delay
     raise AssertionError("unreachable")
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds to wait before retry `attempt + 1`: uniform in [0, min(largest, first * 2**attempt)]."""
+    first, largest = PUSH_BACKOFF_S
+    return random.uniform(0.0, min(largest, first * 2.0**attempt))
 
 
 def _validate_yaml(api: HfApi, endpoint: str, readme: str) -> None:
@@ -174,7 +193,7 @@ def pull(
     registry: Registry | None = None, progress: bool | None = None,
 ) -> AdapterCard:
     """Download `REPO[@REV]`, verify every byte, and register it as the next local version of `name` (default REPO)."""
-    from ..peft_format import CONFIG_NAME, WEIGHTS_NAME
+    from ..peft_format import CONFIG_NAME, WEIGHTS_NAME, config_json
 
     repo_id, _, revision = spec.partition("@")
     repo_id, revision = _check_repo_id(repo_id), revision or "main"
@@ -193,19 +212,16 @@ def pull(
     }
     fetch = _Fetcher(api, endpoint, repo_id, commit, reg, progress)
     card_json = fetch.small(listing[CARD_FILE]) if CARD_FILE in listing else None
-    readme = fetch.small(listing[README_FILE]).decode("utf-8", "replace") if README_FILE in listing else None
+    small_readme = README_FILE in listing and (listing[README_FILE].size or 0) <= modelcard.MAX_CARD_BYTES  # else unread
+    readme = fetch.small(listing[README_FILE]).decode("utf-8", "replace") if small_readme else None
     if WEIGHTS_NAME not in listing:
-        pickles = [p for p in listing if p.endswith(PICKLE_SUFFIXES)]
+        pickles = [p for p in listing if is_pickle_name(p)]
         if pickles:
             raise PickleRefused(f"{repo_id}@{commit[:12]}/{pickles[0]}")
         raise InvalidAdapter(f"{repo_id}@{commit[:12]}", [f"no {WEIGHTS_NAME} in the repository"])
     if CONFIG_NAME not in listing:
         raise InvalidAdapter(f"{repo_id}@{commit[:12]}", [f"no {CONFIG_NAME} in the repository"])
-    config_bytes = fetch.small(listing[CONFIG_NAME])
-    try:
-        config = json.loads(config_bytes)
-    except ValueError as exc:
-        raise InvalidAdapter(f"{repo_id}/{CONFIG_NAME}", [f"not valid JSON ({exc})"]) from None
+    config = config_json(fetch.small(listing[CONFIG_NAME]), f"{repo_id}/{CONFIG_NAME}")
     names, fields = describe_adapter(listing, card_json, readme, config if isinstance(config, dict) else {})
     expected = _expected_files(repo_id, names, listing, card_json)
     files = {p: fetch.blob(listing[p], expected.get(p)) for p in names}
@@ -215,7 +231,7 @@ def pull(
     try:
         stage_files(reg.blobs, files, folder)
         with reg.db.write() as s:
-            return record_adapter(s, folder, target.full_name, files, fields)
+            return record_adapter(s, folder, target.full_name, files, fields, declared_by=f"pull of {repo_id} from {endpoint}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -227,7 +243,7 @@ def _expected_files(repo_id: str, names: list[str], listing: dict[str, _RemoteFi
         for f in AdapterCard.model_validate_json(card_json).files:
             out[f.path] = f
     for p in names:
-        if p.endswith(PICKLE_SUFFIXES):
+        if is_pickle_name(p):
             raise PickleRefused(f"{repo_id}/{p}")
         if p not in listing:
             raise InvalidAdapter(f"{repo_id}/{CARD_FILE}", [f"lists {p}, which the repository does not contain"])

@@ -8,6 +8,7 @@ PEFT repo's README, not only ours: a plain repo still yields its base model, tas
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -16,7 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..card import AdapterCard, EvalScore
 
 ADAPTERHUB_TAG = "adapterhub"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # `org/name`, not a local path
+# A README larger than this has its front matter ignored when read (the body is never needed whole), and is refused
+# by validate-yaml: a few KiB is typical, and YAML parsing is slow and memory-hungry.
+MAX_CARD_BYTES = 1 << 20
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")  # `org/name`, not a local path
 _FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)(?:\r?\n)?---[ \t]*(?:\r?\n|\Z)", re.S)
 # PEFT's task_type -> a task name, for repos that say nothing else about their task.
 _PEFT_TASKS = {
@@ -81,25 +85,46 @@ def render(card: AdapterCard, *, repo_id: str | None = None) -> str:
 def hub_base_model(card: AdapterCard) -> str | None:
     """The `base_model` to declare: the config's Hub id when it is one (the Hub links it), else the registry's name."""
     declared = card.base_model_name_or_path
-    if declared and _HUB_ID.match(declared):
+    if declared and _HUB_ID.fullmatch(declared):
         return declared
     return card.base_model.name if card.base_model else declared
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases: a few hundred bytes of nested aliases expand to gigabytes ("billion
+    laughs"), and a model card has no use for them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.YAMLError("YAML anchors and aliases (& and *) are not allowed in model card front matter")
+        return super().compose_node(parent, index)
+
+
 def front_matter(text: str) -> dict[str, Any]:
-    """The YAML front matter of a README as a dict ({} when there is none); invalid YAML raises ValueError."""
+    """The YAML front matter of a README as a dict ({} when there is none); invalid YAML, anchors or aliases, or a
+    README over MAX_CARD_BYTES raise ValueError."""
+    if len(text) > MAX_CARD_BYTES:
+        raise ValueError(f"the model card is {len(text)} characters long (the limit is {MAX_CARD_BYTES})")
     m = _FRONT_MATTER.match(text)
     if not m:
         return {}
     try:
-        data = yaml.safe_load(m.group(1))
-    except yaml.YAMLError as exc:
+        data = yaml.load(m.group(1), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError) as exc:
         raise ValueError(f"invalid YAML front matter: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ValueError("the front matter is not a YAML mapping")
     return data
+
+
+def read_card(path: Path) -> str | None:
+    """A README's text for `front_matter`, or None when the file is over MAX_CARD_BYTES (never read whole then)."""
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_CARD_BYTES + 1)
+    return None if len(data) > MAX_CARD_BYTES else data.decode("utf-8", "replace")
 
 
 def body(text: str) -> str:

@@ -6,7 +6,23 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import UsageError
 from .oids import lfs_pointer_oid, lfs_pointer_size
+
+# First path segments the hub's routes and pages use (and the Hub's own type prefixes): a repository under one of
+# these namespaces could not be reached (`/api/...` is the API), so none may be created. The one list of them.
+RESERVED_NAMESPACES = frozenset({
+    "api", "static", "assets", "login", "logout", "signup", "oauth", "auth", "settings", "admin", "new", "bases",
+    "compare", "search", "docs", "v1", "v2", "models", "datasets", "spaces", "collections", "health", "healthz",
+    "metrics", "favicon.ico", "robots.txt",
+})  # fmt: skip
+
+
+def check_namespace_allowed(namespace: str) -> str:
+    """Refuse a namespace the hub's routes use (any case); called where repositories are created."""
+    if namespace.lower() in RESERVED_NAMESPACES:
+        raise UsageError(f"namespace {namespace!r} is reserved for the hub's own routes", hint="pick another namespace")
+    return namespace
 
 
 class _Model(BaseModel):

@@ -27,6 +27,7 @@ from ..fsutil import atomic_directory, atomic_writer
 from ..peft_format import CONFIG_NAME, LayerKind, LoraModule, PeftAdapter, load_adapter
 from ..modelfiles import model_folder
 from ..progress import progress_bar
+from ..tensorfile import PICKLE_SUFFIXES
 from .delta import merged_weight_onto
 from .stream import (
     FLOAT_DTYPES,
@@ -48,7 +49,7 @@ from .stream import (
 
 AdapterArg = str | Path | tuple[str | Path, float]
 # Files copied next to the merged weights: everything small at the top of the model folder but its weights.
-_SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack", ".lock")
+_SKIP_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES, ".h5", ".msgpack", ".lock")
 
 
 # --- adapter arguments: folder or registry reference --------------------------------------------------------
@@ -405,7 +406,7 @@ def _copy_side_files(base: Path, dest: Path, out_dtype: str | None) -> None:
         return  # a lone .safetensors file (or index) has no side files we can vouch for
     folder = model_folder(base)
     for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.name.endswith(_SKIP_SUFFIXES) or p.name == INDEX_NAME or p.name.startswith("."):
+        if not p.is_file() or p.name.lower().endswith(_SKIP_SUFFIXES) or p.name == INDEX_NAME or p.name.startswith("."):
             continue
         shutil.copy2(p, dest / p.name)
     cfg = dest / "config.json"

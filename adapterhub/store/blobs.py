@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -13,11 +14,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, StorageFull
 from ..fsutil import TMP_PREFIX, fsync_dir
 
 CHUNK = 1 << 20
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch only
 
 
 class BlobStore:
@@ -28,7 +29,7 @@ class BlobStore:
         self._tmp = self.root / "tmp"
 
     def path(self, sha256: str) -> Path:
-        if not _SHA256.match(sha256):
+        if not _SHA256.fullmatch(sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.root / "sha256" / sha256[:2] / sha256[2:]
 
@@ -73,10 +74,35 @@ class BlobStore:
                 os.replace(tmp, final)
                 fsync_dir(final.parent)
             return digest, size
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if is_disk_full(exc):
+                raise StorageFull() from None
             raise
+
+    def adopt(self, src: Path, sha256: str) -> None:
+        """Move a file whose sha256 this process computed while receiving it into the store (a rename on the same
+        filesystem, else a hashed copy); a blob already stored is left as it is and `src` stays with the caller."""
+        final = self.path(sha256)
+        if final.is_file():
+            return
+        try:
+            fd = os.open(src, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the bytes are on disk before the name is
+            finally:
+                os.close(fd)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(src, 0o444)
+            os.replace(src, final)
+            fsync_dir(final.parent)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                if is_disk_full(exc):
+                    raise StorageFull() from None
+                raise
+            self.put_file(src, expected_sha256=sha256)
 
     def copy_to(self, sha256: str, dest: Path, *, expected_size: int | None = None) -> None:
         """Write the blob to `dest` (in a folder the caller renames into place), verifying its sha256 on the way."""
@@ -107,7 +133,7 @@ class BlobStore:
         for sub in base.iterdir():
             if sub.is_dir():
                 for f in sub.iterdir():
-                    if _SHA256.match(sub.name + f.name):
+                    if _SHA256.fullmatch(sub.name + f.name):
                         yield sub.name + f.name
 
     def delete(self, digests: Iterable[str], *, older_than_s: float = 0.0) -> list[str]:
@@ -126,3 +152,8 @@ class BlobStore:
                     if now - t.stat().st_mtime >= older_than_s:
                         shutil.rmtree(t) if t.is_dir() else t.unlink()
         return removed
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC or EDQUOT: the disk (or the quota) is full, which retrying after a cleanup can fix."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from ..card import AdapterCard, BaseModelInfo, BaseModelRefInfo, EvalScore, FileEntry, Lineage
 from .orm import AdapterRow, BaseModelRow, RepoRow, all_metadata
+from .records import base_declared_by, verified_base
 
 
 def card_query() -> sa.Select[tuple[AdapterRow]]:
@@ -47,7 +48,8 @@ def card(_s: Session, row: AdapterRow) -> AdapterCard:
         description=row.description or "",
         license=row.license,
         tags=sorted(t.tag for t in row.tags),
-        base_model=BaseModelRefInfo(name=base.name, arch_hash=base.arch_hash, content_hash=base.content_hash) if base else None,
+        base_model=BaseModelRefInfo(name=base.name, arch_hash=base.arch_hash, content_hash=base.content_hash,
+                                    verified=verified_base(base), name_declared_by=base_declared_by(base)) if base else None,  # fmt: skip
         base_model_name_or_path=row.base_model_name_or_path,
         peft_task_type=row.peft_task_type,
         scores=[

@@ -19,11 +19,19 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import StoreError
+from ..errors import DatabaseBusy, StoreError
 
 DATABASE_URL_ENV = "ADAPTERHUB_DATABASE_URL"
 _WRITE_OPTION = "adapterhub_write"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+# How long a writer waits for another's lock before giving up with DatabaseBusy (SQLite busy_timeout, PostgreSQL
+# lock_timeout); the environment variable overrides it (tests use a short one).
+LOCK_TIMEOUT_ENV = "ADAPTERHUB_LOCK_TIMEOUT_MS"
+
+
+def lock_timeout_ms() -> int:
+    value = os.environ.get(LOCK_TIMEOUT_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else SQLITE_BUSY_TIMEOUT_MS
 # The newest migration this version ships. Checked against Alembic's scripts by a test; knowing it here lets a
 # registry that is already migrated open without importing Alembic (which costs ~0.1 s on every command).
 SCHEMA_HEAD = "0004"
@@ -50,7 +58,8 @@ def _make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        busy_ms = lock_timeout_ms()
+        engine = sa.create_engine(url, connect_args={"timeout": busy_ms / 1000})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -58,7 +67,7 @@ def _make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
@@ -69,7 +78,8 @@ def _make_engine(url: str) -> Engine:
 
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(url, pool_pre_ping=True)
+        # A row or table lock held past the timeout fails the statement (55P03 -> DatabaseBusy) instead of waiting forever.
+        return sa.create_engine(url, pool_pre_ping=True, connect_args={"options": f"-c lock_timeout={lock_timeout_ms()}"})
     raise StoreError(f"unsupported database {parsed.get_backend_name()!r}", hint="use SQLite or PostgreSQL")
 
 
@@ -112,9 +122,17 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
-        """One write transaction: committed when the block ends, rolled back entirely on any error."""
-        with self._write_sessions() as s, s.begin():
-            yield s
+        """One write transaction: committed when the block ends, rolled back entirely on any error.
+
+        A lock held by another writer past the busy timeout is DatabaseBusy (one line; HTTP 503), not a raw error."""
+        try:
+            with self._write_sessions() as s, s.begin():
+                yield s
+        except sa.exc.OperationalError as exc:
+            if is_busy(exc):
+                raise DatabaseBusy() from None
+            raise
+
 
     def _stamped_revision(self) -> str | None:
         """The revision in alembic_version, read with plain SQL; None for an empty database."""
@@ -171,3 +189,14 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def is_busy(exc: BaseException) -> bool:
+    """An OperationalError that means "another transaction holds the lock" (SQLite busy/locked, PostgreSQL lock
+    timeouts, serialization failures and deadlocks): retrying later can succeed."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in ("55P03", "40001", "40P01", "57014"):
+        return True
+    text = str(orig or exc).lower()
+    return "database is locked" in text or "database is busy" in text or "database table is locked" in text

@@ -1,25 +1,26 @@
 """The hub's storage: repositories, commits and branch refs in the database, file bytes in the shared blob store.
 
 Every commit records its whole file list, so a revision is immutable and stays downloadable after `main` moves.
-A commit runs in one write transaction; a hook given by the caller (the registry registering the adapter the
-commit contains) runs inside that same transaction, so either both land or neither does.
+A commit runs in one write transaction; a hook given by the caller (the registry recording the adapter the commit
+contains) runs inside that same transaction, so either both land or neither does. The slow part of that, checking
+the adapter's files, happens before the transaction (`prepare_adapter`), so no writer waits on it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ..card import AdapterCard, BaseModelRefInfo, EvalScore, FileEntry, Lineage
 from ..errors import (
@@ -28,16 +29,22 @@ from ..errors import (
     EntryNotFound,
     IntegrityError,
     InvalidAdapter,
+    PickleRefused,
     RepoNotFound,
     RevisionNotFound,
     UsageError,
 )
 from ..fsutil import check_relative_path, check_segment
 from ..hub.oids import GITATTRIBUTES, commit_id, git_blob_sha1, is_lfs
-from ..hub.types import FileAddition, HubCommit, HubFile, HubRepo
+from ..hub.types import FileAddition, HubCommit, HubFile, HubRepo, check_namespace_allowed
+from ..tensorfile import is_pickle_name
 from .blobs import BlobStore
 from .db import Database
 from .hub_orm import HubCommitFileRow, HubCommitRow, HubRefRow, HubRepoRow
+from .visibility import Visibility, hub_repo_visible
+
+if TYPE_CHECKING:
+    from ..peft_format import AdapterLayout
 
 DEFAULT_BRANCH = "main"
 _COMMIT_ID_LEN = 40
@@ -53,6 +60,25 @@ def _now() -> datetime:
 def _aware(dt: datetime) -> datetime:
     """SQLite hands datetimes back naive; they were stored in UTC."""
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+
+
+class HeadMoved(CommitConflict):
+    """The branch moved between a commit's checks and its transaction: the caller checks again on the new head."""
+
+
+def apply_changes(repo_id: str, head: str | None, tree: dict[str, HubFile], deletions: Iterable[str], additions: list[FileAddition]) -> dict[str, HubFile]:
+    """The file tree after a commit: deletions name files or folders (a trailing '/' or any folder prefix)."""
+    tree = dict(tree)
+    for d in deletions:
+        folder = d.rstrip("/") + "/"
+        doomed = [p for p in tree if p == d or p.startswith(folder)]
+        if not doomed:
+            raise EntryNotFound(repo_id, head or DEFAULT_BRANCH, d)
+        for p in doomed:
+            del tree[p]
+    for a in additions:
+        tree[a.path] = HubFile(path=a.path, sha256=a.sha256, git_sha1=a.git_sha1, size=a.size, lfs=is_lfs(a.path, a.size))
+    return tree
 
 
 def _is_commit_id(rev: str) -> bool:
@@ -72,6 +98,7 @@ class HubStore:
         """A new repository with an initial commit holding `.gitattributes`, as the Hub creates them."""
         check_segment(namespace, "namespace")
         check_segment(name, "repository name")
+        check_namespace_allowed(namespace)
         sha256, size = self.blobs.put_bytes(GITATTRIBUTES)
         attrs = HubFile(path=".gitattributes", sha256=sha256, git_sha1=git_blob_sha1(GITATTRIBUTES), size=size)
         try:
@@ -104,22 +131,14 @@ class HubStore:
 
     def list_repos(
         self, *, search: str | None = None, author: str | None = None, sort: str = "lastModified", limit: int = 100,
-        offset: int = 0, include_private: bool = True,
-    ) -> tuple[list[HubRepo], int]:
-        """Repositories whose `ns/name` contains `search` (any case), owned by `author`; newest first, and the total."""
-        q = sa.select(HubRepoRow)
-        if search:
-            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            q = q.where(sa.func.lower(HubRepoRow.namespace + "/" + HubRepoRow.name).like(f"%{escaped}%", escape="\\"))
-        if author:
-            q = q.where(HubRepoRow.namespace == author)
-        if not include_private:
-            q = q.where(HubRepoRow.private.is_(False))
-        order = HubRepoRow.created_at if sort == "createdAt" else HubRepoRow.last_modified
-        q = q.order_by(order.desc(), HubRepoRow.id.desc())
+        offset: int = 0, visibility: Visibility | None = None, count: bool = True,
+    ) -> tuple[list[HubRepo], int | None]:
+        """One page of repositories whose `ns/name` contains `search` (any case), owned by `author`, that
+        `visibility` may see (None: all), in `sort` order; and the total of such repositories when `count`."""
+        q = self._listing(search, author, visibility)
         with self.db.session() as s:
-            total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
-            rows = s.scalars(q.offset(offset).limit(limit)).all()
+            total = (s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0) if count else None
+            rows = s.scalars(q.order_by(*self._order(sort)).offset(offset).limit(limit)).all()
             heads = dict(
                 s.execute(
                     sa.select(HubRefRow.repo_id, HubRefRow.commit_id).where(
@@ -128,6 +147,54 @@ class HubStore:
                 ).all()
             )
             return [self._to_repo(r, heads.get(r.id)) for r in rows], total
+
+    def list_heads(
+        self, *, search: str | None = None, author: str | None = None, sort: str = "lastModified", limit: int = 100,
+        offset: int = 0, visibility: Visibility | None = None,
+    ) -> list[tuple[HubRepo, HubCommit]]:
+        """Like `list_repos`, with each repository's head commit, in one query (every repository has `main` from its
+        creation on; one without would be left out): what a listing page needs, without a query per repository. The page is cut from `hub_repos` alone
+        first, so only its own rows are joined to their refs and commits."""
+        page = self._listing(search, author, visibility).order_by(*self._order(sort)).offset(offset).limit(limit)
+        repo = aliased(HubRepoRow, page.subquery())
+        q = sa.select(repo, HubCommitRow).join(HubRefRow, sa.and_(HubRefRow.repo_id == repo.id, HubRefRow.name == DEFAULT_BRANCH))
+        q = q.join(HubCommitRow, HubCommitRow.id == HubRefRow.commit_id).order_by(*self._order(sort, repo))
+        with self.db.session() as s:
+            return [(self._to_repo(r, c.id), self._to_commit(c)) for r, c in s.execute(q).all()]
+
+    def files_of(self, commits: Iterable[str]) -> dict[str, list[HubFile]]:
+        """The files of several commits in one query: commit id -> files sorted by path."""
+        ids = sorted(set(commits))
+        out: dict[str, list[HubFile]] = {c: [] for c in ids}
+        if not ids:
+            return out
+        cols = [HubCommitFileRow.commit_id, HubCommitFileRow.path, HubCommitFileRow.sha256, HubCommitFileRow.git_sha1,
+                HubCommitFileRow.size, HubCommitFileRow.lfs]  # plain columns: no ORM identity map for a whole page
+        with self.db.session() as s:
+            q = sa.select(*cols).where(HubCommitFileRow.commit_id.in_(ids)).order_by(HubCommitFileRow.commit_id, HubCommitFileRow.path)
+            for cid, path, sha256, git_sha1, size, lfs in s.execute(q):
+                out[cid].append(HubFile(path=path, sha256=sha256, git_sha1=git_sha1, size=size, lfs=lfs))
+        return out
+
+    @staticmethod
+    def _listing(search: str | None, author: str | None, visibility: Visibility | None) -> sa.Select[tuple[HubRepoRow]]:
+        q = sa.select(HubRepoRow)
+        if search:
+            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            q = q.where(sa.func.lower(HubRepoRow.namespace + "/" + HubRepoRow.name).like(f"%{escaped}%", escape="\\"))
+        if author:
+            q = q.where(HubRepoRow.namespace == author)
+        if visibility is not None:
+            q = q.where(hub_repo_visible(visibility))
+        return q
+
+    @staticmethod
+    def _order(sort: str, table: Any = HubRepoRow) -> list[sa.ColumnElement[Any]]:
+        """`id` sorts by name; `createdAt` newest first; anything else (the Hub's downloads, likes...) by last change."""
+        if sort == "id":
+            return [table.namespace.asc(), table.name.asc()]
+        column = table.created_at if sort == "createdAt" else table.last_modified
+        return [column.desc(), table.id.desc()]
 
     # --- revisions and files -----------------------------------------------------------------------------------
 
@@ -160,6 +227,35 @@ class HubStore:
                 raise EntryNotFound(repo_id, commit, path)
             return self._to_file(row)
 
+    def head_tree(self, namespace: str, name: str, branch: str = DEFAULT_BRANCH) -> tuple[str | None, dict[str, HubFile]]:
+        """The branch head and its files, read without a write lock (a commit's checks run against this)."""
+        with self.db.session() as s:
+            repo = self._repo_row(s, namespace, name)
+            if repo is None:
+                raise RepoNotFound(f"{namespace}/{name}")
+            head = self._ref(s, repo.id, branch)
+            if head is None:
+                return None, {}
+            rows = s.scalars(sa.select(HubCommitFileRow).where(HubCommitFileRow.commit_id == head))
+            return head, {r.path: self._to_file(r) for r in rows}
+
+    def referenced_blobs(self, namespace: str, name: str, sha256s: Iterable[str]) -> set[str]:
+        """Which of `sha256s` some commit of this repository (any revision) holds: the only blobs a commit may copy by
+        hash (an `lfsFile`), so a writer cannot adopt, or probe for, the bytes of another repository."""
+        wanted = sorted(set(sha256s))
+        if not wanted:
+            return set()
+        with self.db.session() as s:
+            repo = self._repo_row(s, namespace, name)
+            if repo is None:
+                raise RepoNotFound(f"{namespace}/{name}")
+            q = (
+                sa.select(HubCommitFileRow.sha256).distinct()
+                .join(HubCommitRow, HubCommitRow.id == HubCommitFileRow.commit_id)
+                .where(HubCommitRow.repo_id == repo.id, HubCommitFileRow.sha256.in_(wanted))
+            )  # fmt: skip
+            return set(s.scalars(q))
+
     def history(self, namespace: str, name: str, revision: str = DEFAULT_BRANCH, *, limit: int = 1000) -> list[HubCommit]:
         """Commits reachable from `revision`, newest first (follows parent links)."""
         _, commit = self.resolve(namespace, name, revision)
@@ -177,11 +273,13 @@ class HubStore:
     def commit(
         self, namespace: str, name: str, *, additions: list[FileAddition], deletions: Iterable[str] = (),
         summary: str = "", description: str = "", parent: str | None = None, branch: str = DEFAULT_BRANCH,
-        hook: CommitHook | None = None,
+        hook: CommitHook | None = None, checked_head: str | None | bool = False,
     ) -> HubCommit:
         """Apply additions and deletions on top of `branch`; with `parent`, refuse (CommitConflict) if the head moved.
 
         Deletions name files or folders (a trailing '/' or any prefix that is a folder). Blobs must be stored first.
+        `checked_head` (a commit id or None for an empty branch) is the head the caller checked the new tree
+        against: if the branch has moved since, HeadMoved is raised and nothing is written.
         """
         if branch != DEFAULT_BRANCH:
             raise UsageError(f"cannot commit to {branch!r}: this hub has one branch, {DEFAULT_BRANCH}")
@@ -200,19 +298,13 @@ class HubStore:
             head = ref.commit_id if ref is not None else None
             if parent is not None and parent != head:
                 raise CommitConflict(f"{namespace}/{name}", parent, head)
+            if checked_head is not False and checked_head != head:
+                raise HeadMoved(f"{namespace}/{name}", str(checked_head), head)
             tree: dict[str, HubFile] = {}
             if head is not None:
                 rows = s.scalars(sa.select(HubCommitFileRow).where(HubCommitFileRow.commit_id == head))
                 tree = {r.path: self._to_file(r) for r in rows}
-            for d in deletions:
-                folder = d.rstrip("/") + "/"
-                doomed = [p for p in tree if p == d or p.startswith(folder)]
-                if not doomed:
-                    raise EntryNotFound(f"{namespace}/{name}", head or branch, d)
-                for p in doomed:
-                    del tree[p]
-            for a in additions:
-                tree[a.path] = HubFile(path=a.path, sha256=a.sha256, git_sha1=a.git_sha1, size=a.size, lfs=is_lfs(a.path, a.size))
+            tree = apply_changes(f"{namespace}/{name}", head, tree, deletions, additions)
             now = _now()
             cid = commit_id(head, [(f.path, f.oid) for f in tree.values()], summary, now, secrets.token_hex(8))
             row = HubCommitRow(id=cid, repo_id=repo.id, parent_id=head, summary=summary, description=description, created_at=now)
@@ -268,7 +360,6 @@ CARD_FILE = "adapterhub.json"
 README_FILE = "README.md"
 # Files of a repo that describe the repo; they are not part of the adapter version a registry records.
 REPO_ONLY_FILES = frozenset({CARD_FILE, README_FILE, ".gitattributes"})
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle")
 
 
 class AdapterFields(BaseModel):
@@ -294,6 +385,9 @@ def describe_adapter(files: Iterable[str], card_json: bytes | None, readme: str 
             raise InvalidAdapter(CARD_FILE, [f"not an AdapterCard: {str(exc).splitlines()[0]}"]) from None
         fields = AdapterFields(task=card.task, scores=card.scores, tags=card.tags, description=card.description,
                                license=card.license, lineage=card.lineage, base_model=card.base_model)  # fmt: skip
+        pickles = [f.path for f in card.files if is_pickle_name(f.path)]
+        if pickles:
+            raise PickleRefused(f"{CARD_FILE}: {pickles[0]}")
         return [f.path for f in card.files], fields
     from ..hub.modelcard import card_info
 
@@ -301,7 +395,7 @@ def describe_adapter(files: Iterable[str], card_json: bytes | None, readme: str 
         info = card_info(readme, config)
     except ValueError:  # unreadable front matter: the config alone still describes the adapter
         info = card_info(None, config)
-    names = [p for p in files if "/" not in p and p not in REPO_ONLY_FILES and not p.startswith(".") and not p.endswith(PICKLE_SUFFIXES)]
+    names = [p for p in files if "/" not in p and p not in REPO_ONLY_FILES and not p.startswith(".") and not is_pickle_name(p)]
     return names, AdapterFields(task=info.task, scores=info.scores, tags=info.tags, description=info.description, license=info.license)
 
 
@@ -316,72 +410,94 @@ def stage_files(blobs: BlobStore, files: dict[str, FileEntry], folder: Path) -> 
             blobs.copy_to(f.sha256, target, expected_size=f.size)
 
 
-def record_adapter(s: Session, folder: Path, name: str, files: dict[str, FileEntry], fields: AdapterFields) -> AdapterCard:
-    """Check the staged adapter and record it as the next version of `name`, inside the caller's transaction.
-
-    This is the registry's `add` for bytes that are already in the blob store with known hashes: the hub's commit
-    and a pull both need it inside their own transaction, and with the base known by hash rather than by weights.
-    """
+def check_staged(folder: Path, name: str) -> AdapterLayout:
+    """Read and check an adapter laid out in `folder` (config, header, shapes, NaN/Inf): the slow part, run before
+    any write transaction is opened."""
     from ..peft_format import nonfinite_tensors, read_layout
-    from . import convert
-    from .orm import BaseModelRow
-    from .records import VersionFields, record_version
 
     layout = read_layout(folder)
     bad = nonfinite_tensors(layout)
     if bad:
         raise InvalidAdapter(name, [f"tensor {n} contains NaN or Inf" for n in bad])
+    return layout
+
+
+def record_checked(
+    s: Session, layout: AdapterLayout, name: str, files: dict[str, FileEntry], fields: AdapterFields, *, declared_by: str
+) -> AdapterCard:
+    """Record a checked adapter as the next version of `name`, inside the caller's transaction (rows only).
+
+    A base seen first here is recorded as declared by `declared_by` (e.g. "push to evil/x"), never as verified."""
+    from . import convert
+    from .records import VersionFields, declared_base, record_version
+
     namespace, short = name.split("/", 1)
-    base = None
-    if fields.base_model is not None:
-        ref = fields.base_model
-        base = s.scalar(sa.select(BaseModelRow).where(BaseModelRow.content_hash == ref.content_hash))
-        if base is None:
-            # Only the identity travels with an adapter; size and dtype stay unknown until the weights are registered.
-            base = BaseModelRow(name=ref.name, arch_hash=ref.arch_hash, content_hash=ref.content_hash, parameter_count=0, dtype="unknown")
-            s.add(base)
+    base = declared_base(s, fields.base_model, declared_by) if fields.base_model is not None else None
     entries = [FileEntry(path=p, sha256=f.sha256, size=f.size) for p, f in sorted(files.items())]
     version = VersionFields(fields.task, fields.description, fields.license, fields.tags, fields.scores, fields.lineage, entries)
     row = record_version(s, namespace, short, layout, version, base)
     return convert.card(s, row)
 
 
-def adapter_hook(blobs: BlobStore, scratch: Path) -> CommitHook:
-    """A commit hook that registers the commit's adapter (PEFT config + safetensors) as the next registry version.
+def record_adapter(
+    s: Session, folder: Path, name: str, files: dict[str, FileEntry], fields: AdapterFields, *, declared_by: str
+) -> AdapterCard:
+    """Check the staged adapter and record it as the next version of `name`, inside the caller's transaction.
 
-    It runs inside the commit's transaction: an adapter that fails its checks aborts the commit, so the hub never
-    serves a revision that search cannot see. `adapterhub.json`, when present, must agree with the committed bytes.
-    """
+    This is the registry's `add` for bytes that are already in the blob store with known hashes: a pull needs it
+    inside its own transaction, and with the base known by hash rather than by weights."""
+    return record_checked(s, check_staged(folder, name), name, files, fields, declared_by=declared_by)
 
-    def hook(s: Session, repo_id: str, tree: dict[str, HubFile]) -> str | None:
-        from ..peft_format import CONFIG_NAME, WEIGHTS_NAME
 
-        if CONFIG_NAME not in tree or WEIGHTS_NAME not in tree:
-            return None
-        card_json = blobs.path(tree[CARD_FILE].sha256).read_bytes() if CARD_FILE in tree else None
-        readme = blobs.path(tree[README_FILE].sha256).read_text("utf-8", "replace") if README_FILE in tree else None
-        try:
-            config = json.loads(blobs.path(tree[CONFIG_NAME].sha256).read_bytes())
-        except ValueError as exc:
-            raise InvalidAdapter(f"{repo_id}/{CONFIG_NAME}", [f"not valid JSON ({exc})"]) from None
-        names, fields = describe_adapter(tree, card_json, readme, config if isinstance(config, dict) else {})
-        files: dict[str, FileEntry] = {}
-        for n in names:
-            got = tree.get(n)
-            if got is None:
-                raise InvalidAdapter(f"{repo_id}/{CARD_FILE}", [f"lists {n}, which the commit does not contain"])
-            files[n] = FileEntry(path=n, sha256=got.sha256, size=got.size)
-        if card_json is not None:
-            for f in AdapterCard.model_validate_json(card_json).files:
-                if (files[f.path].sha256, files[f.path].size) != (f.sha256, f.size):
-                    raise IntegrityError(f"{repo_id}/{f.path}", f"sha256 {f.sha256}, {f.size} bytes (per {CARD_FILE})",
-                                         f"sha256 {files[f.path].sha256}, {files[f.path].size} bytes")  # fmt: skip
-        scratch.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="commit-", dir=scratch))
-        try:
-            stage_files(blobs, files, folder)
-            return record_adapter(s, folder, repo_id, files, fields).ref
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+@dataclass
+class PreparedAdapter:
+    """An adapter a commit contains, checked before the commit's transaction; `hook` records it inside it."""
 
-    return hook
+    name: str
+    files: dict[str, FileEntry]
+    fields: AdapterFields
+    layout: AdapterLayout
+
+    def hook(self, s: Session, repo_id: str, tree: dict[str, HubFile]) -> str | None:
+        return record_checked(s, self.layout, self.name, self.files, self.fields, declared_by=f"push to {repo_id}").ref
+
+
+def prepare_adapter(repo_id: str, tree: dict[str, HubFile], path_of: Callable[[str], Path], scratch: Path) -> PreparedAdapter | None:
+    """Check the adapter (PEFT config + safetensors) a commit's tree holds; None when the tree holds none.
+
+    `path_of(sha256)` says where the bytes are: an upload still in scratch, or the blob store. An adapter that fails
+    its checks refuses the commit before any blob is stored or lock taken, so the hub never serves a revision that
+    search cannot see. `adapterhub.json`, when present, must agree with the committed bytes."""
+    from ..hub.modelcard import read_card
+    from ..peft_format import CONFIG_NAME, WEIGHTS_NAME, load_config_json
+
+    if CONFIG_NAME not in tree or WEIGHTS_NAME not in tree:
+        return None
+    card_json = path_of(tree[CARD_FILE].sha256).read_bytes() if CARD_FILE in tree else None
+    readme = read_card(path_of(tree[README_FILE].sha256)) if README_FILE in tree else None
+    config = load_config_json(path_of(tree[CONFIG_NAME].sha256), f"{repo_id}/{CONFIG_NAME}")
+    names, fields = describe_adapter(tree, card_json, readme, config if isinstance(config, dict) else {})
+    files: dict[str, FileEntry] = {}
+    for n in names:
+        got = tree.get(n)
+        if got is None:
+            raise InvalidAdapter(f"{repo_id}/{CARD_FILE}", [f"lists {n}, which the commit does not contain"])
+        files[n] = FileEntry(path=n, sha256=got.sha256, size=got.size)
+    if card_json is not None:
+        for f in AdapterCard.model_validate_json(card_json).files:
+            if (files[f.path].sha256, files[f.path].size) != (f.sha256, f.size):
+                raise IntegrityError(f"{repo_id}/{f.path}", f"sha256 {f.sha256}, {f.size} bytes (per {CARD_FILE})",
+                                     f"sha256 {files[f.path].sha256}, {files[f.path].size} bytes")  # fmt: skip
+    scratch.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="commit-", dir=scratch))
+    try:
+        for path, f in files.items():
+            target = folder / check_relative_path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path_of(f.sha256), target)
+            except OSError:
+                shutil.copyfile(path_of(f.sha256), target)
+        return PreparedAdapter(repo_id, files, fields, check_staged(folder, repo_id))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

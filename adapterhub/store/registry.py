@@ -21,15 +21,15 @@ from ..errors import AdapterNotFound, BaseModelNotFound, IncompatibleAdapter, In
 from ..fsutil import atomic_directory, check_relative_path
 from ..paths import adapterhub_home
 from . import convert
+from ..tensorfile import is_pickle_name
 from .blobs import BlobStore
 from .db import Database, default_database_url
 from .orm import AdapterRow, AliasRow, BaseModelRow, FileRow, RepoRow
-from .records import VersionFields, record_version
+from .records import VersionFields, base_named, record_version, verified_base
 from .search import run_search
+from .visibility import Visibility
 
 RESERVED_ALIASES = {"latest"}
-# Files never stored with an adapter: pickles are refused at read time, editor/OS droppings are noise.
-SKIP_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
 @dataclass
@@ -86,9 +86,11 @@ class Registry:
             s.add(row)
             s.flush()
         else:
-            if row.dtype == "unknown":  # first seen by hash only (a pull or hub commit): fill in what the weights say
+            if not verified_base(row):  # first seen by hash only (a pull or hub commit): fill in what the weights say
                 row.parameter_count, row.dtype, row.arch_hash = fp.parameter_count, fp.dtype, fp.arch_hash
                 row.model_type = row.model_type or mtype
+                # the declared name and its provenance were a pusher's label; the name is now this registry's
+                row.name, row.lineage = name or _model_name(path), lineage.model_dump(mode="json") if lineage else None
             if name and row.name != name:
                 row.name = name
             if lineage and not row.lineage:
@@ -192,14 +194,17 @@ class Registry:
                 q = q.limit(limit)
             return [convert.card(s, r) for r in s.scalars(q)]
 
-    def search(self, query: SearchQuery) -> SearchResult:
-        if query.base and Path(query.base).exists():
+    def search(self, query: SearchQuery, *, visibility: Visibility | None = None, local_paths: bool = True) -> SearchResult:
+        """Adapters matching `query`. `visibility` (a hub's caller) leaves out adapters of private hub repositories the
+        caller may not read, inside the SQL, so `total` is exact; None sees everything. `local_paths=False` (a server
+        answering remote callers) never treats `base` as a path on this machine."""
+        if local_paths and query.base and Path(query.base).exists():
             from ..fingerprint import arch_hash
 
             # adapters that fit this base: same architecture (headers only, no weights read)
             query = query.model_copy(update={"base": arch_hash(Path(query.base))})
         with self.db.session() as s:
-            total, rows = run_search(s, query)
+            total, rows = run_search(s, query, visibility)
             return SearchResult(query=query, total=total, items=[convert.card(s, r) for r in rows])
 
     # --- changing ----------------------------------------------------------------------------------------
@@ -354,7 +359,7 @@ def _model_name(path: Path) -> str:
 
 def _adapter_files(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not p.name.endswith(SKIP_SUFFIXES)
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not is_pickle_name(p.name)
     )
 
 
@@ -369,7 +374,7 @@ def _check_alias(alias: str) -> str:
 
     if alias in RESERVED_ALIASES:
         raise UsageError(f"alias {alias!r} is reserved", hint="`latest` always means the newest version")
-    if not ALIAS_PATTERN.match(alias):
+    if not ALIAS_PATTERN.fullmatch(alias):
         raise UsageError(f"bad alias {alias!r}", hint="an alias starts with a letter: letters, digits, '.', '_', '-'")
     return alias
 
@@ -398,7 +403,7 @@ def _find_adapter(s: Session, ref: str | AdapterRef) -> AdapterRow:
 
 
 def _find_base(s: Session, key: str) -> BaseModelRow:
-    rows = s.scalars(sa.select(BaseModelRow).where(BaseModelRow.name == key)).all()
+    rows = s.scalars(sa.select(BaseModelRow).where(base_named(key))).all()
     if not rows and len(key) >= 6 and all(c in "0123456789abcdef" for c in key.lower()):
         k = key.lower()
         rows = s.scalars(

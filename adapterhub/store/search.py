@@ -11,6 +11,8 @@ from ..card import SearchQuery
 from ..errors import UsageError
 from . import convert
 from .orm import AdapterRow, BaseModelRow, EvalScoreRow, TagRow
+from .records import base_named
+from .visibility import Visibility, adapter_visible
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -63,12 +65,15 @@ def _best_scored_first(s: Session, conds: list[sa.ColumnElement[bool]], q: Searc
     return ids
 
 
-def run_search(s: Session, q: SearchQuery) -> tuple[int, Sequence[AdapterRow]]:
+def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None) -> tuple[int, Sequence[AdapterRow]]:
     """(number of matches, the first `limit` rows in the requested order).
 
     Tag and score filters probe covering indexes; text search scans one pre-lowered column, never a join.
+    `visibility` hides adapters of private hub repositories inside the query, so the count never includes them.
     """
     conds: list[sa.ColumnElement[bool]] = []
+    if visibility is not None and not visibility.everything:
+        conds.append(adapter_visible(visibility))
     if not q.all_versions:
         conds.append(AdapterRow.is_latest == sa.true())
     if q.task:
@@ -86,7 +91,7 @@ def run_search(s: Session, q: SearchQuery) -> tuple[int, Sequence[AdapterRow]]:
         by_hash = len(key) >= 6 and all(c in "0123456789abcdef" for c in key)
         base_ids = sa.select(BaseModelRow.id).where(
             sa.or_(
-                BaseModelRow.name == q.base,
+                base_named(q.base),  # only bases fingerprinted here: a pushed name is a label
                 BaseModelRow.content_hash.startswith(key) if by_hash else sa.false(),
                 BaseModelRow.arch_hash.startswith(key) if by_hash else sa.false(),
             )

@@ -20,7 +20,7 @@ from .db import Database
 from .orm import TokenRow
 
 TOKEN_PREFIX = "ah_"
-_DURATION = re.compile(r"^(\d+)([hdw])$")
+_DURATION = re.compile(r"(\d{1,6})([hdw])")  # full match only; at most 999,999 units (a timedelta overflows beyond)
 
 
 def hash_token(secret: str) -> str:
@@ -28,11 +28,14 @@ def hash_token(secret: str) -> str:
 
 
 def parse_duration(text: str) -> timedelta:
-    """`12h`, `30d`, `2w` -> timedelta."""
-    m = _DURATION.match(text.strip())
+    """`12h`, `30d`, `2w` -> timedelta. Zero, negative and malformed durations are refused: a token with
+    `--expires 0h` must not quietly become a token that never expires."""
+    m = _DURATION.fullmatch(text.strip())
     if not m:
-        raise UsageError(f"bad duration {text!r}", hint="use a number followed by h, d or w, e.g. 30d")
+        raise UsageError(f"bad duration {text!r}", hint="use a positive number followed by h, d or w, e.g. 30d")
     n, unit = int(m.group(1)), m.group(2)
+    if n <= 0:
+        raise UsageError(f"bad duration {text!r}: a token's lifetime must be positive", hint="use e.g. 12h or 30d; leave --expires out for no expiry")
     return {"h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
 
 
@@ -64,7 +67,7 @@ class TokenStore:
         with self.db.write() as s:
             row = TokenRow(
                 token_hash=hash_token(secret), prefix=secret[:10], label=label, namespace=namespace, scope=scope.value,
-                created_at=now, expires_at=now + expires_in if expires_in else None,
+                created_at=now, expires_at=now + expires_in if expires_in is not None else None,
             )  # fmt: skip
             s.add(row)
             s.flush()

@@ -17,7 +17,8 @@ PAGE_SIZE = 3  # small pages so every listing of a real adapter repo spans sever
 
 
 def start_hub(home: Path) -> BackgroundHub:
-    return _start(home, args=["--page-size", str(PAGE_SIZE)])
+    """An open hub (`--open`): these tests push and read without tokens; tests/trust covers the closed hub."""
+    return _start(home, args=["--open", "--page-size", str(PAGE_SIZE)])
 
 
 def stop_hub(server: BackgroundHub) -> None:

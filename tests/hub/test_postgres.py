@@ -19,7 +19,7 @@ pytestmark = pytest.mark.postgres
 def test_hub_on_postgres(postgres_url: str, minilm_adapter_dir: Path, tmp_path: Path) -> None:
     src = Registry(home=tmp_path / "src")
     src.add(minilm_adapter_dir, "pg/adapter", "sentiment")
-    with start_hub(tmp_path / "hub", args=["--database-url", postgres_url]) as hub:
+    with start_hub(tmp_path / "hub", args=["--open", "--database-url", postgres_url]) as hub:
         result = push("pg/adapter", remote=hub.url, registry=src)
         assert Registry(home=hub.home, database_url=postgres_url).get("pg/adapter").version == 1
         assert [c.full_name for c in remote_search(hub.url, SearchQuery(task="sentiment")).items] == ["pg/adapter"]

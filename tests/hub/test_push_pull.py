@@ -12,7 +12,7 @@ import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from adapterhub.card import EvalScore, SearchQuery
+from adapterhub.card import AdapterCard, EvalScore, SearchQuery
 from adapterhub.errors import IntegrityError, PickleRefused, RemoteError, RepoNotFound
 from adapterhub.hub import modelcard
 from adapterhub.hub.client import pull, push, remote_search
@@ -42,6 +42,12 @@ def _no_leftovers(reg: Registry) -> list[Path]:
     return [p for p in reg.home.rglob("*") if p.is_file() and (p.name.startswith(".ah-tmp-") or "pull-" in str(p.relative_to(reg.home)))]
 
 
+def _identity(card: AdapterCard) -> tuple[str, str, str] | None:
+    """The base as an adapter declares it (name and hashes); whether it is verified depends on the registry showing it."""
+    b = card.base_model
+    return (b.name, b.arch_hash, b.content_hash) if b else None
+
+
 def test_push_pull_roundtrip_and_hub_registry(source: Registry, hub: HubServer, tmp_path: Path, minilm_dir: Path) -> None:
     card = source.get("me/sentiment")
     result = push("me/sentiment", remote=hub.url, registry=source)
@@ -50,7 +56,9 @@ def test_push_pull_roundtrip_and_hub_registry(source: Registry, hub: HubServer, 
     # The commit registered the adapter on the hub's registry, in the same transaction: search sees it.
     hub_card = hub.registry().get("me/sentiment")
     assert hub_card.task == "sentiment" and _files(hub_card) == _files(card)
-    assert hub_card.base_model == card.base_model and hub_card.scores == card.scores
+    assert _identity(hub_card) == _identity(card) and hub_card.scores == card.scores
+    assert card.base_model.verified and not hub_card.base_model.verified  # the hub never read the base's weights
+    assert hub_card.base_model.name_declared_by == "push to me/sentiment"
     found = remote_search(hub.url, SearchQuery(task="sentiment", base=card.base_model.content_hash[:12], rank_min=4, rank_max=4,
                                                min_scores={"sst2/accuracy": 0.9}, tags=["english"], sort="sst2/accuracy"))  # fmt: skip
     assert [c.full_name for c in found.items] == ["me/sentiment"]
@@ -70,7 +78,8 @@ def test_push_pull_roundtrip_and_hub_registry(source: Registry, hub: HubServer, 
     target = Registry(home=tmp_path / "target")
     pulled = pull("me/sentiment", remote=hub.url, registry=target)
     assert pulled.ref == "me/sentiment@1" and _files(pulled) == _files(card)
-    assert (pulled.task, pulled.scores, pulled.tags, pulled.license, pulled.base_model) == (card.task, card.scores, card.tags, card.license, card.base_model)
+    assert (pulled.task, pulled.scores, pulled.tags, pulled.license, _identity(pulled)) == (card.task, card.scores, card.tags, card.license, _identity(card))
+    assert pulled.base_model.name_declared_by == f"pull of me/sentiment from {hub.url}"
     assert target.fsck().clean
     assert [c.ref for c in target.search(SearchQuery(text="english")).items] == ["me/sentiment@1"]
     # Pulling the same revision (by commit id) again registers a second version; its files are the same blobs.

@@ -33,9 +33,12 @@ def fresh_database(backend: str) -> Iterator[str | None]:
         yield url
 
 
-def serve(home: Path, db_url: str | None, *args: str) -> BackgroundHub:
-    """`adapterhub serve` over `home` (blob store) and `db_url` (None: SQLite in `home`)."""
-    return start_hub(home, args=[*(["--database-url", db_url] if db_url else []), *args])
+def serve(home: Path, db_url: str | None, *args: str, open_hub: bool = True) -> BackgroundHub:
+    """`adapterhub serve` over `home` (blob store) and `db_url` (None: SQLite in `home`).
+
+    `open_hub` passes `--open` (anonymous callers may write: the crash and input tests push without tokens); tests
+    of access control pass False and use tokens."""
+    return start_hub(home, args=[*(["--database-url", db_url] if db_url else []), *(["--open"] if open_hub else []), *args])
 
 
 def hub_registry(home: Path, db_url: str | None) -> Registry:

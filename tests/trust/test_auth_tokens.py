@@ -58,7 +58,7 @@ def team(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         revoked_info, secrets["revoked"] = tokens.create("alice", "write")
         tokens.revoke(revoked_info.id)
         reg.db.dispose()
-        with serve(home, db_url) as hub:
+        with serve(home, db_url, open_hub=False) as hub:
             src = Registry(home=tmp_path_factory.mktemp("team-src"))
             src.add(minilm_adapter_dir, "alice/private", "sentiment", tags=["secret-tag"])
             src.add(minilm_adapter_dir, "alice/public", "sentiment")

@@ -85,7 +85,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         home.mkdir(parents=True)
         writer = cli_token(home, db_url, "*", "write")
         alice_read = cli_token(home, db_url, "alice", "read")
-        with serve(home, db_url) as hub:
+        with serve(home, db_url, open_hub=False) as hub:
             src = Registry(home=tmp_path_factory.mktemp("web-src"))
             a = minilm_adapter_dir
             src.add(a, "team/sent-a", "sentiment", base=minilm_dir, scores=_acc(0.91) + _acc(0.55, "imdb"), tags=["en"])

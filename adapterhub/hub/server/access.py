@@ -1,9 +1,11 @@
 """Who may do what on the hub: bearer tokens from `adapterhub token create` (namespace + read/write scope, stored
 hashed) and static `serve --token` tokens (write on every namespace).
 
-A hub with no token at all is open: a local, single-user hub, as `adapterhub serve` starts by default. Once any
-token exists, writes need a write token for the namespace, and private repositories are visible only to tokens
-that may read their namespace; to everyone else they do not exist (RepoNotFound), as on the Hub.
+Without a valid token a caller is anonymous and may only read public repositories, whatever the token table holds
+(revoking the last token does not reopen the hub). Only a hub started with `serve --open` lets anonymous callers
+read and write everything: an explicit choice for a single-user local hub, announced when it starts. Private
+repositories are visible only to tokens that may read their namespace; to everyone else they do not exist
+(RepoNotFound), as on the Hub.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ...card import TokenScope
 from ...errors import PermissionDenied, RepoNotFound, Unauthenticated
 from ...store.db import Database
 from ...store.tokens import TokenStore
+from ...store.visibility import Visibility
 from ..types import HubRepo
 
 OPEN_HUB_USER = "adapterhub"
@@ -34,32 +37,47 @@ class Caller:
         return self.namespace in ("*", namespace) and (self.write or not write)
 
     @property
+    def visibility(self) -> Visibility:
+        """The private repositories this caller may read, as the store's listing and search filter."""
+        return Visibility.all() if self.namespace == "*" else Visibility.of(self.namespace)
+
+    @property
     def home_namespace(self) -> str:
         """Where `create_repo("name")` without a namespace goes."""
         return self.namespace if self.namespace != "*" else self.user
 
 
 _OPEN = Caller(OPEN_HUB_USER, "*", True)
+_UNSET = object()
 
 
 class Access:
-    def __init__(self, db: Database, static_tokens: dict[str, str] | None = None) -> None:
+    def __init__(self, db: Database, static_tokens: dict[str, str] | None = None, *, open_hub: bool = False) -> None:
         self.tokens = TokenStore(db)
         self.static = dict(static_tokens or {})  # secret -> user name
-
-    def enforced(self) -> bool:
-        return bool(self.static) or bool(self.tokens.list())
+        self.open_hub = open_hub  # `serve --open`: callers without a valid token may do everything
 
     def caller(self, request: Request) -> Caller | None:
-        """The caller's rights; None when tokens are enforced and the request has no valid one."""
-        if not self.enforced():
-            return _OPEN
+        """The caller's rights from its bearer token; without a valid one None (anonymous), or full rights on an
+        open hub (where a stray token, e.g. one meant for huggingface.co, must not lock the owner out)."""
+        known = request.scope.get("adapterhub.caller", _UNSET)  # one token lookup per request, however many checks
+        if known is not _UNSET:
+            return known  # type: ignore[no-any-return]
         auth = request.headers.get("authorization", "")
         secret = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
         if not secret and request.method in ("GET", "HEAD"):  # the web login cookie: never for writes (no CSRF)
             secret = request.cookies.get(WEB_TOKEN_COOKIE, "").strip()
-        if not secret:
-            return None
+        caller = self._from_token(secret) if secret else None
+        caller = _OPEN if caller is None and self.open_hub else caller
+        request.scope["adapterhub.caller"] = caller
+        return caller
+
+    def visibility(self, request: Request) -> Visibility:
+        """What this request may see of private repositories (public only for an anonymous caller)."""
+        caller = self.caller(request)
+        return caller.visibility if caller is not None else Visibility.public_only()
+
+    def _from_token(self, secret: str) -> Caller | None:
         for known, user in self.static.items():
             if hmac.compare_digest(secret.encode(), known.encode()):
                 return Caller(user, "*", True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -16,9 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from ...errors import EntryNotFound, UsageError
 from ...fsutil import check_relative_path
 from ...store.hub_store import CARD_FILE, README_FILE, HubStore
-from ..modelcard import front_matter
+from ..modelcard import front_matter, read_card
 from ..types import HubCommit, HubFile, HubRepo
-from .app import context
+from .app import context, read_body
 
 router = APIRouter()
 
@@ -27,13 +29,42 @@ def _iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
 
+_META_CACHE: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+_META_CACHE_SIZE = 4096
+_META_LOCK = threading.Lock()
+
+
 def repo_meta(hub: HubStore, files: list[HubFile]) -> dict[str, Any]:
-    """What a revision's files say about it: the README front matter (cardData), tags, library and task."""
+    """What a revision's files say about it: the README front matter (cardData), tags, library and task.
+
+    Kept in a small LRU keyed by what it depends on (README and card by sha256, so content-addressed, and which
+    kinds of files exist), so a listing page does not re-read and re-parse the same cards on every request."""
     by_path = {f.path: f for f in files}
+    key = (
+        str(hub.blobs.root),
+        by_path[README_FILE].sha256 if README_FILE in by_path else None,
+        by_path[CARD_FILE].sha256 if CARD_FILE in by_path else None,
+        "adapter_config.json" in by_path,
+        any(p.endswith(".safetensors") for p in by_path),
+    )
+    with _META_LOCK:
+        if key in _META_CACHE:
+            _META_CACHE.move_to_end(key)
+            return _META_CACHE[key]
+    meta = _read_meta(hub, by_path)
+    with _META_LOCK:
+        _META_CACHE[key] = meta
+        while len(_META_CACHE) > _META_CACHE_SIZE:
+            _META_CACHE.popitem(last=False)
+    return meta
+
+
+def _read_meta(hub: HubStore, by_path: dict[str, HubFile]) -> dict[str, Any]:
     card: dict[str, Any] = {}
     if README_FILE in by_path:
         try:
-            card = front_matter(hub.blob_path(by_path[README_FILE]).read_text("utf-8", "replace"))
+            text = read_card(hub.blob_path(by_path[README_FILE]))
+            card = front_matter(text) if text is not None else {}
         except (ValueError, OSError):
             card = {}  # a broken README does not hide the repository
     tags = [str(t) for t in (card.get("tags") or []) if isinstance(t, (str, int, float))]
@@ -66,7 +97,7 @@ def model_json(hub: HubStore, repo: HubRepo, commit: HubCommit, files: list[HubF
     out: dict[str, Any] = {
         "_id": commit.id, "id": repo.repo_id, "modelId": repo.repo_id, "author": repo.namespace, "sha": commit.id,
         "lastModified": _iso(commit.created_at), "createdAt": _iso(repo.created_at), "private": repo.private,
-        "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": meta["tags"],
+        "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": list(meta["tags"]),
         "library_name": meta["library_name"], "pipeline_tag": meta["pipeline_tag"],
     }  # fmt: skip
     if full:
@@ -112,17 +143,22 @@ def tree_entries(files: list[HubFile], path: str, recursive: bool) -> list[dict[
     return [entries[k] for k in sorted(entries)]
 
 
-def _page(request: Request, items: list[Any], page_size: int) -> JSONResponse:
-    """One page of `items` from `?cursor=` on, with a `Link: <...>; rel="next"` header when more remain."""
+def _cursor(request: Request) -> int:
     try:
-        start = max(int(request.query_params.get("cursor", "0")), 0)
+        return max(int(request.query_params.get("cursor", "0")), 0)
     except ValueError:
         raise UsageError("cursor must be an integer offset") from None
+
+
+def _next_link(request: Request, cursor: int) -> dict[str, str]:
+    return {"Link": f'<{request.url.include_query_params(cursor=cursor)}>; rel="next"'}
+
+
+def _page(request: Request, items: list[Any], page_size: int) -> JSONResponse:
+    """One page of `items` from `?cursor=` on, with a `Link: <...>; rel="next"` header when more remain."""
+    start = _cursor(request)
     page = items[start : start + page_size]
-    headers = {}
-    if start + page_size < len(items):
-        headers["Link"] = f'<{request.url.include_query_params(cursor=start + page_size)}>; rel="next"'
-    return JSONResponse(page, headers=headers)
+    return JSONResponse(page, headers=_next_link(request, start + page_size) if start + page_size < len(items) else {})
 
 
 @router.get("/api/models/{namespace}/{name}")
@@ -150,18 +186,29 @@ def tree(namespace: str, name: str, revision: str, request: Request, path: str =
 async def paths_info(namespace: str, name: str, revision: str, request: Request) -> list[dict[str, Any]]:
     """Entries for the given paths (files or folders; unknown paths are left out), as `get_paths_info` expects."""
     ctx = context(request)
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
-    repo, commit = await run_in_threadpool(ctx.hub.resolve, namespace, name, revision)
-    ctx.check_readable(request, repo)
+    # access first (RepoNotFound for a hidden repository, whatever revision or body), then the body
+    _, commit = await run_in_threadpool(ctx.resolve, request, namespace, name, revision)
+    form = parse_qs((await read_body(request)).decode("utf-8", "replace"))
     files = await run_in_threadpool(ctx.hub.files, commit.id)
+    return await run_in_threadpool(_paths_entries, files, form.get("paths", []))
+
+
+def _paths_entries(files: list[HubFile], paths: list[str]) -> list[dict[str, Any]]:
+    """paths-info's answer, in time linear in files plus paths (a body may name a hundred thousand paths)."""
     by_path = {f.path: f for f in files}
+    wanted = list(dict.fromkeys(p.strip("/") for p in paths))
+    asked = {p for p in wanted if p not in by_path}
+    under: dict[str, list[HubFile]] = {}
+    for f in files:  # one pass: each asked-for folder collects the files below it
+        for i, c in enumerate(f.path):
+            if c == "/" and f.path[:i] in asked:
+                under.setdefault(f.path[:i], []).append(f)
     out = []
-    for path in form.get("paths", []):
-        path = path.strip("/")
+    for path in wanted:
         if path in by_path:
             out.append(_tree_entry(by_path[path]))
-        elif any(f.path.startswith(path + "/") for f in files):
-            out.append(_dir_entry(path, files))
+        elif path in under:
+            out.append(_dir_entry(path, under[path]))
     return out
 
 
@@ -184,6 +231,9 @@ def commits(namespace: str, name: str, revision: str, request: Request) -> JSONR
     return _page(request, items, ctx.page_size)
 
 
+MAX_FILTER_SCAN = 2000  # repositories whose cards one filtered listing request may read
+
+
 @router.get("/api/models")
 def list_models(
     request: Request,
@@ -195,23 +245,32 @@ def list_models(
     full: bool = False,
     cardData: bool = False,  # noqa: N803 - the Hub's parameter name
 ) -> JSONResponse:
-    """Repositories whose id contains `search`, owned by `author`, carrying every `filter` tag; newest first."""
+    """Repositories the caller may see whose id contains `search`, owned by `author`, carrying every `filter` tag;
+    newest first. Paged in SQL (`cursor` is the position in that order): a page costs its own rows, not the hub's."""
     ctx = context(request)
-    repos, _ = ctx.hub.list_repos(search=search, author=author, sort=sort, limit=100_000)
-    items = []
-    for repo in repos:
-        if repo.head is None or not ctx.access.can_read(request, repo):
-            continue
-        _, commit = ctx.hub.resolve(repo.namespace, repo.name, repo.head)
-        files = ctx.hub.files(commit.id)
-        item = model_json(ctx.hub, repo, commit, files, full=full)
-        if cardData and not full:
-            item["cardData"] = repo_meta(ctx.hub, files)["cardData"]
-        if all(f in item["tags"] or f == item["library_name"] for f in filter):
-            items.append(item)
-    if sort == "id":
-        items.sort(key=lambda i: i["id"])
-    return _page(request, items, min(limit or ctx.page_size, ctx.page_size))
+    page = min(limit or ctx.page_size, ctx.page_size)
+    visibility = ctx.access.visibility(request)
+    # Tags live in each README, not in the database: with `filter`, scan on in SQL order until the page is full,
+    # but at most MAX_FILTER_SCAN repositories per request; a short page then links to where the scan stopped.
+    step = page if not filter else max(page, 200)
+    pos, items, more = _cursor(request), [], True
+    scan_end = pos + max(MAX_FILTER_SCAN, page)
+    while more and len(items) < page and pos < scan_end:
+        batch = ctx.hub.list_heads(search=search, author=author, sort=sort, visibility=visibility, offset=pos, limit=step + 1)
+        more, batch = len(batch) > step, batch[:step]
+        files = ctx.hub.files_of(c.id for _, c in batch)
+        for i, (repo, commit) in enumerate(batch):
+            item = model_json(ctx.hub, repo, commit, files[commit.id], full=full)
+            if cardData and not full:
+                item["cardData"] = repo_meta(ctx.hub, files[commit.id])["cardData"]
+            if all(f in item["tags"] or f == item["library_name"] for f in filter):
+                items.append(item)
+            if len(items) == page:
+                more, pos = more or i + 1 < len(batch), pos + i + 1
+                break
+        else:
+            pos += len(batch)
+    return JSONResponse(items, headers=_next_link(request, pos) if more else {})
 
 
 @router.get("/api/whoami-v2")

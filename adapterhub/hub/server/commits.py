@@ -1,24 +1,27 @@
 """Uploads: create a repo, validate a model card's YAML, preupload (every file is "regular"), and commit.
 
-A commit's files are decoded from the NDJSON stream into temp files, moved into the blob store (sha256 and git
-blob id computed in the same pass), then recorded in one transaction together with the registry version the
-commit's adapter becomes. A `parentCommit` that is not the branch head is refused with 409.
+A commit's files are decoded from the NDJSON stream into this server's scratch folder and checked there: paths,
+the sizes and hashes `adapterhub.json` declares, `lfsFile` copies (only of blobs this repository already holds),
+and the adapter the new tree holds (config, safetensors header, shapes, NaN/Inf), all before any lock is taken.
+Only an accepted commit's files are moved into the blob store; then one short transaction records the commit
+and the registry version its adapter becomes. A refused commit leaves the blob store as it was. A
+`parentCommit` that is not the branch head is refused with 409.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...card import AdapterCard
-from ...errors import AlreadyExists, IntegrityError, PayloadTooLarge, UsageError
+from ...errors import AlreadyExists, CommitConflict, IntegrityError, PayloadTooLarge, UsageError
 from ...fsutil import check_relative_path, check_segment
-from ...store.hub_store import CARD_FILE, adapter_hook
+from ...store.hub_store import CARD_FILE, DEFAULT_BRANCH, HeadMoved, apply_changes, prepare_adapter
 from ..modelcard import front_matter
 from ..oids import git_blob_sha1_file
 from ..types import FileAddition
@@ -28,38 +31,16 @@ from .ndjson import CommitPayload, UploadedFile, read_commit_payload
 router = APIRouter()
 
 
-class _GitSha1Reader:
-    """Wraps a file being copied into the blob store so git's blob id is computed in the same read."""
-
-    def __init__(self, fh: BinaryIO, size: int) -> None:
-        self._fh = fh
-        self._h = hashlib.sha1(b"blob %d\0" % size)
-
-    def read(self, n: int = -1) -> bytes:
-        b = self._fh.read(n)
-        self._h.update(b)
-        return b
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
+MAX_COMMIT_FILES = 1000  # additions, copies and deletions in one commit; an adapter repo holds a handful
+_LFS_REFUSED = "file {path}: an lfsFile may only name the sha256 of a file this repository holds or this commit uploads"
 
 
-def _store(blobs: Any, f: UploadedFile) -> FileAddition:
-    if blobs.has(f.sha256):  # already on the hub (a re-push, a shared file): only git's id is still needed
-        return FileAddition(path=f.path, sha256=f.sha256, git_sha1=git_blob_sha1_file(f.tmp, f.size), size=f.size)
-    with open(f.tmp, "rb") as fh:
-        reader = _GitSha1Reader(fh, f.size)
-        sha256, size = blobs.put_stream(reader, expected_sha256=f.sha256, what=f.path)  # type: ignore[arg-type]
-    return FileAddition(path=f.path, sha256=sha256, git_sha1=reader.hexdigest(), size=size)
-
-
-def _lfs_addition(blobs: Any, item: dict[str, Any]) -> FileAddition:
-    """An `lfsFile` entry (a copy of bytes already on this hub, since preupload never answers "lfs")."""
-    oid = str(item.get("oid", ""))
-    if item.get("algo", "sha256") != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", oid) or not blobs.has(oid):
-        raise UsageError(f"file {item.get('path')}: LFS object {oid[:12]} is not on this hub", hint="upload it as a regular file")
-    path = blobs.path(oid)
-    return FileAddition(path=item["path"], sha256=oid, git_sha1=git_blob_sha1_file(path), size=path.stat().st_size)
+def _lfs_oid(item: dict[str, Any]) -> str:
+    """The sha256 an `lfsFile` entry names; anything else is refused with the same words as a foreign blob."""
+    oid = item.get("oid")
+    if item.get("algo", "sha256") != "sha256" or not isinstance(oid, str) or not re.fullmatch(r"[0-9a-f]{64}", oid):
+        raise UsageError(_LFS_REFUSED.format(path=item.get("path")), hint="upload it as a regular file")
+    return oid
 
 
 @router.post("/api/repos/create")
@@ -90,7 +71,7 @@ async def validate_yaml(request: Request) -> JSONResponse:
     if not isinstance(content, str):
         raise UsageError("validate-yaml expects {'content': '<README text>'}")
     try:
-        front_matter(content)
+        await run_in_threadpool(front_matter, content)  # YAML parsing is slow: off the event loop
     except ValueError as exc:
         return JSONResponse({"error": " ".join(str(exc).split())}, status_code=400)  # YAML errors span lines
     return JSONResponse({"errors": [], "warnings": []})
@@ -159,19 +140,57 @@ def _check_declared(payload: CommitPayload) -> None:
 
 
 def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPayload) -> Any:
+    """Check everything against the current head, move the uploads into the blob store, record; if the head moved
+    in between (another writer), check again on the new head."""
     header = payload.header
     parent = header.get("parentCommit")
     if parent is not None and not isinstance(parent, str):
         raise UsageError("commit payload: parentCommit must be a commit id string")
+    if revision != DEFAULT_BRANCH:
+        raise UsageError(f"cannot commit to {revision!r}: this hub has one branch, {DEFAULT_BRANCH}")
+    count = len(payload.files) + len(payload.lfs_files) + len(payload.deletions)
+    if count > MAX_COMMIT_FILES:
+        raise PayloadTooLarge(f"commit of {count} files is over this hub's limit of {MAX_COMMIT_FILES}", hint="split it into several commits")
     for f in payload.files:
         check_relative_path(f.path)
     for item in payload.lfs_files:
         check_relative_path(str(item.get("path", "")))
+    for d in payload.deletions:
+        check_relative_path(d.rstrip("/") or d)
     _check_declared(payload)
-    additions = [_store(ctx.registry.blobs, f) for f in payload.files]
-    additions += [_lfs_addition(ctx.registry.blobs, item) for item in payload.lfs_files]
-    return ctx.hub.commit(
-        namespace, name, additions=additions, deletions=payload.deletions, branch=revision,
-        summary=str(header.get("summary") or "Upload"), description=str(header.get("description") or ""),
-        parent=parent or None, hook=adapter_hook(ctx.registry.blobs, ctx.scratch),
-    )  # fmt: skip
+    blobs, repo_id = ctx.registry.blobs, f"{namespace}/{name}"
+    uploaded = {f.sha256: f.tmp for f in payload.files}
+
+    def path_of(sha256: str) -> Path:
+        tmp = uploaded.get(sha256)
+        return tmp if tmp is not None and tmp.exists() else blobs.path(sha256)
+
+    oids = {_lfs_oid(item) for item in payload.lfs_files}
+    known = ctx.hub.referenced_blobs(namespace, name, oids - uploaded.keys()) | uploaded.keys()
+    additions = [FileAddition(path=f.path, sha256=f.sha256, git_sha1=git_blob_sha1_file(f.tmp, f.size), size=f.size) for f in payload.files]
+    for item in payload.lfs_files:
+        oid = _lfs_oid(item)
+        if oid not in known or not path_of(oid).is_file():  # unknown and foreign answer alike
+            raise UsageError(_LFS_REFUSED.format(path=item.get("path")), hint="upload it as a regular file")
+        src = path_of(oid)
+        additions.append(FileAddition(path=item["path"], sha256=oid, git_sha1=git_blob_sha1_file(src), size=src.stat().st_size))
+    stored = False
+    for _ in range(10):
+        head, tree = ctx.hub.head_tree(namespace, name, revision)
+        if parent and parent != head:
+            raise CommitConflict(repo_id, parent, head)
+        new_tree = apply_changes(repo_id, head, tree, payload.deletions, additions)
+        prepared = prepare_adapter(repo_id, new_tree, path_of, ctx.scratch)
+        if not stored:  # accepted: from here on the bytes belong to the blob store
+            for f in payload.files:
+                blobs.adopt(f.tmp, f.sha256)
+            stored = True
+        try:
+            return ctx.hub.commit(
+                namespace, name, additions=additions, deletions=payload.deletions, branch=revision,
+                summary=str(header.get("summary") or "Upload"), description=str(header.get("description") or ""),
+                parent=parent or None, hook=prepared.hook if prepared is not None else None, checked_head=head,
+            )  # fmt: skip
+        except HeadMoved:
+            continue
+    raise CommitConflict(repo_id, "a stable head", None)

@@ -3,7 +3,8 @@
 `huggingface_hub` sends each "regular" file inline as base64 on one JSON line, so a 200 MB adapter arrives as a
 270 MB line. Lines longer than `SMALL_LINE` are not buffered: the base64 of their `content` field is decoded
 straight into a temporary file while it arrives, and only the rest of the line is parsed as JSON. Memory stays at
-a few chunks whatever the file size.
+a few chunks whatever the file size: everything but a file's content (paths, the header, any extra field) is capped
+at `MAX_FIELDS` bytes per line, a payload at `MAX_ENTRIES` lines, and what is kept of each line is small.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from typing import Any, BinaryIO
 
 from ...errors import PayloadTooLarge, UsageError
 
-SMALL_LINE = 1 << 20
+SMALL_LINE = 1 << 20  # a line up to this size is parsed whole, content and all
+MAX_FIELDS = 2 * SMALL_LINE  # bytes of one line other than a streamed "content" value
+MAX_ENTRIES = 10_000  # lines (files, deletions, header) in one commit payload
+MAX_VALUE_CHARS = 4096  # a path, oid or algo kept from a line (paths are refused over 512 later, with the reason)
 _CONTENT_KEY = re.compile(rb'"content"\s*:\s*"')
 
 
@@ -101,6 +105,7 @@ class _Parser:
         self.sink: _Base64Sink | None = None
         self.prefix = b""  # a streamed line up to and including the opening quote of its "content" value
         self.streamed: UploadedFile | None = None  # decoded content waiting for the rest of its line
+        self.entries = 0
 
     def feed(self, data: bytes) -> None:
         while data:
@@ -118,23 +123,23 @@ class _Parser:
                 data = data[end + 1 :]
                 continue
             nl = data.find(b"\n")
-            if nl >= 0:
-                self.buf += data[:nl]
-                data = data[nl + 1 :]
-                self._line()
-                continue
-            self.buf += data
-            data = b""
+            end = nl if nl >= 0 else len(data)
+            self.buf += data[:end]
+            data = data[end:]  # empty, or the newline and what follows it
             if self.streamed is None and len(self.buf) > SMALL_LINE:
                 m = _CONTENT_KEY.search(self.buf)
-                if m is None:
-                    if len(self.buf) > 4 * SMALL_LINE:
-                        raise UsageError('commit payload line too long without a "content" field')
-                    return
-                self.prefix = bytes(self.buf[: m.end()])
-                data = bytes(self.buf[m.end() :])
-                self.buf = bytearray()
-                self.sink = _Base64Sink(self.tmp_dir)
+                if m is not None and m.end() <= MAX_FIELDS:
+                    self.prefix = bytes(self.buf[: m.end()])
+                    data = bytes(self.buf[m.end() :]) + data
+                    self.buf = bytearray()
+                    self.sink = _Base64Sink(self.tmp_dir)
+                    continue
+            if len(self.buf) > MAX_FIELDS:
+                raise PayloadTooLarge(f"commit payload: a line has over {MAX_FIELDS} bytes besides a file's content",
+                                      hint="send file bytes in 'content' and keep other fields short")  # fmt: skip
+            if data:
+                data = data[1:]
+                self._line()
 
     def finish(self) -> CommitPayload:
         if self.sink is not None:
@@ -155,6 +160,9 @@ class _Parser:
         self.buf = bytearray()
         if not line.strip():
             return
+        self.entries += 1
+        if self.entries > MAX_ENTRIES:
+            raise PayloadTooLarge(f"commit payload over {MAX_ENTRIES} entries", hint="split the upload into several commits")
         try:
             item = json.loads(line)
             key, value = item["key"], item["value"]
@@ -164,6 +172,8 @@ class _Parser:
             raise UsageError("commit payload: each line's 'value' must be a JSON object")
         if key in ("file", "lfsFile", "deletedFile", "deletedFolder") and not isinstance(value.get("path"), str):
             raise UsageError(f"commit payload: a {key} entry without a path")
+        if key in ("file", "lfsFile", "deletedFile", "deletedFolder") and len(value["path"]) > MAX_VALUE_CHARS:
+            raise UsageError(f"commit payload: a {key} path of {len(value['path'])} characters")
         if self.streamed is not None:
             streamed, self.streamed = self.streamed, None
             self.out.files.append(streamed)  # appended first so abort() removes it whatever happens next
@@ -184,7 +194,10 @@ class _Parser:
                 raise
             self.out.files.append(UploadedFile(value["path"], sink.path, sha256, size))
         elif key == "lfsFile":
-            self.out.lfs_files.append(value)
+            kept = {k: value[k] for k in ("path", "algo", "oid", "size") if k in value}  # not any extra fields
+            if any(isinstance(v, str) and len(v) > MAX_VALUE_CHARS for v in kept.values()):
+                raise UsageError("commit payload: an lfsFile entry with an over-long value")
+            self.out.lfs_files.append(kept)
         elif key in ("deletedFile", "deletedFolder"):
             self.out.deletions.append(value["path"].rstrip("/") + ("/" if key == "deletedFolder" else ""))
         else:

@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
 
-from ...card import AdapterCard, SearchQuery, SearchResult
-from ...errors import RepoNotFound, UsageError
-from .app import context
+from ...card import AdapterCard, AdapterRef, SearchQuery, SearchResult
+from ...errors import AdapterNotFound, RepoNotFound, UsageError
+from ...store.visibility import Visibility
+from .access import Caller
+from .app import HubContext, context
 
 router = APIRouter(prefix="/api/adapterhub")
 
@@ -28,31 +31,32 @@ def _parse_min_scores(items: list[str]) -> dict[str, float]:
     return out
 
 
-def _hidden(request: Request) -> set[str]:
-    """Private hub repositories the caller may not read: their adapters are left out of every answer here."""
-    ctx = context(request)
-    repos, _ = ctx.hub.list_repos(limit=1_000_000)
-    private = [r for r in repos if r.private]
-    if not private:
-        return set()
-    caller = ctx.access.caller(request)
-    return {r.repo_id for r in private if caller is None or not caller.may(r.namespace, write=False)}
+def visible_search(ctx: HubContext, caller: Caller | None, query: SearchQuery) -> SearchResult:
+    """Registry search as `caller` (None: anonymous) sees it: adapters of private hub repositories it may not read
+    are filtered inside the SQL, so `total` counts only what it could open. `base` is never a path on the server.
+    The one search every remote view (this API, web pages) goes through."""
+    visibility = caller.visibility if caller is not None else Visibility.public_only()
+    return ctx.registry.search(query, visibility=visibility, local_paths=False)
+
+
+def visible_adapter(ctx: HubContext, caller: Caller | None, namespace: str, name: str, selector: str | None = None) -> AdapterRef:
+    """The reference `namespace/name[@selector]` if `caller` may see that adapter. The text is parsed strictly first
+    and visibility is decided on the parsed name, the one the lookup uses; a hidden adapter fails exactly like a
+    missing one (same status, same message)."""
+    ref = AdapterRef.parse(f"{namespace}/{name}" + (f"@{selector}" if selector is not None else ""))
+    try:
+        repo = ctx.hub.repo(ref.namespace, ref.name)
+    except RepoNotFound:
+        return ref  # not a hub repository: a registry adapter, public
+    visibility = caller.visibility if caller is not None else Visibility.public_only()
+    if not visibility.may_read(repo.namespace, repo.private):
+        raise AdapterNotFound(str(ref))  # the registry's own message for a missing name or version
+    return ref
 
 
 def _search(request: Request, query: SearchQuery) -> SearchResult:
-    """Registry search without the caller's hidden adapters (searched in a wider window, then cut to `limit`)."""
-    reg, hidden = context(request).registry, _hidden(request)
-    if not hidden:
-        return reg.search(query)
-    wide = reg.search(query.model_copy(update={"limit": 1000}))
-    items = [c for c in wide.items if c.full_name not in hidden]
-    return SearchResult(query=query, total=wide.total - (len(wide.items) - len(items)), items=items[: query.limit])
-
-
-def _check_visible(request: Request, namespace: str, name: str) -> None:
-    """A private hub repository's adapter is RepoNotFound to a caller who may not read it, as on the Hub API."""
-    if f"{namespace}/{name}" in _hidden(request):
-        raise RepoNotFound(f"{namespace}/{name}")
+    ctx = context(request)
+    return visible_search(ctx, ctx.access.caller(request), query)
 
 
 @router.post("/search")
@@ -77,20 +81,24 @@ def search_get(
     all_versions: bool = False,
 ) -> SearchResult:
     """The same search from a URL: `?task=sentiment&min_score=sst2/accuracy:0.9&sort=sst2/accuracy`."""
-    query = SearchQuery.model_validate({
-        "text": text, "task": task, "base": base, "rank_min": rank_min, "rank_max": rank_max,
-        "min_scores": _parse_min_scores(min_score), "tags": tag, "method": method, "sort": sort, "limit": limit,
-        "all_versions": all_versions,
-    })  # fmt: skip
+    try:
+        query = SearchQuery.model_validate({
+            "text": text, "task": task, "base": base, "rank_min": rank_min, "rank_max": rank_max,
+            "min_scores": _parse_min_scores(min_score), "tags": tag, "method": method, "sort": sort, "limit": limit,
+            "all_versions": all_versions,
+        })  # fmt: skip
+    except ValidationError as exc:  # a 400 like the POST form's, not a 500
+        first = exc.errors()[0]
+        raise UsageError(f"bad search: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
     return _search(request, query)
 
 
 @router.get("/adapters/{namespace}/{name}")
 def adapter(namespace: str, name: str, request: Request) -> dict[str, Any]:
     """The newest card plus every version, the aliases (alias -> version) and each version's lineage."""
-    _check_visible(request, namespace, name)
-    reg = context(request).registry
-    versions = reg.versions(f"{namespace}/{name}")
+    ctx = context(request)
+    ref = visible_adapter(ctx, ctx.access.caller(request), namespace, name)
+    versions = ctx.registry.versions(ref.full_name)
     aliases = {a: c.version for c in versions for a in c.aliases}
     return {
         "card": versions[0].model_dump(mode="json"),
@@ -103,5 +111,5 @@ def adapter(namespace: str, name: str, request: Request) -> dict[str, Any]:
 @router.get("/adapters/{namespace}/{name}/{selector}")
 def adapter_version(namespace: str, name: str, selector: str, request: Request) -> AdapterCard:
     """One version by number or alias (`3`, `latest`, `prod`)."""
-    _check_visible(request, namespace, name)
-    return context(request).registry.get(f"{namespace}/{name}@{selector}")
+    ctx = context(request)
+    return ctx.registry.get(visible_adapter(ctx, ctx.access.caller(request), namespace, name, selector))

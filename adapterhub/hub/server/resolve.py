@@ -11,18 +11,19 @@ import os
 import re
 from collections.abc import Iterator
 from typing import BinaryIO
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ...errors import RepoNotFound, StoreError
 from ...fsutil import check_relative_path
-from ..types import HubFile
+from ..types import RESERVED_NAMESPACES, HubFile
 from .app import context
 
 router = APIRouter()
 CHUNK = 4 << 20  # large reads keep a localhost transfer bound by the socket, not by Python per-chunk overhead
-_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")  # longer numbers: not a range we honour, send it all
+_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")  # longer numbers: not a range we honour, send it all
 
 
 def _headers(f: HubFile, commit: str) -> dict[str, str]:
@@ -31,7 +32,7 @@ def _headers(f: HubFile, commit: str) -> dict[str, str]:
         "ETag": f'"{f.etag}"',
         "Accept-Ranges": "bytes",
         "Content-Type": "application/octet-stream",
-        "Content-Disposition": f'attachment; filename="{os.path.basename(f.path)}"',
+        "Content-Disposition": _disposition(os.path.basename(f.path)),
     }
     if f.lfs:
         h["X-Linked-Etag"] = f'"{f.sha256}"'
@@ -39,11 +40,17 @@ def _headers(f: HubFile, commit: str) -> dict[str, str]:
     return h
 
 
+def _disposition(filename: str) -> str:
+    """RFC 6266: an ASCII fallback name plus the exact UTF-8 name (headers are Latin-1, names may be anything)."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     """(start, end inclusive) for one satisfiable range, None to send everything, "unsatisfiable" for a 416."""
     if not header:
         return None
-    m = _RANGE.match(header.strip().replace(" ", ""))
+    m = _RANGE.fullmatch(header.strip().replace(" ", ""))
     if not m or (not m.group(1) and not m.group(2)):
         return None  # several ranges or another unit: the whole file is a valid answer
     if m.group(1):
@@ -72,7 +79,7 @@ def _read(fh: BinaryIO, start: int, length: int) -> Iterator[bytes]:
 def resolve_file(namespace: str, name: str, revision: str, path: str, request: Request) -> Response:
     """One file of one revision; a sync route so blob reads run in the threadpool, not on the event loop."""
     ctx = context(request)
-    if namespace in ("api", "static"):
+    if namespace.lower() in RESERVED_NAMESPACES:  # a route word, never a repository (none can be created there)
         raise RepoNotFound(f"{namespace}/{name}")
     check_relative_path(path)  # '..', absolute, backslash, drive, control characters: 400 before any lookup
     repo, commit = ctx.resolve(request, namespace, name, revision)

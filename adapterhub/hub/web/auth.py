@@ -42,7 +42,7 @@ def caller_for(request: Request, secret: str) -> Caller | None:
 
 def logged_in(request: Request) -> Caller | None:
     """The caller the login cookie stands for, or None (no cookie, or a token that no longer works)."""
-    if not request.cookies.get(WEB_TOKEN_COOKIE) or not context(request).access.enforced():
+    if not request.cookies.get(WEB_TOKEN_COOKIE) or context(request).access.open_hub:
         return None
     from .visibility import caller
 
@@ -67,7 +67,7 @@ def _forbidden(request: Request) -> Response:
 
 @router.get("/login")
 def login_form(request: Request) -> Response:
-    return page(request, "login.html", title="Log in", open_hub=not context(request).access.enforced(), error=None)
+    return page(request, "login.html", title="Log in", open_hub=context(request).access.open_hub, error=None)
 
 
 @router.post("/login")
@@ -75,7 +75,7 @@ async def login(request: Request) -> Response:
     if not same_origin(request):
         return _forbidden(request)
     secret = (await _form(request)).get("token", "").strip()
-    if not context(request).access.enforced():
+    if context(request).access.open_hub:
         return page(request, "login.html", title="Log in", open_hub=True, error=None)
     if not secret or caller_for(request, secret) is None:
         return page(request, "login.html", 401, title="Log in", open_hub=False, error="That token is not valid on this hub (unknown, revoked or expired).")
