@@ -49,24 +49,31 @@ def _restrict(match: sa.Select[tuple[int]], column: sa.ColumnElement[int], corre
 
 def _best_scored_first(s: Session, conds: list[sa.ColumnElement[bool]], q: SearchQuery) -> list[int]:
     """Sorted by a score without a selective adapter filter: walk the (dataset, metric, value) index from the best
-    end and stop at `limit` matches, instead of sorting every match. Adapters without the score fill up the rest."""
+    end and stop after `offset + limit` matches, instead of sorting every match. Adapters without the score follow,
+    so a page past the scored ones skips as many of them as `offset` reaches beyond the scored count."""
     ds, metric = _split_key(q.sort or "")
     key = sa.and_(EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric)
     higher = s.scalar(sa.select(EvalScoreRow.higher_is_better).where(key).limit(1))
-    by_value = EvalScoreRow.value.desc() if higher in (None, True) else EvalScoreRow.value.asc()
+    # ties broken by the score row's id, in the index's own direction (SQLite's index ends with it): pages never overlap
+    desc = higher in (None, True)
+    by_value = (EvalScoreRow.value.desc(), EvalScoreRow.id.desc()) if desc else (EvalScoreRow.value.asc(), EvalScoreRow.id.asc())
     # the adapter-side filters as one correlated EXISTS, so the score index alone drives the loop, in order
     fits = sa.exists().where(AdapterRow.id == EvalScoreRow.adapter_id, *conds)
-    scored = sa.select(EvalScoreRow.adapter_id).where(key, fits).order_by(by_value).limit(q.limit)
-    ids = list(s.scalars(scored))
+    scored = sa.select(EvalScoreRow.adapter_id).where(key, fits)
+    ids = list(s.scalars(scored.order_by(*by_value).offset(q.offset).limit(q.limit)))
     if len(ids) < q.limit:
+        if ids or not q.offset:
+            skip = 0  # this page holds the last scored matches: the unscored start right after them
+        else:  # the page lies wholly past the scored matches
+            skip = q.offset - (s.scalar(sa.select(sa.func.count()).select_from(scored.subquery())) or 0)
         has_score = sa.exists().where(EvalScoreRow.adapter_id == AdapterRow.id, key)
-        rest = sa.select(AdapterRow.id).where(*conds, ~has_score).order_by(AdapterRow.id.desc()).limit(q.limit - len(ids))
-        ids += list(s.scalars(rest))
+        rest = sa.select(AdapterRow.id).where(*conds, ~has_score).order_by(AdapterRow.id.desc())
+        ids += list(s.scalars(rest.offset(skip).limit(q.limit - len(ids))))
     return ids
 
 
 def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None) -> tuple[int, Sequence[AdapterRow]]:
-    """(number of matches, the first `limit` rows in the requested order).
+    """(number of matches, `limit` rows in the requested order after skipping the first `offset`).
 
     Tag and score filters probe covering indexes; text search scans one pre-lowered column, never a join.
     `visibility` hides adapters of private hub repositories inside the query, so the count never includes them.
@@ -119,10 +126,10 @@ def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None)
         stmt = stmt.outerjoin(sc, sa.and_(sc.adapter_id == AdapterRow.id, sc.dataset == ds, sc.metric == metric))
         # best first in the metric's own direction; adapters without the score go last
         order = sa.case((sc.higher_is_better == sa.false(), sc.value), else_=-sc.value)
-        ids = list(s.scalars(stmt.order_by(sc.value.is_(None), order, AdapterRow.id.desc()).limit(q.limit)))
+        ids = list(s.scalars(stmt.order_by(sc.value.is_(None), order, AdapterRow.id.desc()).offset(q.offset).limit(q.limit)))
     else:
         stmt = sa.select(AdapterRow.id).where(*conds).order_by(AdapterRow.created_at.desc(), AdapterRow.id.desc())
-        ids = list(s.scalars(stmt.limit(q.limit)))
+        ids = list(s.scalars(stmt.offset(q.offset).limit(q.limit)))
     if not ids:
         return total, []
     rows = {r.id: r for r in s.scalars(convert.card_query().where(AdapterRow.id.in_(ids)))}

@@ -65,8 +65,8 @@ def test_card_markdown_is_sanitised() -> None:
 
 
 def test_private_adapters_are_left_out_of_every_page(registry: Registry, minilm_adapter_dir: Path) -> None:
-    """More hidden adapters than the search's slack, newest first: the page still fills with visible ones, totals
-    leave the hidden out, and a read cookie for their namespace shows them (on GET only)."""
+    """More hidden adapters than visible ones, newest first: the page still fills with visible ones, totals leave
+    the hidden out, and a read cookie for their namespace shows them (on GET only)."""
     from adapterhub.store.hub_store import HubStore
     from adapterhub.store.tokens import TokenStore
 
@@ -92,3 +92,22 @@ def test_private_adapters_are_left_out_of_every_page(registry: Registry, minilm_
     assert client.get("/sec/s0").status_code == 200 and client.get("/sec").status_code == 200
     # the cookie is a read credential for pages only: the same request as a POST is anonymous
     assert client.post("/api/repos/create", json={"name": "x", "organization": "sec"}).status_code == 401
+
+
+def test_deep_pages_are_one_sql_page_each(registry: Registry, minilm_adapter_dir: Path) -> None:
+    """Page N asks the registry for exactly its own rows (offset, limit), and the pages put together list every
+    adapter once; a page past SearchQuery's offset bound is a 400, not a 500."""
+    from adapterhub.hub.web.pages import last_page, parse_search
+
+    for i in range(25):
+        registry.add(minilm_adapter_dir, f"team/p{i:02d}", "sentiment")
+    query, page_no, per, errors = parse_search({"task": "sentiment", "per": "20", "page": "2"})
+    assert not errors and (query.offset, query.limit, page_no, per) == (20, 20, 2, 20)
+    client = TestClient(create_app(registry))
+    pages = [client.get("/", params={"task": "sentiment", "per": "20", "page": n}).text for n in (1, 2)]
+    assert "page 2 of 2" in pages[1]
+    shown = [i for i in range(25) for text in pages if f"team/p{i:02d}<" in text]
+    assert sorted(shown) == list(range(25))  # each adapter on exactly one of the two pages
+    assert client.get("/", params={"per": "20", "page": last_page(20)}).status_code == 200
+    r = client.get("/", params={"per": "20", "page": last_page(20) + 1})
+    assert r.status_code == 400 and "page must be between" in r.text

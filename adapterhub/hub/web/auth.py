@@ -44,9 +44,7 @@ def logged_in(request: Request) -> Caller | None:
     """The caller the login cookie stands for, or None (no cookie, or a token that no longer works)."""
     if not request.cookies.get(WEB_TOKEN_COOKIE) or context(request).access.open_hub:
         return None
-    from .visibility import caller
-
-    return caller(request)  # GET pages: the hub's access rules read the cookie themselves
+    return context(request).access.caller(request)  # GET pages: the hub's access rules read the cookie themselves
 
 
 async def _form(request: Request) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """The web pages: search (`/`), an adapter (`/{ns}/{name}`) with its card, versions, files, scores and lineage,
 a base's adapters (`/bases/{fingerprint}`), compare (`/compare`) and a namespace (`/{ns}`).
 
-Every page sees what the registry JSON API would show the same caller: private adapters only with a read token
-(bearer header or the login cookie). Bad input renders an HTML error page with a 4xx, never a traceback.
+Every page sees what the registry JSON API shows the same caller, through the same functions (`visible_search`,
+`visible_adapter`, the store's SQL visibility filter): private adapters only with a read token (bearer header or
+the login cookie). Bad input renders an HTML error page with a 4xx, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ...card import AdapterCard, AdapterMethod, EvalScore, SearchQuery
+from ...card import MAX_SEARCH_OFFSET, AdapterCard, AdapterMethod, AdapterRef, EvalScore, SearchQuery, SearchResult
 from ...errors import AdapterHubError, NotFound, UsageError
 from ...fsutil import check_segment
 from ...store.browse import children as lineage_children
 from ..modelcard import body as card_body
 from ..server.app import context
-from . import visibility
+from ..server.registry_api import visible_adapter, visible_search
 from .render import page, render_card, score_source
 from .svg import Node, bar_chart, lineage_graph
 
 router = APIRouter()
 PER_PAGE = (20, 50, 100)
-MAX_RESULTS = 1000  # the registry answers at most this many matches per search; deeper pages need a narrower query
+MAX_NAMESPACE = 1000  # adapters listed on a namespace page
 MAX_COMPARE = 12
 README = "README.md"
 MAX_README_BYTES = 512 * 1024
@@ -49,6 +50,22 @@ def guarded(fn: Callable[..., Response]) -> Callable[..., Response]:
             return page(request, "error.html", status, title="Cannot show this page", message=str(exc))
 
     return wrapper
+
+
+def search(request: Request, query: SearchQuery) -> SearchResult:
+    """The registry search as this request's caller sees it (hidden adapters filtered in SQL, totals exact)."""
+    ctx = context(request)
+    return visible_search(ctx, ctx.access.caller(request), query)
+
+
+def visible(request: Request, full_name: str) -> AdapterRef | None:
+    """The adapter `ns/name` if this caller may see it (it need not exist), None if it is hidden or not a name."""
+    ctx = context(request)
+    namespace, _, name = full_name.partition("/")
+    try:
+        return visible_adapter(ctx, ctx.access.caller(request), namespace, name)
+    except (AdapterHubError, LookupError, ValueError):
+        return None
 
 
 # --- search ----------------------------------------------------------------------------------------------------
@@ -81,7 +98,7 @@ def _metric(raw: str, errors: list[str]) -> str | None:
 
 
 def parse_search(params: dict[str, str]) -> tuple[SearchQuery, int, int, list[str]]:
-    """The search form's fields (all in the URL) -> (query with limit reaching this page, page, per page, errors)."""
+    """The search form's fields (all in the URL) -> (query for exactly this page, page, per page, errors)."""
     errors: list[str] = []
     metric = _metric(params.get("metric", ""), errors)
     sort_raw = params.get("sort", "").strip()
@@ -110,15 +127,24 @@ def parse_search(params: dict[str, str]) -> tuple[SearchQuery, int, int, list[st
         except ValueError:
             errors.append(f"method must be one of {', '.join(m.value for m in AdapterMethod)}")
     per = _int(params, "per", errors, lo=1, hi=max(PER_PAGE)) or PER_PAGE[0]
-    page_no = _int(params, "page", errors, lo=1, hi=MAX_RESULTS) or 1
+    page_no = _int(params, "page", errors, lo=1, hi=last_page(per)) or 1
     tag = params.get("tag", "").strip()
     query = SearchQuery(
         text=params.get("q", "").strip()[:200] or None, task=params.get("task", "").strip()[:128] or None,
         base=params.get("base", "").strip()[:255] or None, rank_min=_int(params, "rank_min", errors),
         rank_max=_int(params, "rank_max", errors), min_scores=min_scores, tags=[tag[:64]] if tag else [],
-        method=method, sort=sort, limit=min(page_no * per, MAX_RESULTS),
+        method=method, sort=sort, limit=per, offset=(page_no - 1) * per,
     )  # fmt: skip
     return query, page_no, per, errors
+
+
+def last_page(per: int) -> int:
+    """The deepest page a search can show: its offset may not pass SearchQuery's bound."""
+    return MAX_SEARCH_OFFSET // per + 1
+
+
+def page_count(total: int, per: int) -> int:
+    return max(1, min(last_page(per), math.ceil(total / per)))
 
 
 def best_scores(card: AdapterCard, first: str | None, n: int = 3) -> list[EvalScore]:
@@ -136,13 +162,13 @@ def search_page(request: Request) -> Response:
     total = 0
     if not errors:
         try:
-            result = visibility.search(request, query)
+            result = search(request, query)
         except UsageError as exc:
             errors.append(str(exc))
         else:
-            total, items = result.total, result.items[(page_no - 1) * per : page_no * per]
+            total, items = result.total, result.items
     first = query.sort or next(iter(query.min_scores), None)
-    pages = max(1, math.ceil(min(total, MAX_RESULTS) / per))
+    pages = page_count(total, per)
     keep = {k: v for k, v in params.items() if v and k != "page"}
 
     def page_url(n: int) -> str:
@@ -151,7 +177,7 @@ def search_page(request: Request) -> Response:
     rows = [{"card": c, "scores": best_scores(c, first)} for c in items]
     return page(
         request, "search.html", 400 if errors else 200, title="Search adapters", params=params, errors=errors, rows=rows,
-        total=total, page_no=page_no, pages=pages, per=per, per_choices=PER_PAGE, page_url=page_url, capped=total > MAX_RESULTS,
+        total=total, page_no=page_no, pages=pages, per=per, per_choices=PER_PAGE, page_url=page_url, capped=pages * per < total,
         methods=[m.value for m in AdapterMethod], first_metric=first,
     )  # fmt: skip
 
@@ -180,14 +206,12 @@ def _readme(request: Request, namespace: str, name: str, card: AdapterCard) -> s
 def _lineage(request: Request, card: AdapterCard) -> tuple[Any, list[Node], list[Node]] | None:
     """The graph of what `card` was made from and what was made from it, hidden adapters left unnamed or out."""
     reg = context(request).registry
-    kids, merged = lineage_children(reg.db, card.full_name)
-    parent_names = [_split_ref(p.ref)[0] for p in card.lineage.parents] if card.lineage else []
-    hidden = visibility.hidden(request, [*parent_names, *(c.full_name for c in kids)])
+    kids, merged = lineage_children(reg.db, card.full_name, visibility=context(request).access.visibility(request))
     parents: list[Node] = []
     if card.lineage is not None:
         for p in card.lineage.parents:
             name, version, href = _split_ref(p.ref)
-            if name in hidden:
+            if visible(request, name) is None:
                 parents.append(Node("(private adapter)", f"× {p.weight:g}", None, "parent"))
                 continue
             try:
@@ -202,8 +226,8 @@ def _lineage(request: Request, card: AdapterCard) -> tuple[Any, list[Node], list
             parents.append(Node(label, f"base ({card.lineage.method})", f"/bases/{card.lineage.base}", "base"))
     seen: set[str] = set()
     children: list[Node] = []
-    for c in kids:
-        if c.full_name in hidden or c.full_name in seen:
+    for c in kids:  # hidden ones were left out by the query
+        if c.full_name in seen:
             continue
         seen.add(c.full_name)
         method = c.lineage.method if c.lineage else ""
@@ -221,19 +245,19 @@ def _lineage(request: Request, card: AdapterCard) -> tuple[Any, list[Node], list
 def compare_page(request: Request) -> Response:
     reg = context(request).registry
     names = list(dict.fromkeys(v.strip() for v in request.query_params.getlist("a") if v.strip()))[:MAX_COMPARE]
-    hidden = visibility.hidden(request, names)
     task = request.query_params.get("task", "").strip()[:128]
     cards: list[AdapterCard] = []
     missing: list[str] = []
     for n in names:
         try:
-            if n in hidden or n.count("/") != 1:
+            ref = visible(request, n) if n.count("/") == 1 else None
+            if ref is None:
                 raise NotFound(n)
-            cards.append(reg.versions(n)[0])
+            cards.append(reg.versions(ref.full_name)[0])
         except (AdapterHubError, LookupError, ValueError):
             missing.append(n)
     task = task or (cards[0].task if cards else "")
-    candidates = visibility.search(request, SearchQuery(task=task, limit=100)).items if task else []
+    candidates = search(request, SearchQuery(task=task, limit=100)).items if task else []
     metrics: dict[str, bool] = {}
     for c in cards:
         for s in c.scores:
@@ -261,16 +285,15 @@ def base_page(fingerprint: str, request: Request) -> Response:
     if not bases:
         raise NotFound(f"no base model with fingerprint {key}")
     errors: list[str] = []
-    page_no = _int(dict(request.query_params), "page", errors, lo=1, hi=MAX_RESULTS // PER_PAGE[-1]) or 1
     per = PER_PAGE[-1]
-    result = visibility.search(request, SearchQuery(base=key, limit=page_no * per))
+    page_no = _int(dict(request.query_params), "page", errors, lo=1, hi=last_page(per)) or 1
+    result = search(request, SearchQuery(base=key, limit=per, offset=(page_no - 1) * per))
     groups: dict[str, list[AdapterCard]] = {}
-    for c in sorted(result.items[(page_no - 1) * per :], key=lambda c: (c.task, c.full_name)):
+    for c in sorted(result.items, key=lambda c: (c.task, c.full_name)):
         groups.setdefault(c.task, []).append(c)
     links = [(_split_ref(p.ref)[0], p.weight) for b in bases if b.lineage for p in b.lineage.parents]
-    hidden = visibility.hidden(request, [name for name, _ in links])
-    lineage_links = [(name, weight, name not in hidden) for name, weight in links]
-    pages = max(1, math.ceil(min(result.total, MAX_RESULTS) / per))
+    lineage_links = [(name, weight, visible(request, name) is not None) for name, weight in links]
+    pages = page_count(result.total, per)
     return page(request, "base_model.html", title=f"Base {bases[0].name}", bases=bases, groups=groups, total=result.total,
                 key=key, lineage_links=lineage_links, page_no=page_no, pages=pages)  # fmt: skip
 
@@ -280,10 +303,9 @@ def base_page(fingerprint: str, request: Request) -> Response:
 def adapter_page(namespace: str, name: str, request: Request) -> Response:
     check_segment(namespace, "namespace")
     check_segment(name, "name")
-    full = f"{namespace}/{name}"
-    if visibility.hidden(request, [full]):
-        raise NotFound(f"no adapter {full}")
-    reg = context(request).registry
+    ctx = context(request)
+    full = visible_adapter(ctx, ctx.access.caller(request), namespace, name).full_name  # hidden: the not-found error
+    reg = ctx.registry
     versions = reg.versions(full)
     card = versions[0]
     compatible = [b for b in reg.list_bases() if card.base_model and b.arch_hash == card.base_model.arch_hash]
@@ -307,9 +329,7 @@ def _on_hub(request: Request, namespace: str, name: str) -> bool:
 @guarded
 def namespace_page(namespace: str, request: Request) -> Response:
     check_segment(namespace, "namespace")
-    cards = context(request).registry.list(namespace=namespace, limit=MAX_RESULTS)
-    hidden = visibility.hidden(request, [c.full_name for c in cards])
-    cards = [c for c in cards if c.full_name not in hidden]
+    cards = context(request).registry.list(namespace=namespace, limit=MAX_NAMESPACE, visibility=context(request).access.visibility(request))
     if not cards:
         raise NotFound(f"no adapters in namespace {namespace}")
     rows = [{"card": c, "scores": best_scores(c, None)} for c in cards]
