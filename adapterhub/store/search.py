@@ -12,7 +12,7 @@ from ..errors import UsageError
 from . import convert
 from .orm import AdapterRow, BaseModelRow, EvalScoreRow, TagRow
 from .records import base_named
-from .visibility import Visibility, adapter_visible
+from .visibility import Visibility, adapter_visible, hidden_repo_ids
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -72,6 +72,22 @@ def _best_scored_first(s: Session, conds: list[sa.ColumnElement[bool]], q: Searc
     return ids
 
 
+def _count_visible(s: Session, conds: list[sa.ColumnElement[bool]], visibility: Visibility | None) -> int:
+    """The number of matches `visibility` may see; appends the visibility condition to `conds` for the listing.
+
+    With a short list of hidden repos the count is all matches (answered from covering indexes) minus the hidden
+    matches (an index probe per hidden repo): a NOT IN in the count would read every matching row instead."""
+    hidden = hidden_repo_ids(s, visibility) if visibility is not None else []
+    if hidden is None and visibility is not None:  # many hidden repos: filter inside the one count
+        conds.append(adapter_visible(visibility))
+        return s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*conds)) or 0
+    total = s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*conds)) or 0
+    if hidden:
+        total -= s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*conds, AdapterRow.repo_id.in_(hidden))) or 0
+        conds.append(AdapterRow.repo_id.not_in(hidden))
+    return total
+
+
 def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None) -> tuple[int, Sequence[AdapterRow]]:
     """(number of matches, `limit` rows in the requested order after skipping the first `offset`).
 
@@ -79,8 +95,6 @@ def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None)
     `visibility` hides adapters of private hub repositories inside the query, so the count never includes them.
     """
     conds: list[sa.ColumnElement[bool]] = []
-    if visibility is not None and not visibility.everything:
-        conds.append(adapter_visible(visibility))
     if not q.all_versions:
         conds.append(AdapterRow.is_latest == sa.true())
     if q.task:
@@ -116,7 +130,7 @@ def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None)
             EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric, _passes(EvalScoreRow, threshold)
         )
         conds.append(_restrict(match, EvalScoreRow.adapter_id, drive_from_adapters))
-    total = s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*conds)) or 0
+    total = _count_visible(s, conds, visibility)
     if q.sort and not drive_from_adapters:
         ids = _best_scored_first(s, conds, q)
     elif q.sort:

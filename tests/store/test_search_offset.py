@@ -98,3 +98,18 @@ def test_hidden_adapters_take_no_place_on_a_page(registry: Registry) -> None:
     assert first.total == second.total == public
     assert len(first.items) == len(second.items) == 10
     assert not {c.full_name for c in first.items} & {c.full_name for c in second.items}
+
+
+@pytest.mark.parametrize("label", ["newest", "sorted by a score"])
+def test_many_hidden_repos_give_the_same_answer(registry: Registry, label: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_LISTED_HIDDEN hidden repos the filter stays a subquery inside the count: same totals and pages as the
+    short list of ids (count all, subtract the hidden)."""
+    from adapterhub.store import visibility as vis_module
+
+    _populate(registry)
+    anon = Visibility.public_only()
+    listed = [registry.search(SearchQuery(**QUERIES[label], limit=9, offset=o), visibility=anon, local_paths=False) for o in (0, 9, 36)]
+    monkeypatch.setattr(vis_module, "MAX_LISTED_HIDDEN", 2)
+    many = [registry.search(SearchQuery(**QUERIES[label], limit=9, offset=o), visibility=anon, local_paths=False) for o in (0, 9, 36)]
+    assert [(r.total, [c.full_name for c in r.items]) for r in many] == [(r.total, [c.full_name for c in r.items]) for r in listed]
+    assert all(c.namespace == "pub" for r in many for c in r.items)
