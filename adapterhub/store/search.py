@@ -72,20 +72,41 @@ def _best_scored_first(s: Session, conds: list[sa.ColumnElement[bool]], q: Searc
     return ids
 
 
-def _count_visible(s: Session, conds: list[sa.ColumnElement[bool]], visibility: Visibility | None) -> int:
-    """The number of matches `visibility` may see; appends the visibility condition to `conds` for the listing.
+MAX_HIDDEN_ROWS = 5000  # hidden adapter versions subtracted by id; above it the count filters with a subquery
 
-    With a short list of hidden repos the count is all matches (answered from covering indexes) minus the hidden
-    matches (an index probe per hidden repo): a NOT IN in the count would read every matching row instead."""
-    hidden = hidden_repo_ids(s, visibility) if visibility is not None else []
-    if hidden is None and visibility is not None:  # many hidden repos: filter inside the one count
-        conds.append(adapter_visible(visibility))
-        return s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*conds)) or 0
-    total = s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*conds)) or 0
-    if hidden:
-        total -= s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*conds, AdapterRow.repo_id.in_(hidden))) or 0
-        conds.append(AdapterRow.repo_id.not_in(hidden))
-    return total
+
+def _probes(q: SearchQuery, correlated: bool) -> list[sa.ColumnElement[bool]]:
+    """The tag and minimum-score filters: correlated EXISTS probes per adapter, or IN over the tag/score index."""
+    conds = [_restrict(sa.select(TagRow.adapter_id).where(TagRow.tag == tag), TagRow.adapter_id, correlated) for tag in q.tags]
+    for key, threshold in q.min_scores.items():
+        ds, metric = _split_key(key)
+        match = sa.select(EvalScoreRow.adapter_id).where(
+            EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric, _passes(EvalScoreRow, threshold)
+        )
+        conds.append(_restrict(match, EvalScoreRow.adapter_id, correlated))
+    return conds
+
+
+def _count_visible(
+    s: Session, conds: list[sa.ColumnElement[bool]], probing: list[sa.ColumnElement[bool]], visibility: Visibility | None
+) -> tuple[int, sa.ColumnElement[bool] | None]:
+    """(the number of matches `visibility` may see, the condition that leaves the hidden ones out of the listing).
+
+    `conds` and `probing` are the same filters (tags and scores as IN, and as per-row probes). With a short list of
+    hidden repos the count is all matches (from covering indexes) minus the hidden matches, found by primary key and
+    probed: a NOT IN inside the count would read every matching row instead."""
+    def count(where: list[sa.ColumnElement[bool]]) -> int:
+        return s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*where)) or 0
+
+    if visibility is None or visibility.everything:
+        return count(conds), None
+    hidden = hidden_repo_ids(s, visibility)
+    rows = list(s.scalars(sa.select(AdapterRow.id).where(AdapterRow.repo_id.in_(hidden)).limit(MAX_HIDDEN_ROWS + 1))) if hidden else []
+    if hidden is None or len(rows) > MAX_HIDDEN_ROWS:  # many hidden: filter inside the one count
+        visible = adapter_visible(visibility)
+        return count([*conds, visible]), visible
+    total = count(conds) - (count([*probing, AdapterRow.id.in_(rows)]) if rows else 0)
+    return total, AdapterRow.repo_id.not_in(hidden) if hidden else None
 
 
 def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None) -> tuple[int, Sequence[AdapterRow]]:
@@ -121,16 +142,9 @@ def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None)
     # With a selective column filter (task) the planner should walk those adapters and probe each tag/score
     # (EXISTS into a covering index); without one, walking the tag/score index first (IN) touches far fewer rows.
     drive_from_adapters = bool(q.task)
-    for tag in q.tags:
-        match = sa.select(TagRow.adapter_id).where(TagRow.tag == tag)
-        conds.append(_restrict(match, TagRow.adapter_id, drive_from_adapters))
-    for key, threshold in q.min_scores.items():
-        ds, metric = _split_key(key)
-        match = sa.select(EvalScoreRow.adapter_id).where(
-            EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric, _passes(EvalScoreRow, threshold)
-        )
-        conds.append(_restrict(match, EvalScoreRow.adapter_id, drive_from_adapters))
-    total = _count_visible(s, conds, visibility)
+    filters = _probes(q, drive_from_adapters)
+    total, visible = _count_visible(s, conds + filters, conds + _probes(q, True), visibility)
+    conds += filters + ([visible] if visible is not None else [])
     if q.sort and not drive_from_adapters:
         ids = _best_scored_first(s, conds, q)
     elif q.sort:
