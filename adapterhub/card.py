@@ -277,6 +277,8 @@ class AdapterCard(_Model):
 
 
 _Short = Annotated[str, StringConstraints(max_length=256)]
+MAX_SEARCH_LIMIT = 1000  # matches returned by one search
+MAX_SEARCH_OFFSET = 10_000  # matches one search may skip (deeper pages need a narrower query)
 
 
 class SearchQuery(_Model):
@@ -293,10 +295,11 @@ class SearchQuery(_Model):
     min_scores: dict[_Short, float] = Field(default_factory=dict, max_length=32)  # "dataset/metric" -> threshold
     tags: list[_Short] = Field(default_factory=list, max_length=32)
     method: AdapterMethod | None = None
-    sort: str | None = Field(
-        None, max_length=256
-    )  # "dataset/metric": best first (respects higher_is_better); default newest first
-    limit: int = Field(20, ge=1, le=1000)
+    sort: str | None = Field(None, max_length=256)  # "dataset/metric": best first (respects higher_is_better); default newest first
+    limit: int = Field(20, ge=1, le=MAX_SEARCH_LIMIT)
+    # matches skipped before the first returned (paging: page N is one SQL page); bounded, since a database still
+    # walks the skipped rows
+    offset: int = Field(0, ge=0, le=MAX_SEARCH_OFFSET)
     all_versions: bool = False  # False: only the newest version of each name
     measured: bool = False  # only adapters with a measured score; score filters and sorting then use measured scores only
 

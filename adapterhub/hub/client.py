@@ -449,10 +449,9 @@ def remote_search(url: str, query: SearchQuery, *, token: str | None = None) -> 
         query = query.model_copy(update={"base": fingerprint(Path(query.base)).arch_hash})
     import httpx2
 
+    body = query.model_dump(mode="json", exclude=None if query.offset else {"offset"})  # hubs from before `offset` accept it
     try:
-        r = get_session().post(
-            f"{endpoint}/api/adapterhub/search", json=query.model_dump(mode="json"), headers=build_hf_headers(token=token)
-        )
+        r = get_session().post(f"{endpoint}/api/adapterhub/search", json=body, headers=build_hf_headers(token=token))
     except httpx2.TransportError as exc:
         raise RemoteError(endpoint, f"cannot reach the hub ({type(exc).__name__}: {exc})") from None
     if r.status_code == 404:

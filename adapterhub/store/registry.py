@@ -31,7 +31,7 @@ from .db import Database, default_database_url
 from .orm import AdapterRow, AliasRow, BaseEvalScoreRow, BaseModelRow, FileRow, RepoRow
 from .records import VersionFields, record_version, score_row, set_alias
 from .search import run_search
-from .visibility import Visibility
+from .visibility import Visibility, adapter_visible
 
 RESERVED_ALIASES = {"latest"}
 
@@ -183,12 +183,17 @@ class Registry:
                 raise AdapterNotFound(ref.full_name)
             return [convert.card(s, r) for r in rows]
 
-    def list(self, *, namespace: str | None = None, all_versions: bool = False, limit: int | None = None) -> list[AdapterCard]:
-        """Adapters, newest first (only the newest version of each name unless `all_versions`)."""
+    def list(
+        self, *, namespace: str | None = None, all_versions: bool = False, limit: int | None = None, visibility: Visibility | None = None
+    ) -> list[AdapterCard]:
+        """Adapters, newest first (only the newest version of each name unless `all_versions`). `visibility` as in
+        `search`: a hub caller's hidden adapters are left out inside the SQL."""
         with self.db.session() as s:
             q = convert.card_query().join(RepoRow)
             if namespace:
                 q = q.where(RepoRow.namespace == namespace)
+            if visibility is not None and not visibility.everything:
+                q = q.where(adapter_visible(visibility))
             if not all_versions:
                 q = q.where(AdapterRow.is_latest == sa.true())
             q = q.order_by(AdapterRow.created_at.desc(), AdapterRow.id.desc())

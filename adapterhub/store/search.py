@@ -12,7 +12,7 @@ from ..errors import UsageError
 from . import convert
 from .bases import base_named
 from .orm import AdapterRow, BaseModelRow, EvalScoreRow, TagRow
-from .visibility import Visibility, adapter_visible
+from .visibility import Visibility, adapter_visible, hidden_repo_ids
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -49,31 +49,77 @@ def _restrict(match: sa.Select[int], column: InstrumentedAttribute[int], correla
 
 def _best_scored_first(s: Session, conds: list[sa.ColumnElement[bool]], q: SearchQuery) -> list[int]:
     """Sorted by a score without a selective adapter filter: walk the (dataset, metric, value) index from the best
-    end and stop at `limit` matches, instead of sorting every match. Adapters without the score fill up the rest."""
+    end and stop after `offset + limit` matches, instead of sorting every match. Adapters without the score follow,
+    so a page past the scored ones skips as many of them as `offset` reaches beyond the scored count."""
     ds, metric = _split_key(q.sort or "")
     key = sa.and_(EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric, EvalScoreRow.source == "measured" if q.measured else sa.true())
     higher = s.scalar(sa.select(EvalScoreRow.higher_is_better).where(key).limit(1))
-    by_value = EvalScoreRow.value.desc() if higher in (None, True) else EvalScoreRow.value.asc()
+    # ties broken by the score row's id, in the index's own direction (SQLite's index ends with it): pages never overlap
+    desc = higher in (None, True)
+    by_value = (EvalScoreRow.value.desc(), EvalScoreRow.id.desc()) if desc else (EvalScoreRow.value.asc(), EvalScoreRow.id.asc())
     # the adapter-side filters as one correlated EXISTS, so the score index alone drives the loop, in order
     fits = sa.exists().where(AdapterRow.id == EvalScoreRow.adapter_id, *conds)
-    scored = sa.select(EvalScoreRow.adapter_id).where(key, fits).order_by(by_value).limit(q.limit)
-    ids = list(s.scalars(scored))
+    scored = sa.select(EvalScoreRow.adapter_id).where(key, fits)
+    ids = list(s.scalars(scored.order_by(*by_value).offset(q.offset).limit(q.limit)))
     if len(ids) < q.limit:
+        if ids or not q.offset:
+            skip = 0  # this page holds the last scored matches: the unscored start right after them
+        else:  # the page lies wholly past the scored matches
+            skip = q.offset - (s.scalar(sa.select(sa.func.count()).select_from(scored.subquery())) or 0)
         has_score = sa.exists().where(EvalScoreRow.adapter_id == AdapterRow.id, key)
-        rest = sa.select(AdapterRow.id).where(*conds, ~has_score).order_by(AdapterRow.id.desc()).limit(q.limit - len(ids))
-        ids += list(s.scalars(rest))
+        rest = sa.select(AdapterRow.id).where(*conds, ~has_score).order_by(AdapterRow.id.desc())
+        ids += list(s.scalars(rest.offset(skip).limit(q.limit - len(ids))))
     return ids
 
 
+MAX_HIDDEN_ROWS = 5000  # hidden adapter versions subtracted by id; above it the count filters with a subquery
+
+
+def _probes(q: SearchQuery, correlated: bool) -> list[sa.ColumnElement[bool]]:
+    """The tag, measured and minimum-score filters: correlated EXISTS probes per adapter, or IN over the tag/score
+    index. With `measured`, only measured scores count (for the thresholds too)."""
+    conds = [_restrict(sa.select(TagRow.adapter_id).where(TagRow.tag == tag), TagRow.adapter_id, correlated) for tag in q.tags]
+    measured = [EvalScoreRow.source == "measured"] if q.measured else []
+    if q.measured:
+        conds.append(_restrict(sa.select(EvalScoreRow.adapter_id).where(*measured), EvalScoreRow.adapter_id, correlated))
+    for key, threshold in q.min_scores.items():
+        ds, metric = _split_key(key)
+        match = sa.select(EvalScoreRow.adapter_id).where(
+            EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric, _passes(EvalScoreRow, threshold), *measured
+        )
+        conds.append(_restrict(match, EvalScoreRow.adapter_id, correlated))
+    return conds
+
+
+def _count_visible(
+    s: Session, conds: list[sa.ColumnElement[bool]], probing: list[sa.ColumnElement[bool]], visibility: Visibility | None
+) -> tuple[int, sa.ColumnElement[bool] | None]:
+    """(the number of matches `visibility` may see, the condition that leaves the hidden ones out of the listing).
+
+    `conds` and `probing` are the same filters (tags and scores as IN, and as per-row probes). With a short list of
+    hidden repos the count is all matches (from covering indexes) minus the hidden matches, found by primary key and
+    probed: a NOT IN inside the count would read every matching row instead."""
+    def count(where: list[sa.ColumnElement[bool]]) -> int:
+        return s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*where)) or 0
+
+    if visibility is None or visibility.everything:
+        return count(conds), None
+    hidden = hidden_repo_ids(s, visibility)
+    rows = list(s.scalars(sa.select(AdapterRow.id).where(AdapterRow.repo_id.in_(hidden)).limit(MAX_HIDDEN_ROWS + 1))) if hidden else []
+    if hidden is None or len(rows) > MAX_HIDDEN_ROWS:  # many hidden: filter inside the one count
+        visible = adapter_visible(visibility)
+        return count([*conds, visible]), visible
+    total = count(conds) - (count([*probing, AdapterRow.id.in_(rows)]) if rows else 0)
+    return total, AdapterRow.repo_id.not_in(hidden) if hidden else None
+
+
 def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None) -> tuple[int, Sequence[AdapterRow]]:
-    """(number of matches, the first `limit` rows in the requested order).
+    """(number of matches, `limit` rows in the requested order after skipping the first `offset`).
 
     Tag and score filters probe covering indexes; text search scans one pre-lowered column, never a join.
     `visibility` hides adapters of private hub repositories inside the query, so the count never includes them.
     """
     conds: list[sa.ColumnElement[bool]] = []
-    if visibility is not None and not visibility.everything:
-        conds.append(adapter_visible(visibility))
     if not q.all_versions:
         conds.append(AdapterRow.is_latest == sa.true())
     if q.task:
@@ -100,19 +146,9 @@ def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None)
     # With a selective column filter (task) the planner should walk those adapters and probe each tag/score
     # (EXISTS into a covering index); without one, walking the tag/score index first (IN) touches far fewer rows.
     drive_from_adapters = bool(q.task)
-    for tag in q.tags:
-        match = sa.select(TagRow.adapter_id).where(TagRow.tag == tag)
-        conds.append(_restrict(match, TagRow.adapter_id, drive_from_adapters))
-    measured = [EvalScoreRow.source == "measured"] if q.measured else []
-    if q.measured:
-        conds.append(_restrict(sa.select(EvalScoreRow.adapter_id).where(*measured), EvalScoreRow.adapter_id, drive_from_adapters))
-    for key, threshold in q.min_scores.items():
-        ds, metric = _split_key(key)
-        match = sa.select(EvalScoreRow.adapter_id).where(
-            EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric, _passes(EvalScoreRow, threshold), *measured
-        )
-        conds.append(_restrict(match, EvalScoreRow.adapter_id, drive_from_adapters))
-    total = s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*conds)) or 0
+    filters = _probes(q, drive_from_adapters)
+    total, visible = _count_visible(s, conds + filters, conds + _probes(q, True), visibility)
+    conds += filters + ([visible] if visible is not None else [])
     if q.sort and not drive_from_adapters:
         ids = _best_scored_first(s, conds, q)
     elif q.sort:
@@ -122,10 +158,10 @@ def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None)
         stmt = stmt.outerjoin(sc, sa.and_(sc.adapter_id == AdapterRow.id, sc.dataset == ds, sc.metric == metric, *[sc.source == "measured"][: int(q.measured)]))
         # best first in the metric's own direction; adapters without the score go last
         order = sa.case((sc.higher_is_better == sa.false(), sc.value), else_=-sc.value)
-        ids = list(s.scalars(stmt.order_by(sc.value.is_(None), order, AdapterRow.id.desc()).limit(q.limit)))
+        ids = list(s.scalars(stmt.order_by(sc.value.is_(None), order, AdapterRow.id.desc()).offset(q.offset).limit(q.limit)))
     else:
         stmt = sa.select(AdapterRow.id).where(*conds).order_by(AdapterRow.created_at.desc(), AdapterRow.id.desc())
-        ids = list(s.scalars(stmt.limit(q.limit)))
+        ids = list(s.scalars(stmt.offset(q.offset).limit(q.limit)))
     if not ids:
         return total, []
     rows = {r.id: r for r in s.scalars(convert.card_query().where(AdapterRow.id.in_(ids)))}

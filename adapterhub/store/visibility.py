@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from .orm import AdapterRow, HubRepoRow, RepoRow
 
@@ -54,11 +55,27 @@ def adapter_visible(v: Visibility) -> sa.ColumnElement[bool]:
     costs one probe per candidate row rather than a join per row."""
     if v.everything:
         return sa.true()
-    hidden = (
-        sa.select(RepoRow.id)
-        .join(HubRepoRow, sa.and_(HubRepoRow.namespace == RepoRow.namespace, HubRepoRow.name == RepoRow.name))
-        .where(HubRepoRow.private.is_(True))
-    )
+    return AdapterRow.repo_id.not_in(_hidden_repos(v))
+
+
+def _hidden_repos(v: Visibility) -> sa.Select[tuple[int]]:
+    """The registry repos (ids) of private hub repositories `v` may not read."""
+    hidden = sa.select(RepoRow.id).join(
+        HubRepoRow, sa.and_(HubRepoRow.namespace == RepoRow.namespace, HubRepoRow.name == RepoRow.name)
+    ).where(HubRepoRow.private.is_(True))
     if v.namespaces:
         hidden = hidden.where(HubRepoRow.namespace.not_in(sorted(v.namespaces)))
-    return AdapterRow.repo_id.not_in(hidden)
+    return hidden
+
+
+MAX_LISTED_HIDDEN = 1000  # above this many hidden repos, queries keep the subquery instead of a list of ids
+
+
+def hidden_repo_ids(s: Session, v: Visibility) -> list[int] | None:
+    """The registry repo ids `v` may not see, read once (one pass over the hub's repos), so a search can count its
+    matches from the covering indexes and subtract the few hidden ones (`repo_id IN ids`, an index probe each)
+    instead of checking every matching row; None when more than MAX_LISTED_HIDDEN (use `adapter_visible`)."""
+    if v.everything:
+        return []
+    ids = list(s.scalars(_hidden_repos(v).limit(MAX_LISTED_HIDDEN + 1)))
+    return ids if len(ids) <= MAX_LISTED_HIDDEN else None

@@ -25,6 +25,7 @@ from ...store.visibility import Visibility
 from ..types import HubRepo
 
 OPEN_HUB_USER = "adapterhub"
+WEB_TOKEN_COOKIE = "adapterhub_token"  # set by the web page's /login (HttpOnly, SameSite=Strict); read-only use
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class Access:
             return cast("Caller | None", known)
         auth = request.headers.get("authorization", "")
         secret = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if not secret and request.method in ("GET", "HEAD"):  # the web login cookie: never for writes (no CSRF)
+            secret = request.cookies.get(WEB_TOKEN_COOKIE, "").strip()
         caller = self._from_token(secret) if secret else None
         caller = _OPEN if caller is None and self.open_hub else caller
         request.scope["adapterhub.caller"] = caller

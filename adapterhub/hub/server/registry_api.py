@@ -78,6 +78,7 @@ def search_get(
     method: str | None = None,
     sort: str | None = None,
     limit: int = 20,
+    offset: int = 0,
     all_versions: bool = False,
 ) -> SearchResult:
     """The same search from a URL: `?task=sentiment&min_score=sst2/accuracy:0.9&sort=sst2/accuracy`."""
@@ -85,7 +86,7 @@ def search_get(
         query = SearchQuery.model_validate({
             "text": text, "task": task, "base": base, "rank_min": rank_min, "rank_max": rank_max,
             "min_scores": _parse_min_scores(min_score), "tags": tag, "method": method, "sort": sort, "limit": limit,
-            "all_versions": all_versions,
+            "offset": offset, "all_versions": all_versions,
         })  # fmt: skip
     except ValidationError as exc:  # a 400 like the POST form's, not a 500
         first = exc.errors()[0]
