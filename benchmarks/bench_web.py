@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_search import populate
 
 from adapterhub.hub.web.pages import parse_search
-from adapterhub.store.hub_orm import HubRepoRow
+from adapterhub.store.orm import HubRepoRow
 from adapterhub.store.orm import AdapterRow, RepoRow
 from adapterhub.store.registry import Registry
 from adapterhub.store.tokens import TokenStore

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from adapterhub.card import MAX_SEARCH_OFFSET, SearchQuery
-from adapterhub.store.hub_orm import HubRepoRow
+from adapterhub.store.orm import HubRepoRow
 from adapterhub.store.orm import AdapterRow, EvalScoreRow, RepoRow
 from adapterhub.store.registry import Registry
 from adapterhub.store.visibility import Visibility

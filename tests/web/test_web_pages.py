@@ -67,7 +67,7 @@ def test_card_markdown_is_sanitised() -> None:
 def test_private_adapters_are_left_out_of_every_page(registry: Registry, minilm_adapter_dir: Path) -> None:
     """More hidden adapters than visible ones, newest first: the page still fills with visible ones, totals leave
     the hidden out, and a read cookie for their namespace shows them (on GET only)."""
-    from adapterhub.store.hub_store import HubStore
+    from adapterhub.hub.repos import HubStore
     from adapterhub.store.tokens import TokenStore
 
     hub = HubStore(registry.db, registry.blobs)
