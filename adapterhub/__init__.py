@@ -115,6 +115,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .lora.routing import route
     from .lora.trainable import add_trainable
     from .peft_weights import load_adapter, save_adapter
+    from .store.registry import Registry
     from .tuning.evaluate import evaluate
     from .tuning.train import tune
-    from .store.registry import Registry

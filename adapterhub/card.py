@@ -246,7 +246,9 @@ class AdapterCard(_Model):
         if tuned is not None:
             data = ", ".join(f"{d.name} ({d.examples} examples, sha256:{d.sha256[:12]})" for d in tuned.data if d.role == "train")
             pairs.append(("lineage", f"tuned from base {tuned.base_name} ({tuned.base_fingerprint[:12]}) on {data}"))
-            trained = f"{tuned.steps} steps, seed {tuned.seed}, {tuned.trainable_params:,} of {tuned.total_params:,} params trainable"
+            trained = (
+                f"{tuned.steps} steps, seed {tuned.seed}, {tuned.trainable_params:,} of {tuned.total_params:,} params trainable"
+            )
             pairs.append(("training", f"{trained}, {tuned.wall_time_s:.1f} s"))
         elif self.lineage:
             parents = ", ".join(f"{p.ref}×{p.weight:g}" for p in self.lineage.parents)
@@ -254,8 +256,10 @@ class AdapterCard(_Model):
         lines = [f"{k:<13}{v}" for k, v in pairs]
         lines.append("scores" + ("" if self.scores else "       none recorded"))
         for s in self.scores:
-            lines.append(f"  {s.dataset}/{s.metric} [{s.split}] = {s.value:.4g}{'' if s.higher_is_better else ' (lower is better)'}"
-                         f"  ({s.source.value})")
+            lines.append(
+                f"  {s.dataset}/{s.metric} [{s.split}] = {s.value:.4g}{'' if s.higher_is_better else ' (lower is better)'}"
+                f"  ({s.source.value})"
+            )
         lines.append("files")
         for f in self.files:
             lines.append(f"  {f.path:<28}{f.size:>12,} B  sha256:{f.sha256[:16]}")
@@ -295,7 +299,9 @@ class SearchQuery(_Model):
     min_scores: dict[_Short, float] = Field(default_factory=dict, max_length=32)  # "dataset/metric" -> threshold
     tags: list[_Short] = Field(default_factory=list, max_length=32)
     method: AdapterMethod | None = None
-    sort: str | None = Field(None, max_length=256)  # "dataset/metric": best first (respects higher_is_better); default newest first
+    sort: str | None = Field(
+        None, max_length=256
+    )  # "dataset/metric": best first (respects higher_is_better); default newest first
     limit: int = Field(20, ge=1, le=MAX_SEARCH_LIMIT)
     # matches skipped before the first returned (paging: page N is one SQL page); bounded, since a database still
     # walks the skipped rows

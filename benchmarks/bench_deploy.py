@@ -241,7 +241,9 @@ def part_load_and_cold(args: Any, base: Path, home: Path, w: Path, models8: list
         client_load(srv.base_url, models8, 1, 4)  # warm-up: every adapter resident
         own, _ = client_load(srv.base_url, models8, args.requests, args.max_tokens)
         same, _ = client_load(srv.base_url, ["bench/a0"] * 8, args.requests, args.max_tokens)
-        print(f"1. 8 clients on 8 adapters: {own:.0f} tok/s; all on one adapter: {same:.0f} tok/s; ratio {own / same:.2f} (target >= 0.8)")
+        print(
+            f"1. 8 clients on 8 adapters: {own:.0f} tok/s; all on one adapter: {same:.0f} tok/s; ratio {own / same:.2f} (target >= 0.8)"
+        )
         if "3" in args.parts:
             extras = []
             for ref in big:
@@ -281,7 +283,7 @@ def part_cache(args: Any, base: Path, home: Path, w: Path, reg: Any) -> None:
             m0 = metric(srv.url, "adapterhub_deploy_adapter_cache_misses")
             lat: list[float] = []
 
-            def run(models: list[str]) -> None:
+            def run(models: list[str], lat: list[float] = lat) -> None:
                 cl = openai.OpenAI(base_url=srv.base_url, api_key="bench", max_retries=0, timeout=600)
                 for m in models:
                     t1 = time.perf_counter()

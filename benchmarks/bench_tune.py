@@ -55,7 +55,9 @@ def run_one(kind: str, steps: int, limit: int | None, home: Path, threads: int) 
     base = embedded_base()
     data = DATA / "dates-train.jsonl"
     reg = Registry(home=home)
-    settings = TuneSettings(rank=8, alpha=16, max_steps=steps, lr=LR[kind], batch_size=8, seed=0, save_steps=10**6, full=kind == "full")
+    settings = TuneSettings(
+        rank=8, alpha=16, max_steps=steps, lr=LR[kind], batch_size=8, seed=0, save_steps=10**6, full=kind == "full"
+    )
     t0 = time.perf_counter()
     if kind == "hand":
         out = hand_written(base, data, steps, home / "hand")
@@ -98,7 +100,7 @@ def hand_written(base: Path, data: Path, steps: int, out: Path) -> dict[str, Any
         prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         full = tok.apply_chat_template([*msgs, {"role": "assistant", "content": ex["output_text"]}], tokenize=False)
         p = tok(prompt, add_special_tokens=False)["input_ids"]
-        a = tok(full[len(prompt):], add_special_tokens=False)["input_ids"]
+        a = tok(full[len(prompt) :], add_special_tokens=False)["input_ids"]
         rows.append({"input_ids": p + a, "labels": [-100] * len(p) + a})
 
     def collate(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
@@ -109,7 +111,9 @@ def hand_written(base: Path, data: Path, steps: int, out: Path) -> dict[str, Any
                 "labels": torch.tensor([r["labels"] + [-100] * (n - len(r["labels"])) for r in batch])}  # fmt: skip
 
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0, task_type=TaskType.CAUSAL_LM))
+    model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0, task_type=TaskType.CAUSAL_LM)
+    )
     args = TrainingArguments(output_dir=str(out / "ckpt"), per_device_train_batch_size=8, learning_rate=LR["hand"], max_steps=steps,
                              seed=0, data_seed=0, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
                              remove_unused_columns=False, use_cpu=True)  # fmt: skip
@@ -126,26 +130,39 @@ def child(kind: str, steps: int, limit: int | None, threads: int) -> dict[str, A
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
         cmd = [sys.executable, __file__, "--one", kind, "--steps", str(steps), "--home", tmp, "--threads", str(threads)]
         cmd += ["--limit", str(limit)] if limit else []
-        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "TRANSFORMERS_VERBOSITY": "error"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "TRANSFORMERS_VERBOSITY": "error",
+        }
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise SystemExit(f"{kind} run failed:\n{proc.stderr[-3000:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         result["process_s"] = time.perf_counter() - t0
-        print(f"  {kind:<5} limit={result.get('limit', '-'):<4} {json.dumps({k: v for k, v in result.items() if k != 'kind'})}", flush=True)
+        print(
+            f"  {kind:<5} limit={result.get('limit', '-'):<4} {json.dumps({k: v for k, v in result.items() if k != 'kind'})}",
+            flush=True,
+        )
         return result
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
 
 
 def report(runs: dict[str, Any], steps: int, limits: list[int], cmd: str) -> str:
     lora, full, hand = runs["lora"], runs["full"], runs.get("hand")
-    mib = lambda b: f"{b / 2**20:,.1f} MiB"
+
+    def mib(b: float) -> str:
+        return f"{b / 2**20:,.1f} MiB"
+
     main_rows = [
         ["trainable parameters", f"{lora['trainable']:,}", f"{full['trainable']:,}", f"{lora['trainable'] / full['trainable']:.2%}", "<= 1%"],
         ["peak RSS", mib(lora["peak_rss"]), mib(full["peak_rss"]), f"{lora['peak_rss'] / full['peak_rss']:.2f}x", "<= 0.6x"],
@@ -155,7 +172,11 @@ def report(runs: dict[str, Any], steps: int, limits: list[int], cmd: str) -> str
     ]  # fmt: skip
     out = [f"# bench_tune: LoRA r=8 vs full fine-tuning, SmolLM2-135M-Instruct, dates data, {steps} steps x batch 8, seed 0",
            "", f"command: `{cmd}`", "", table(main_rows, ["", "LoRA r=8", "full", "LoRA / full", "target"]), ""]  # fmt: skip
-    less = [[str(n), f"{runs[f'lora-{n}']['score']:.3f}", f"{runs[f'full-{n}']['score']:.3f}"] for n in limits if f"lora-{n}" in runs and f"full-{n}" in runs]
+    less = [
+        [str(n), f"{runs[f'lora-{n}']['score']:.3f}", f"{runs[f'full-{n}']['score']:.3f}"]
+        for n in limits
+        if f"lora-{n}" in runs and f"full-{n}" in runs
+    ]
     if less:
         out += ["## Less data (same steps; held-out exact match)", "", table(less, ["train examples", "LoRA r=8", "full"]), ""]
     if hand:
@@ -177,7 +198,9 @@ def plot(runs: dict[str, Any], limits: list[int], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for kind in ("lora", "full"):
         xs = [n for n in limits if f"{kind}-{n}" in runs]
-        ax.plot(xs, [runs[f"{kind}-{n}"]["score"] for n in xs], marker="o", label="LoRA r=8" if kind == "lora" else "full fine-tuning")
+        ax.plot(
+            xs, [runs[f"{kind}-{n}"]["score"] for n in xs], marker="o", label="LoRA r=8" if kind == "lora" else "full fine-tuning"
+        )
     ax.set_xscale("log", base=2)
     ax.set_xticks(limits, [str(n) for n in limits])
     ax.set_xlabel("training examples")
@@ -194,10 +217,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--limits", default="32,64,128,256", help="training-set sizes for the less-data table")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: main,hand,less (or less-lora, less-full)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per run (1: no spinning OpenMP barriers on a busy machine)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads per run (1: no spinning OpenMP barriers on a busy machine)"
+    )
     ap.add_argument("--reuse", action="store_true", help="keep the runs already in the --json file")
     ap.add_argument("--json", type=Path, default=RESULTS / "tune.json", help="where runs are saved (after each one)")
-    ap.add_argument("--merge", type=Path, nargs="*", default=[], help="more run files (e.g. from a parallel --skip main,hand run)")
+    ap.add_argument(
+        "--merge", type=Path, nargs="*", default=[], help="more run files (e.g. from a parallel --skip main,hand run)"
+    )
     ap.add_argument("--one", choices=["lora", "full", "hand"], help=argparse.SUPPRESS)
     ap.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--home", type=Path, default=None, help=argparse.SUPPRESS)

@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_search import populate
 
 from adapterhub.hub.web.pages import parse_search
-from adapterhub.store.orm import HubRepoRow
-from adapterhub.store.orm import AdapterRow, RepoRow
+from adapterhub.store.orm import AdapterRow, HubRepoRow, RepoRow
 from adapterhub.store.registry import Registry
 from adapterhub.store.tokens import TokenStore
 from adapterhub.store.visibility import Visibility
@@ -69,7 +68,11 @@ def add_hub_repos_and_lineage(reg: Registry, n: int) -> None:
         lineage_rows = [(rid, i) for i, (rid, _, _) in enumerate(repos) if i % 20 == 0 and i >= 2]
         for rid, i in lineage_rows:
             parents = [{"ref": f"ns{j % 500}/adapter-{j}@1", "weight": 0.5} for j in (i - 1, i - 2)]
-            s.execute(sa.update(AdapterRow).where(AdapterRow.repo_id == rid).values(lineage={"method": "compose:cat", "parents": parents, "params": {}}))
+            s.execute(
+                sa.update(AdapterRow)
+                .where(AdapterRow.repo_id == rid)
+                .values(lineage={"method": "compose:cat", "parents": parents, "params": {}})
+            )
     with reg.db.engine.connect() as conn:
         conn.exec_driver_sql("ANALYZE") if reg.db.dialect == "sqlite" else conn.execute(sa.text("ANALYZE"))
         conn.commit()
@@ -114,7 +117,9 @@ def main() -> None:
     for url in PAGES.values():  # warm up (templates compiled, SQL cached), then freeze the heap as `serve` does
         client.get(url)
     gc.freeze()
-    print(f"{'page':<30}{'wall p50':>9}{'p95':>8}{'cpu p50':>9}{'p95':>8}{'KB':>6}   search alone (cpu p50/p95): the registry query it runs")
+    print(
+        f"{'page':<30}{'wall p50':>9}{'p95':>8}{'cpu p50':>9}{'p95':>8}{'KB':>6}   search alone (cpu p50/p95): the registry query it runs"
+    )
     worst = worst_cpu = 0.0
     for label, url in PAGES.items():
         r = client.get(url)
@@ -127,7 +132,9 @@ def main() -> None:
         if url.startswith("/?"):
             query, *_ = parse_search(dict(parse_qsl(url[2:])))
             see = Visibility.all() if args.open_hub else Visibility.public_only()
-            searched = [_timed(lambda q=query: reg.search(q, visibility=see, local_paths=False)) for _ in range(args.repeats)]  # type: ignore[misc]
+            searched = [
+                _timed(lambda q=query, v=see: reg.search(q, visibility=v, local_paths=False)) for _ in range(args.repeats)
+            ]  # type: ignore[misc]
             s50, s95 = _p50_p95([c for _, c in searched])
             alone = f"   {s50:.1f} / {s95:.1f}"
         print(f"{label:<30}{w50:>9.1f}{w95:>8.1f}{c50:>9.1f}{c95:>8.1f}{len(r.content) / 1024:>6.0f}{alone}")

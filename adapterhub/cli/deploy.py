@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 
-
 @click.command()
 @click.argument("base", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
@@ -40,4 +39,9 @@ def deploy(base: Path, host: str, port: int, name: str | None, remote: str | Non
 
     state = build_state(base, name=name, remote=remote, token=token, adapters=adapters, cache_bytes=cache_bytes,
                         max_batch=max_batch, window_ms=batch_window_ms, api_key=api_key, dtype=dtype, max_body=max_body_bytes)  # fmt: skip
-    serve(state, host=host, port=port, on_ready=lambda url: click.echo(f"adapterhub deploy: {state.base_name} on {url}/v1 (Ctrl-C stops)", err=True))
+    serve(
+        state,
+        host=host,
+        port=port,
+        on_ready=lambda url: click.echo(f"adapterhub deploy: {state.base_name} on {url}/v1 (Ctrl-C stops)", err=True),
+    )

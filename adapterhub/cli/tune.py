@@ -20,15 +20,22 @@ def _quiet_libraries() -> None:
     try:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # transformers leaves these unannotated
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # same
     except ImportError:
         pass
 
 
 @click.command()
-@click.option("--base", default="smollm2", show_default=True, help="Base model folder, or `smollm2` for the embedded SmolLM2-135M-Instruct.")
-@click.option("--data", required=True, type=_DATA, help="Training examples, JSONL (Vertex input_text/output_text, chat messages, or prompt/completion).")
+@click.option(
+    "--base", default="smollm2", show_default=True, help="Base model folder, or `smollm2` for the embedded SmolLM2-135M-Instruct."
+)
+@click.option(
+    "--data",
+    required=True,
+    type=_DATA,
+    help="Training examples, JSONL (Vertex input_text/output_text, chat messages, or prompt/completion).",
+)
 @click.option("--eval", "eval_data", type=_DATA, default=None, help="Held-out JSONL: its loss is recorded in the card.")
 @click.option("--name", required=True, help="namespace/name to register the adapter as (next version).")
 @click.option("--task", required=True, help="What the adapter is for, e.g. dates.")
@@ -45,7 +52,9 @@ def _quiet_libraries() -> None:
 @click.option("--rslora", is_flag=True, help="Rank-stabilised scaling alpha/sqrt(r).")
 @click.option("--max-length", type=int, default=512, show_default=True, help="Tokens per example (prompt + answer).")
 @click.option("--save-steps", type=int, default=50, show_default=True, help="Checkpoint every N steps (for --resume).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run (same base, data and options) from its last checkpoint.")
+@click.option(
+    "--resume", is_flag=True, help="Continue an interrupted run (same base, data and options) from its last checkpoint."
+)
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
 @click.option("--description", default="", help="One line about the adapter.")
 @json_option
@@ -83,11 +92,20 @@ def tune(base: str, data: Path, eval_data: Path | None, name: str, task: str, ra
 @click.command(name="eval")
 @click.argument("refs", nargs=-1)
 @click.option("--data", required=True, type=_DATA, help="Held-out examples, JSONL (any format `tune` reads).")
-@click.option("--metric", type=click.Choice(["exact_match", "accuracy", "rougeL", "chrf", "perplexity"]), default="exact_match", show_default=True)
+@click.option(
+    "--metric",
+    type=click.Choice(["exact_match", "accuracy", "rougeL", "chrf", "perplexity"]),
+    default="exact_match",
+    show_default=True,
+)
 @click.option("--max-tokens", type=int, default=64, show_default=True, help="Greedy decoding: at most this many new tokens.")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Rows per forward; rows of one batch may use different adapters.")
+@click.option(
+    "--batch-size", type=int, default=8, show_default=True, help="Rows per forward; rows of one batch may use different adapters."
+)
 @click.option("--base", default="smollm2", show_default=True, help="Base model folder, or `smollm2` for the embedded one.")
-@click.option("--base-only", is_flag=True, help="Score the base alone and record it on the base (what adapters' gains are measured from).")
+@click.option(
+    "--base-only", is_flag=True, help="Score the base alone and record it on the base (what adapters' gains are measured from)."
+)
 @click.option("--with-base", is_flag=True, help="Also score and record the base, in the same batches as the adapters.")
 @click.option("--dataset", default=None, help="Dataset name for the score (default: the file's stem).")
 @click.option("--split", default="test", show_default=True)

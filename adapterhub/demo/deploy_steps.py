@@ -52,7 +52,7 @@ def _make_adapters(ctx: DemoContext, base: Path) -> list[str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..lora.attach import detach
-    from ..lora.trainable import add_trainable, save_adapter
+    from ..lora.trainable import add_trainable, save_attached
 
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -71,8 +71,8 @@ def _make_adapters(ctx: DemoContext, base: Path) -> list[str]:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        model.eval()
-        folder = save_adapter(model, "fit", ctx.workdir / "smol-adapters" / name.replace("/", "_"), overwrite=True)
+        model.eval()  # type: ignore[no-untyped-call]  # transformers models are unannotated here
+        folder = save_attached(model, "fit", ctx.workdir / "smol-adapters" / name.replace("/", "_"), overwrite=True)
         detach(model, "fit")
         card = ctx.registry.add(folder, name, "chat-style", base=base, tags=["demo-fit"],
                                 description=f"fitted {STEPS} steps on {len(pairs)} examples; not evaluated")  # fmt: skip

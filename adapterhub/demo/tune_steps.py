@@ -5,13 +5,21 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from . import DemoContext
 
 # Sized for a 2-core machine: 24 steps of 8 (3/4 of an epoch over 256 examples). Measured on the held-out 64 (exact match of the ISO date).
-DEMO_SETTINGS = {"rank": 8, "alpha": 16.0, "max_steps": 24, "lr": 2e-3, "batch_size": 8, "seed": 0, "save_steps": 1000}
+DEMO_SETTINGS: dict[str, Any] = {
+    "rank": 8,
+    "alpha": 16.0,
+    "max_steps": 24,
+    "lr": 2e-3,
+    "batch_size": 8,
+    "seed": 0,
+    "save_steps": 1000,
+}
 
 
 def data_file(name: str) -> Path:
@@ -37,7 +45,9 @@ def run(ctx: DemoContext) -> None:
                       dataset="adapterhub-dates", registry=ctx.registry)  # fmt: skip
     mine, plain = report.get(card.ref), report.get("base")
     for o in (plain, mine):
-        ctx.echo(f"   {o.target:<18} adapterhub-dates/exact_match = {o.score.value:.3f}  (measured on {len(o.predictions)} held-out)")
+        ctx.echo(
+            f"   {o.target:<18} adapterhub-dates/exact_match = {o.score.value:.3f}  (measured on {len(o.predictions)} held-out)"
+        )
     ctx.echo(f"   gain of {card.ref} over the base: {mine.gain:+.3f}")
     for ex, p, q in list(zip((e.answer for e in _examples(held)), plain.predictions, mine.predictions))[:3]:
         ctx.echo(f"     expected {ex!r}: base said {p[:40]!r}, adapter said {q[:40]!r}")

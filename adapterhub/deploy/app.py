@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hmac
 import json
 import logging
@@ -102,7 +103,7 @@ def create_app(state: DeployState) -> FastAPI:
                 state.metrics.request(path if path.startswith("/v1/") else "other", 401)
                 return error_response(Unauthenticated("a valid API key is needed (Authorization: Bearer KEY)"))
         try:
-            response = await call_next(request)
+            response: Response = await call_next(request)
         except AdapterHubError as exc:  # pragma: no cover - the handlers below catch these first
             response = error_response(exc)
         state.metrics.request(path if path in _ENDPOINTS else "other", response.status_code)
@@ -157,7 +158,9 @@ def create_app(state: DeployState) -> FastAPI:
             raise UsageError(f"this base gives {vectors.shape[1]} dimensions, not {req.dimensions}")
         data = []
         for i, v in enumerate(vectors):
-            emb: Any = base64.b64encode(v.numpy().astype("<f4").tobytes()).decode() if req.encoding_format == "base64" else v.tolist()
+            emb: Any = (
+                base64.b64encode(v.numpy().astype("<f4").tobytes()).decode() if req.encoding_format == "base64" else v.tolist()
+            )
             data.append({"object": "embedding", "index": i, "embedding": emb})
         n = sum(len(x) for x in ids)
         state.metrics.tokens("prompt", n)
@@ -239,7 +242,7 @@ def _token_budget(state: DeployState, req: Any, prompt_len: int, chat: bool) -> 
     if asked > room:
         raise ContextTooLong(f"this model's maximum context length is {state.context} tokens; you asked for "
                              f"{prompt_len + asked} ({prompt_len} in the prompt, {asked} to generate)")  # fmt: skip
-    return asked
+    return int(asked)
 
 
 async def _generate(state: DeployState, req: Any, prompts: list[list[int]], *, chat: bool) -> Response:
@@ -396,7 +399,7 @@ def build_state(base: Path, *, registry: Any = None, name: str | None = None, re
     for p in pinned:
         if p.key is not None and p.folder is not None:
             cache.known[p.key] = p.folder
-            engine.call(lambda k=p.key: cache.pin(k))
+            engine.call(functools.partial(cache.pin, p.key))
     engine.call(lambda: metrics.cache(cache))
     cfg = model.config
     ctx = int(getattr(cfg, "max_position_embeddings", 0) or getattr(cfg, "n_positions", 0) or 2048)

@@ -185,7 +185,7 @@ class ModelResolver:
 
     def _compose(self, parts: list[tuple[AdapterCard, float]], folder: Path) -> None:
         from ..lora.compose import compose_adapters
-        from ..peft_format import load_adapter, save_adapter
+        from ..peft_weights import load_adapter, save_adapter
 
         loaded = [(load_adapter(self.folder(c)), w) for c, w in parts]
         out = compose_adapters(loaded, "cat")

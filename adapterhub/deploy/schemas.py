@@ -50,7 +50,7 @@ class _Sampling(_Request):
         return [s for s in items if s]
 
     def stop_list(self) -> list[str]:
-        return list(self.stop or [])  # type: ignore[arg-type]
+        return list(self.stop or [])
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens

@@ -18,7 +18,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..card import (
-    AdapterCard, AdapterRef, BaseModelInfo, EvalScore, FileEntry, Fingerprint, Lineage, ScoreSource, SearchQuery, SearchResult,
+    AdapterCard,
+    AdapterRef,
+    BaseModelInfo,
+    EvalScore,
+    FileEntry,
+    Fingerprint,
+    Lineage,
+    ScoreSource,
+    SearchQuery,
+    SearchResult,
 )
 from ..errors import AdapterNotFound, BaseModelNotFound, IncompatibleAdapter, InvalidAdapter, UsageError
 from ..fsutil import atomic_directory, check_relative_path
@@ -184,7 +193,12 @@ class Registry:
             return [convert.card(s, r) for r in rows]
 
     def list(
-        self, *, namespace: str | None = None, all_versions: bool = False, limit: int | None = None, visibility: Visibility | None = None
+        self,
+        *,
+        namespace: str | None = None,
+        all_versions: bool = False,
+        limit: int | None = None,
+        visibility: Visibility | None = None,
     ) -> list[AdapterCard]:
         """Adapters, newest first (only the newest version of each name unless `all_versions`). `visibility` as in
         `search`: a hub caller's hidden adapters are left out inside the SQL."""

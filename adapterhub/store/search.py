@@ -52,7 +52,9 @@ def _best_scored_first(s: Session, conds: list[sa.ColumnElement[bool]], q: Searc
     end and stop after `offset + limit` matches, instead of sorting every match. Adapters without the score follow,
     so a page past the scored ones skips as many of them as `offset` reaches beyond the scored count."""
     ds, metric = _split_key(q.sort or "")
-    key = sa.and_(EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric, EvalScoreRow.source == "measured" if q.measured else sa.true())
+    key = sa.and_(
+        EvalScoreRow.dataset == ds, EvalScoreRow.metric == metric, EvalScoreRow.source == "measured" if q.measured else sa.true()
+    )
     higher = s.scalar(sa.select(EvalScoreRow.higher_is_better).where(key).limit(1))
     # ties broken by the score row's id, in the index's own direction (SQLite's index ends with it): pages never overlap
     desc = higher in (None, True)
@@ -99,13 +101,18 @@ def _count_visible(
     `conds` and `probing` are the same filters (tags and scores as IN, and as per-row probes). With a short list of
     hidden repos the count is all matches (from covering indexes) minus the hidden matches, found by primary key and
     probed: a NOT IN inside the count would read every matching row instead."""
+
     def count(where: list[sa.ColumnElement[bool]]) -> int:
         return s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*where)) or 0
 
     if visibility is None or visibility.everything:
         return count(conds), None
     hidden = hidden_repo_ids(s, visibility)
-    rows = list(s.scalars(sa.select(AdapterRow.id).where(AdapterRow.repo_id.in_(hidden)).limit(MAX_HIDDEN_ROWS + 1))) if hidden else []
+    rows = (
+        list(s.scalars(sa.select(AdapterRow.id).where(AdapterRow.repo_id.in_(hidden)).limit(MAX_HIDDEN_ROWS + 1)))
+        if hidden
+        else []
+    )
     if hidden is None or len(rows) > MAX_HIDDEN_ROWS:  # many hidden: filter inside the one count
         visible = adapter_visible(visibility)
         return count([*conds, visible]), visible
@@ -155,7 +162,15 @@ def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None)
         ds, metric = _split_key(q.sort)
         sc = aliased(EvalScoreRow)
         stmt = sa.select(AdapterRow.id).where(*conds)
-        stmt = stmt.outerjoin(sc, sa.and_(sc.adapter_id == AdapterRow.id, sc.dataset == ds, sc.metric == metric, *[sc.source == "measured"][: int(q.measured)]))
+        stmt = stmt.outerjoin(
+            sc,
+            sa.and_(
+                sc.adapter_id == AdapterRow.id,
+                sc.dataset == ds,
+                sc.metric == metric,
+                *[sc.source == "measured"][: int(q.measured)],
+            ),
+        )
         # best first in the metric's own direction; adapters without the score go last
         order = sa.case((sc.higher_is_better == sa.false(), sc.value), else_=-sc.value)
         ids = list(s.scalars(stmt.order_by(sc.value.is_(None), order, AdapterRow.id.desc()).offset(q.offset).limit(q.limit)))

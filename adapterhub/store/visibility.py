@@ -58,11 +58,13 @@ def adapter_visible(v: Visibility) -> sa.ColumnElement[bool]:
     return AdapterRow.repo_id.not_in(_hidden_repos(v))
 
 
-def _hidden_repos(v: Visibility) -> sa.Select[tuple[int]]:
+def _hidden_repos(v: Visibility) -> sa.Select[int]:
     """The registry repos (ids) of private hub repositories `v` may not read."""
-    hidden = sa.select(RepoRow.id).join(
-        HubRepoRow, sa.and_(HubRepoRow.namespace == RepoRow.namespace, HubRepoRow.name == RepoRow.name)
-    ).where(HubRepoRow.private.is_(True))
+    hidden = (
+        sa.select(RepoRow.id)
+        .join(HubRepoRow, sa.and_(HubRepoRow.namespace == RepoRow.namespace, HubRepoRow.name == RepoRow.name))
+        .where(HubRepoRow.private.is_(True))
+    )
     if v.namespaces:
         hidden = hidden.where(HubRepoRow.namespace.not_in(sorted(v.namespaces)))
     return hidden

@@ -37,11 +37,13 @@ def prompt_ids(tokenizer: Any, example: Example) -> list[int]:
 def answer_ids(tokenizer: Any, example: Example) -> list[int]:
     """The answer's tokens, ending with the turn's end marker: what the model must learn to produce, stop included."""
     if has_chat_template(tokenizer):
-        full = str(tokenizer.apply_chat_template([*example.messages, {"role": "assistant", "content": example.answer}], tokenize=False))
+        full = str(
+            tokenizer.apply_chat_template([*example.messages, {"role": "assistant", "content": example.answer}], tokenize=False)
+        )
         start = prompt_text(tokenizer, example)
         if full.startswith(start):
             # the template's own closing text (e.g. "<|im_end|>\n") belongs to the answer
-            return list(tokenizer(full[len(start):], add_special_tokens=False)["input_ids"])
+            return list(tokenizer(full[len(start) :], add_special_tokens=False)["input_ids"])
     ids = list(tokenizer(example.answer, add_special_tokens=False)["input_ids"])
     if tokenizer.eos_token_id is not None:
         ids.append(int(tokenizer.eos_token_id))

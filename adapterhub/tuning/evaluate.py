@@ -88,7 +88,9 @@ def evaluate(
     import torch
     from transformers import AutoTokenizer
 
-    model = load(base_dir, [c.ref for c in cards], registry=registry, names=[t for t in targets if t], activate=False, dtype="float32")
+    model = load(
+        base_dir, [c.ref for c in cards], registry=registry, names=[t for t in targets if t], activate=False, dtype="float32"
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir), local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -117,7 +119,9 @@ def evaluate(
 
     notes = [f"{c.ref} was registered against base {c.base_model.content_hash[:12]}, measured on {fp.content_hash[:12]}"
              for c in cards if c.base_model and c.base_model.content_hash != fp.content_hash]  # fmt: skip
-    base_value = values.get(None) if None in targets else _recorded_base_value(registry, fp.content_hash, name, metric, split, ds.sha256)
+    base_value = (
+        values.get(None) if None in targets else _recorded_base_value(registry, fp.content_hash, name, metric, split, ds.sha256)
+    )
     outcomes = []
     for c, t in zip(cards, targets):
         gain = None if base_value is None else (values[t] - base_value) * (1 if higher else -1)

@@ -36,7 +36,7 @@ def score(metric: str, predictions: Sequence[str], references: Sequence[str]) ->
         from rouge_score import rouge_scorer
 
         scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-        return sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)) / n
+        return float(sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references))) / n
     if metric == "chrf":  # corpus chrF (sacrebleu defaults: char 6-grams, beta 2), scaled to [0, 1]
         import sacrebleu
 

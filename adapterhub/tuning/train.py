@@ -196,7 +196,9 @@ def train(
         remove_unused_columns=False, dataloader_num_workers=0, warmup_steps=0, weight_decay=0.0,
         use_cpu=not torch.cuda.is_available(), eval_strategy="no",
     )  # fmt: skip
-    trainer = Trainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, data_collator=Collator(tokenizer.pad_token_id))
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, data_collator=Collator(tokenizer.pad_token_id)
+    )
     if not progress:
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -214,9 +216,17 @@ def train(
         model.save_pretrained(str(out), safe_serialization=True)
     else:
         _save_adapter(model, out, base_dir)
-    data_info = [DataFileInfo(role="train", name=train_set.path.name, sha256=train_set.sha256, examples=len(examples), format=train_set.format)]
+    data_info = [
+        DataFileInfo(
+            role="train", name=train_set.path.name, sha256=train_set.sha256, examples=len(examples), format=train_set.format
+        )
+    ]
     if eval_set:
-        data_info.append(DataFileInfo(role="eval", name=eval_set.path.name, sha256=eval_set.sha256, examples=len(eval_set), format=eval_set.format))
+        data_info.append(
+            DataFileInfo(
+                role="eval", name=eval_set.path.name, sha256=eval_set.sha256, examples=len(eval_set), format=eval_set.format
+            )
+        )
     hyper = {k: v for k, v in asdict(settings).items() if k not in ("seed", "full")}
     hyper.update(epochs=epochs, train_limit=train_limit, effective_batch_size=settings.batch_size * settings.grad_accum)
     prov = TuneProvenance(
@@ -238,13 +248,15 @@ def _wrap(model: Any, settings: TuneSettings) -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
     cfg = LoraConfig(
-        r=settings.rank, lora_alpha=settings.alpha, target_modules=settings.target_modules(), lora_dropout=settings.dropout,
+        r=settings.rank, lora_alpha=settings.alpha,  # type: ignore[arg-type]  # PEFT hints int; a float alpha scales alike target_modules=settings.target_modules(), lora_dropout=settings.dropout,
         use_dora=settings.dora, use_rslora=settings.rslora, task_type=TaskType.CAUSAL_LM, bias="none",
     )  # fmt: skip
     try:
         return get_peft_model(model, cfg)
     except ValueError as exc:  # e.g. target modules the model does not have
-        raise UsageError(f"cannot add LoRA layers: {str(exc).splitlines()[0]}", hint="check --targets against the base's module names") from None
+        raise UsageError(
+            f"cannot add LoRA layers: {str(exc).splitlines()[0]}", hint="check --targets against the base's module names"
+        ) from None
 
 
 def _save_adapter(model: Any, out: Path, base_dir: Path) -> None:
@@ -266,7 +278,9 @@ def _base_name(base_dir: Path) -> str:
     return str(name) if name and not str(name).startswith("/") and "\\" not in str(name) else base_dir.name
 
 
-def _run_key(base_hash: str, train_set: Dataset, eval_set: Dataset | None, settings: TuneSettings, label: str, limit: int | None) -> str:
+def _run_key(
+    base_hash: str, train_set: Dataset, eval_set: Dataset | None, settings: TuneSettings, label: str, limit: int | None
+) -> str:
     """The staging folder's name: the same job (base, data, settings, name) always maps to the same folder, so
     `--resume` finds it, and a different job never continues another's checkpoints."""
     job = [base_hash, train_set.sha256, eval_set.sha256 if eval_set else None, asdict(settings), label, limit]

@@ -57,7 +57,9 @@ def test_embeddings_equal_local_minilm_and_api_key(tmp_path: Path, minilm_dir: P
             client.completions.create(model="minilm", prompt="x", max_tokens=2)
 
 
-def test_adapters_pulled_from_remote_and_private_is_404(tmp_path: Path, chat_llama_dir: Path, llama_adapters: dict[str, Path]) -> None:
+def test_adapters_pulled_from_remote_and_private_is_404(
+    tmp_path: Path, chat_llama_dir: Path, llama_adapters: dict[str, Path]
+) -> None:
     from adapterhub.deploy.background import start_deploy
     from adapterhub.hub.client import push
     from adapterhub.hub.server.background import start_hub

@@ -63,7 +63,9 @@ def test_chat_uses_the_template_and_equals_local(deployed: Deployed) -> None:
                                                   extra_body={"return_token_ids": True})  # fmt: skip
     want = greedy(local, ids, 10)
     assert got.choices[0].model_extra["token_ids"] == want
-    assert got.choices[0].message.role == "assistant" and got.choices[0].message.content == tok.decode(want, skip_special_tokens=True)
+    assert got.choices[0].message.role == "assistant" and got.choices[0].message.content == tok.decode(
+        want, skip_special_tokens=True
+    )
     assert got.usage.prompt_tokens == len(ids)
 
 
@@ -144,7 +146,9 @@ def test_metrics_and_health(deployed: Deployed) -> None:
 # --- errors, in OpenAI's shape ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["team/nope", "team/qv@9", "team/qv@nosuchalias", "team/qv\n", "team/qv ", "../etc", "x" * 500, ""])
+@pytest.mark.parametrize(
+    "model", ["team/nope", "team/qv@9", "team/qv@nosuchalias", "team/qv\n", "team/qv ", "../etc", "x" * 500, ""]
+)
 def test_unknown_model_is_404(deployed: Deployed, model: str) -> None:
     with pytest.raises((openai.NotFoundError, openai.BadRequestError)) as err:
         _complete(deployed.client, model, "abc")
@@ -180,7 +184,9 @@ def test_over_long_prompt_and_bounds_are_400(deployed: Deployed) -> None:
 
 def test_bodies_are_bounded(deployed: Deployed) -> None:
     url = f"{deployed.url}/v1/completions"
-    r = httpx.post(url, content=b'{"model": "team/qv", "prompt": "' + b"a" * (2 << 20) + b'"}', headers={"content-type": "application/json"})
+    r = httpx.post(
+        url, content=b'{"model": "team/qv", "prompt": "' + b"a" * (2 << 20) + b'"}', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
 
     def chunks() -> Any:

@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from adapterhub.card import MAX_SEARCH_OFFSET, SearchQuery
-from adapterhub.store.orm import HubRepoRow
-from adapterhub.store.orm import AdapterRow, EvalScoreRow, RepoRow
+from adapterhub.store.orm import AdapterRow, EvalScoreRow, HubRepoRow, RepoRow
 from adapterhub.store.registry import Registry
 from adapterhub.store.visibility import Visibility
 
@@ -37,7 +36,16 @@ def _populate(reg: Registry) -> None:
             s.add(row)
             s.flush()
             if i % 3:
-                s.add(EvalScoreRow(adapter_id=row.id, dataset="sst2", metric="accuracy", split="test", value=(i % 4) / 4, higher_is_better=True))
+                s.add(
+                    EvalScoreRow(
+                        adapter_id=row.id,
+                        dataset="sst2",
+                        metric="accuracy",
+                        split="test",
+                        value=(i % 4) / 4,
+                        higher_is_better=True,
+                    )
+                )
 
 
 QUERIES = {
@@ -50,7 +58,9 @@ QUERIES = {
 
 
 @pytest.mark.parametrize("label", list(QUERIES))
-@pytest.mark.parametrize("visibility", [None, Visibility.public_only(), Visibility.of("sec")], ids=["all", "anonymous", "sec-reader"])
+@pytest.mark.parametrize(
+    "visibility", [None, Visibility.public_only(), Visibility.of("sec")], ids=["all", "anonymous", "sec-reader"]
+)
 def test_pages_put_together_are_the_whole_answer(registry: Registry, label: str, visibility: Visibility | None) -> None:
     _populate(registry)
     fields = QUERIES[label]
@@ -108,8 +118,14 @@ def test_many_hidden_repos_give_the_same_answer(registry: Registry, label: str, 
 
     _populate(registry)
     anon = Visibility.public_only()
-    listed = [registry.search(SearchQuery(**QUERIES[label], limit=9, offset=o), visibility=anon, local_paths=False) for o in (0, 9, 36)]
+    listed = [
+        registry.search(SearchQuery(**QUERIES[label], limit=9, offset=o), visibility=anon, local_paths=False) for o in (0, 9, 36)
+    ]
     monkeypatch.setattr(vis_module, "MAX_LISTED_HIDDEN", 2)
-    many = [registry.search(SearchQuery(**QUERIES[label], limit=9, offset=o), visibility=anon, local_paths=False) for o in (0, 9, 36)]
-    assert [(r.total, [c.full_name for c in r.items]) for r in many] == [(r.total, [c.full_name for c in r.items]) for r in listed]
+    many = [
+        registry.search(SearchQuery(**QUERIES[label], limit=9, offset=o), visibility=anon, local_paths=False) for o in (0, 9, 36)
+    ]
+    assert [(r.total, [c.full_name for c in r.items]) for r in many] == [
+        (r.total, [c.full_name for c in r.items]) for r in listed
+    ]
     assert all(c.namespace == "pub" for r in many for c in r.items)

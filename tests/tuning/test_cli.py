@@ -27,7 +27,9 @@ def test_tune_eval_and_search_measured(chat_llama_dir: Path, tmp_path: Path, ada
     assert out.splitlines()[0] == "me/copy@1" and "3 steps" in out and "parameters trained" in out
     code, out = invoke("show", "me/copy")
     assert "tuned from base" in out and "train.jsonl (8 examples" in out
-    code, out = invoke("eval", "me/copy", "--data", str(held), "--base", str(chat_llama_dir), "--with-base", "--max-tokens", "4", "--json")
+    code, out = invoke(
+        "eval", "me/copy", "--data", str(held), "--base", str(chat_llama_dir), "--with-base", "--max-tokens", "4", "--json"
+    )
     assert code == 0, out
     got = json.loads(out)
     assert [r["target"] for r in got["results"]] == ["me/copy@1", "base"]

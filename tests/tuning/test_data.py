@@ -12,11 +12,19 @@ from adapterhub.tuning.data import MAX_LINE_BYTES, MAX_PROBLEMS, InvalidData, re
 
 from .conftest import write_jsonl
 
-CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+    ]
+}
 
 
 def test_each_format_is_detected_and_parsed(tmp_path: Path) -> None:
-    vertex = read_jsonl(write_jsonl(tmp_path / "v.jsonl", [{"input_text": "a", "output_text": "b"}, "", {"input_text": "c", "output_text": "d"}]))
+    vertex = read_jsonl(
+        write_jsonl(tmp_path / "v.jsonl", [{"input_text": "a", "output_text": "b"}, "", {"input_text": "c", "output_text": "d"}])
+    )
     assert vertex.format == "vertex" and len(vertex) == 2
     assert vertex.examples[1].prompt == (("user", "c"),) and vertex.examples[1].answer == "d" and vertex.examples[1].line == 3
     chat = read_jsonl(write_jsonl(tmp_path / "c.jsonl", [CHAT]))
@@ -42,14 +50,16 @@ BAD_LINES = [
     ('{"input_text": "a", "output_text": "  "}', "line 2: 'output_text' is empty"),
     ('{"prompt": "a", "completion": "b"}', "line 2: prompt_completion example in a vertex file (format set by line 1)"),
     ('{"input_text": "a", "output_text": "b", "messages": []}', "line 2: keys of more than one format"),
-    ('{"question": "a"}', "line 2: no known format (keys \"question\")"),
+    ('{"question": "a"}', 'line 2: no known format (keys "question")'),
     ("[" * 100_000 + "]" * 100_000, "line 2: "),  # deeply nested: refused, never a RecursionError traceback
 ]
 
 
 @pytest.mark.parametrize(("line", "expected"), BAD_LINES, ids=[e.split(": ", 1)[-1][:30] for _, e in BAD_LINES])
 def test_a_bad_line_is_named_with_what_is_wrong(tmp_path: Path, line: str, expected: str) -> None:
-    path = write_jsonl(tmp_path / "d.jsonl", [{"input_text": "a", "output_text": "b"}, line, {"input_text": "c", "output_text": "d"}])
+    path = write_jsonl(
+        tmp_path / "d.jsonl", [{"input_text": "a", "output_text": "b"}, line, {"input_text": "c", "output_text": "d"}]
+    )
     with pytest.raises(InvalidData) as err:
         read_jsonl(path)
     assert err.value.problems[0].startswith(expected), err.value.problems
@@ -78,7 +88,9 @@ def test_bad_chat_messages(tmp_path: Path, messages: object, expected: str) -> N
 
 
 def test_every_bad_line_is_reported_not_only_the_first(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "d.jsonl", [{"input_text": "a", "output_text": "b"}, "oops", {"input_text": 1, "output_text": "b"}, "{}"])
+    path = write_jsonl(
+        tmp_path / "d.jsonl", [{"input_text": "a", "output_text": "b"}, "oops", {"input_text": 1, "output_text": "b"}, "{}"]
+    )
     with pytest.raises(InvalidData) as err:
         read_jsonl(path)
     assert [p.split(":")[0] for p in err.value.problems] == ["line 2", "line 3", "line 4"]

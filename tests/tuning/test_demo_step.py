@@ -10,7 +10,9 @@ from adapterhub.card import ScoreSource
 from adapterhub.demo import run_demo
 
 
-def test_tune_step_registers_measured_scores_and_prints_the_gain(chat_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tune_step_registers_measured_scores_and_prints_the_gain(
+    chat_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import adapterhub.demo.tune_steps as step
     import adapterhub.gguf_base
 

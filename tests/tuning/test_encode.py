@@ -48,7 +48,9 @@ def test_without_a_chat_template_the_plain_prompt_is_masked_and_eos_learned(plai
 
 
 def test_truncation_and_a_prompt_too_long(chat_tokenizer) -> None:  # type: ignore[no-untyped-def]
-    n_prompt = len(encode(chat_tokenizer, EX, 512)["labels"]) - len(chat_tokenizer("2020-05-01<|im_end|>\n", add_special_tokens=False)["input_ids"])
+    n_prompt = len(encode(chat_tokenizer, EX, 512)["labels"]) - len(
+        chat_tokenizer("2020-05-01<|im_end|>\n", add_special_tokens=False)["input_ids"]
+    )
     row = encode(chat_tokenizer, EX, n_prompt + 3)
     assert len(row["input_ids"]) == len(row["labels"]) == n_prompt + 3 and row["labels"][-3:] == row["input_ids"][-3:]
     with pytest.raises(InvalidData, match=r"line 7: the prompt alone is \d+ tokens, over the limit of 10"):

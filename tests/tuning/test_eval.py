@@ -75,7 +75,13 @@ def test_mixed_batches_equal_separate_runs_and_scores_are_recorded(two_adapters:
     assert s.source is ScoreSource.MEASURED and s.dataset == "held" and s.value == mixed.get(a).score.value
     prov = s.provenance
     assert prov.dataset_sha256 == hashlib.sha256(held.read_bytes()).hexdigest() and prov.dataset_size == 6
-    assert prov.decoding == {"strategy": "greedy", "max_new_tokens": 6, "batch_size": 3, "dtype": "float32", "chat_template": True}
+    assert prov.decoding == {
+        "strategy": "greedy",
+        "max_new_tokens": 6,
+        "batch_size": 3,
+        "dtype": "float32",
+        "chat_template": True,
+    }
     assert prov.base_fingerprint == mixed.base_fingerprint and prov.adapterhub_version == adapterhub.__version__
     (bs,) = reg.get_base(mixed.base_fingerprint).scores
     assert (bs.source, bs.value, bs.dataset) == (ScoreSource.MEASURED, base_value, "held")
@@ -121,7 +127,9 @@ def test_measured_vs_reported_in_search(registry: Registry, llama_adapter_dir: P
     registry.add(llama_adapter_dir, "ns/real2", "dates")
     registry.record_scores("ns/real2", [_measured(0.7)])
 
-    names = lambda **kw: [c.full_name for c in registry.search(SearchQuery(**kw)).items]
+    def names(**kw: object) -> list[str]:
+        return [c.full_name for c in registry.search(SearchQuery(**kw)).items]  # type: ignore[arg-type]
+
     assert set(names()) == {"ns/typed", "ns/claims", "ns/real", "ns/real2"}
     assert set(names(measured=True)) == {"ns/real", "ns/real2"}
     assert set(names(min_scores={"dates/exact_match": 0.6})) == {"ns/typed", "ns/claims", "ns/real2"}

@@ -44,7 +44,9 @@ def test_sigint_registers_nothing_and_resume_continues(chat_llama_dir: Path, tmp
     ckpts = list(home.glob(f"{RUNS_FOLDER}/*/checkpoints/checkpoint-*"))
     assert ckpts
 
-    done = subprocess.run(_cmd(chat_llama_dir, data, "--resume", "--json"), env=env, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        _cmd(chat_llama_dir, data, "--resume", "--json"), env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert done.returncode == 0, done.stderr
     card = Registry(home=home).get("t/copy")
     prov = card.tune_provenance

@@ -13,7 +13,11 @@ def test_scores_recorded_before_0005_become_reported(database_url: str, tmp_path
     old = Database(database_url, auto_migrate=False)
     assert old.upgrade("0004") == "0004"
     with old.engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO repos (namespace, name, last_version, private, created_at) VALUES ('ns', 'a', 1, false, CURRENT_TIMESTAMP)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO repos (namespace, name, last_version, private, created_at) VALUES ('ns', 'a', 1, false, CURRENT_TIMESTAMP)"
+            )
+        )
         repo_id = conn.execute(sa.text("SELECT id FROM repos")).scalar_one()
         conn.execute(sa.text(
             "INSERT INTO adapters (repo_id, version, is_latest, task, method, rank, rank_pattern, alpha, use_rslora, target_modules,"

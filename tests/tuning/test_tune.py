@@ -88,7 +88,9 @@ def _adapter_tensors(reg: Registry, ref: str) -> dict[str, torch.Tensor]:
     return load_file(str(reg.adapter_path(ref) / "adapter_model.safetensors"))
 
 
-def test_a_crash_before_registering_leaves_nothing_registered(chat_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_before_registering_leaves_nothing_registered(
+    chat_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import adapterhub.tuning.train as train_mod
 
     def boom(*_a: object, **_k: object) -> None:
@@ -106,7 +108,9 @@ def test_bad_input_fails_before_training(chat_llama_dir: Path, tmp_path: Path) -
     reg = Registry(home=tmp_path / "home")
     good = write_jsonl(tmp_path / "d.jsonl", copy_rows(8))
     with pytest.raises(InvalidData, match="line 2"):
-        adapterhub.tune(chat_llama_dir, write_jsonl(tmp_path / "bad.jsonl", [copy_rows(1)[0], "nope"]), name="t/x", task="x", registry=reg)
+        adapterhub.tune(
+            chat_llama_dir, write_jsonl(tmp_path / "bad.jsonl", [copy_rows(1)[0], "nope"]), name="t/x", task="x", registry=reg
+        )
     with pytest.raises(UsageError, match="--epochs or --max-steps"):
         adapterhub.tune(chat_llama_dir, good, name="t/x", task="x", registry=reg, epochs=1, max_steps=3)
     with pytest.raises(UsageError, match="--max-steps must be positive"):

@@ -25,7 +25,7 @@ CHROMIUM = os.environ.get("ADAPTERHUB_TEST_CHROMIUM", "/usr/bin/chromium")
 XSS_CARD = (
     "Careful: this card is hostile.\n\n"
     '<script>window.pwned = 1; document.title = "pwned"</script>\n\n'
-    "[click me](javascript:window.pwned=2) and <img src=x onerror=\"window.pwned=3\">\n\n"
+    '[click me](javascript:window.pwned=2) and <img src=x onerror="window.pwned=3">\n\n'
     '<a href="#" onclick="window.pwned=4">inline handler</a>'
 )
 
@@ -76,7 +76,9 @@ def _acc(value: float, dataset: str = "sst2") -> list[EvalScore]:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, minilm_adapter_dir: Path) -> Iterator[Site]:
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, minilm_adapter_dir: Path
+) -> Iterator[Site]:
     from adapterhub.lora.compose import compose
     from adapterhub.lora.merge import merge
 
@@ -97,7 +99,15 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             src.add(a, "team/hostile", "sentiment", base=minilm_dir, description=XSS_CARD)
             src.add(a, "alice/secret", "sentiment", base=minilm_dir, scores=_acc(0.99), description="Alice's private adapter.")
             pushed = {}
-            for name in ("team/sent-a", "team/sent-b", "team/sent-c", "team/ner-a", "team/sent-ab", "team/hostile", "alice/secret"):
+            for name in (
+                "team/sent-a",
+                "team/sent-b",
+                "team/sent-c",
+                "team/ner-a",
+                "team/sent-ab",
+                "team/hostile",
+                "alice/secret",
+            ):
                 pushed[name] = push(name, remote=hub.url, registry=src, private=name.startswith("alice/"), token=writer)
             src.db.dispose()
             hub_reg = hub_registry(home, db_url)  # a merged base registered on the hub: lineage from an adapter to a base

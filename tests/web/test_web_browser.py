@@ -242,7 +242,9 @@ def test_login_and_logout_refuse_other_origins(site: Site) -> None:
     ok = httpx.post(site.hub.url + "/login", data={"token": site.alice_read}, headers={"Origin": site.hub.url})
     assert ok.status_code == 303 and "HttpOnly" in ok.headers["set-cookie"] and "SameSite=strict" in ok.headers["set-cookie"]
     # behind a TLS proxy the browser's Origin says https while the hub sees http: the same host, accepted
-    proxied = httpx.post(site.hub.url + "/login", data={"token": site.alice_read}, headers={"Origin": site.hub.url.replace("http:", "https:")})
+    proxied = httpx.post(
+        site.hub.url + "/login", data={"token": site.alice_read}, headers={"Origin": site.hub.url.replace("http:", "https:")}
+    )
     assert proxied.status_code == 303
 
 

@@ -34,7 +34,14 @@ def test_bad_input_is_an_html_4xx(client: TestClient, url: str) -> None:
 
 
 def test_pages_render_with_security_headers(client: TestClient) -> None:
-    for url in ("/", "/?task=sentiment&metric=sst2/accuracy&min=0.5&sort=metric", "/team/a", "/team", "/compare?a=team/a", "/login"):
+    for url in (
+        "/",
+        "/?task=sentiment&metric=sst2/accuracy&min=0.5&sort=metric",
+        "/team/a",
+        "/team",
+        "/compare?a=team/a",
+        "/login",
+    ):
         r = client.get(url)
         assert r.status_code == 200, url
         assert r.headers["content-type"].startswith("text/html")

@@ -10,7 +10,6 @@ and includes the routes: `resolve` (downloads), `commits` (uploads), `api` (info
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import re
 import shutil

@@ -27,7 +27,9 @@ def same_origin(request: Request) -> bool:
     """True when a state-changing request comes from a page of this hub: its Origin (else Referer) names the host
     the request was sent to. Hosts only, not schemes: behind a TLS proxy the browser says https and the hub sees
     http. X-Forwarded-Host counts too (a proxy may rewrite Host); a cross-site form cannot set either header."""
-    hosts = {h.strip().lower() for h in (request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")) if h.strip()}
+    hosts = {
+        h.strip().lower() for h in (request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")) if h.strip()
+    }
     source = request.headers.get("origin") or request.headers.get("referer")
     if not source or source == "null":
         return False
@@ -76,9 +78,18 @@ async def login(request: Request) -> Response:
     if context(request).access.open_hub:
         return page(request, "login.html", title="Log in", open_hub=True, error=None)
     if not secret or caller_for(request, secret) is None:
-        return page(request, "login.html", 401, title="Log in", open_hub=False, error="That token is not valid on this hub (unknown, revoked or expired).")
+        return page(
+            request,
+            "login.html",
+            401,
+            title="Log in",
+            open_hub=False,
+            error="That token is not valid on this hub (unknown, revoked or expired).",
+        )
     response = RedirectResponse("/", status_code=303, headers=SECURITY_HEADERS)
-    response.set_cookie(WEB_TOKEN_COOKIE, secret, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/")
+    response.set_cookie(
+        WEB_TOKEN_COOKIE, secret, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/"
+    )
     return response
 
 
@@ -97,4 +108,8 @@ def static(name: str) -> Response:
     if path is None:
         return Response("not found", status_code=404, media_type="text/plain")
     media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return Response(path.read_bytes(), media_type=media, headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
+    return Response(
+        path.read_bytes(),
+        media_type=media,
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )

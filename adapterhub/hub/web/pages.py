@@ -279,7 +279,9 @@ def base_page(fingerprint: str, request: Request) -> Response:
     """Every adapter for one base (content or arch hash prefix), 100 a page, grouped by task within the page."""
     key = fingerprint.lower()
     if not (6 <= len(key) <= 64 and all(c in "0123456789abcdef" for c in key)):
-        raise UsageError(f"{fingerprint[:80]!r} is not a base fingerprint", hint="use 6-64 hex characters of a content or arch hash")
+        raise UsageError(
+            f"{fingerprint[:80]!r} is not a base fingerprint", hint="use 6-64 hex characters of a content or arch hash"
+        )
     reg = context(request).registry
     bases = [b for b in reg.list_bases() if b.content_hash.startswith(key) or b.arch_hash.startswith(key)]
     if not bases:
@@ -329,7 +331,9 @@ def _on_hub(request: Request, namespace: str, name: str) -> bool:
 @guarded
 def namespace_page(namespace: str, request: Request) -> Response:
     check_segment(namespace, "namespace")
-    cards = context(request).registry.list(namespace=namespace, limit=MAX_NAMESPACE, visibility=context(request).access.visibility(request))
+    cards = context(request).registry.list(
+        namespace=namespace, limit=MAX_NAMESPACE, visibility=context(request).access.visibility(request)
+    )
     if not cards:
         raise NotFound(f"no adapters in namespace {namespace}")
     rows = [{"card": c, "scores": best_scores(c, None)} for c in cards]

@@ -42,7 +42,7 @@ MAX_CARD_CHARS = 200_000  # a longer card is cut (a page is not the place for a 
 
 
 def score_source(score: EvalScore) -> str:
-    """"measured" (evaluated by adapterhub) or "reported" (declared by the uploader); reported when not recorded."""
+    """ "measured" (evaluated by adapterhub) or "reported" (declared by the uploader); reported when not recorded."""
     source = getattr(score, "source", None)
     value = getattr(source, "value", source)
     return "measured" if value == "measured" else "reported"
@@ -72,7 +72,9 @@ def _markdown() -> Any:
     from markdown_it import MarkdownIt
 
     # raw HTML in the card is shown as text, never passed through; the sanitiser below is the second line
-    return MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable("table").enable("strikethrough")
+    return (
+        MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable("table").enable("strikethrough")
+    )
 
 
 def render_card(markdown_text: str) -> str:

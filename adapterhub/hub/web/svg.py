@@ -52,11 +52,15 @@ def lineage_graph(parents: list[Node], me: Node, children: list[Node]) -> Markup
     if parents:
         px = xs[id(parents)]
         for y in ys(parents):
-            parts.append(f'<line x1="{px + NODE_W}" y1="{y + NODE_H // 2}" x2="{me_x}" y2="{me_y + NODE_H // 2}" class="edge" marker-end="url(#arrow)"/>')
+            parts.append(
+                f'<line x1="{px + NODE_W}" y1="{y + NODE_H // 2}" x2="{me_x}" y2="{me_y + NODE_H // 2}" class="edge" marker-end="url(#arrow)"/>'
+            )
     if children:
         cx = xs[id(children)]
         for y in ys(children):
-            parts.append(f'<line x1="{me_x + NODE_W}" y1="{me_y + NODE_H // 2}" x2="{cx}" y2="{y + NODE_H // 2}" class="edge" marker-end="url(#arrow)"/>')
+            parts.append(
+                f'<line x1="{me_x + NODE_W}" y1="{me_y + NODE_H // 2}" x2="{cx}" y2="{y + NODE_H // 2}" class="edge" marker-end="url(#arrow)"/>'
+            )
     for column in cols:
         for y, node in zip(ys(column), column):
             parts.append(_node(xs[id(column)], y, node))
@@ -82,13 +86,17 @@ def bar_chart(metric: str, bars: list[tuple[str, float | None]], *, higher_is_be
     zero_x = label_w + (0 - lo) / span * bar_w
     for i, (label, value) in enumerate(bars):
         y = 26 + i * row_h
-        parts.append(f'<text x="{label_w - 8}" y="{y + 16}" class="bar-label" text-anchor="end">{escape(_clip(label, 26))}</text>')
+        parts.append(
+            f'<text x="{label_w - 8}" y="{y + 16}" class="bar-label" text-anchor="end">{escape(_clip(label, 26))}</text>'
+        )
         if value is None or not math.isfinite(value):
             parts.append(f'<text x="{label_w + 4}" y="{y + 16}" class="bar-value">no score</text>')
             continue
         x0, x1 = sorted((zero_x, label_w + (value - lo) / span * bar_w))
         cls = "bar bar-best" if value == best else "bar"
-        parts.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 1):.1f}" height="{row_h - 8}" class="{cls}"><title>{escape(label)}: {value:.4g}</title></rect>')
+        parts.append(
+            f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 1):.1f}" height="{row_h - 8}" class="{cls}"><title>{escape(label)}: {value:.4g}</title></rect>'
+        )
         parts.append(f'<text x="{max(x1, zero_x) + 6:.1f}" y="{y + 16}" class="bar-value">{value:.4g}</text>')
     width = label_w + bar_w + 70
     return Markup(
