@@ -22,7 +22,7 @@ from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from ..sources import AdapterSpec, resolve
 from .delta import delta_weight
 from .layers import AdapterLayer, LoraEmbedding, LoraLinear, OverrideLayer, module_weight, wrapper_class
-from .state import STATE_ATTR, AdapterRecord, RuntimeState, runtime_state
+from .state import STATE_ATTR, AdapterRecord, RuntimeState, adapter_name, runtime_state
 
 AdapterSource = AdapterSpec | PeftAdapter
 
@@ -48,14 +48,14 @@ def attach(
     With `activate` the adapter becomes the only active one, at `weight`.
     """
     _check_weight(weight)
-    peft, default_name = _load(adapter, _model_device(model))
+    peft, default_name, aliases = _load(adapter, _model_device(model))
     name = name or default_name
     st = runtime_state(model)
     if st is not None:
         if name in st.adapters:
             raise AlreadyExists(f"adapter {name!r} on this model", hint="detach it first or pass another name=")
         _refuse_while_fused(st, "attach")
-    attach_loaded(model, peft, name, weight=weight, activate=activate)
+    attach_loaded(model, peft, name, weight=weight, activate=activate, aliases=aliases)
     return name
 
 
@@ -69,8 +69,8 @@ def detach(model: nn.Module, name: str | None = None) -> None:
         if name is None:
             return
         raise AdapterNotFound(name, hint="no adapter is attached to this model")
-    if name is not None and name not in st.adapters:
-        raise AdapterNotFound(name, hint=f"attached: {', '.join(st.adapters) or 'none'}")
+    if name is not None:
+        name = adapter_name(st, name)
     if st.fused is not None:
         unfuse(model)
     for n in [name] if name is not None else list(st.adapters):
@@ -210,6 +210,7 @@ def attach_loaded(
     activate: bool = True,
     trainable: bool = False,
     dropout: float = 0.0,
+    aliases: frozenset[str] = frozenset(),
 ) -> AdapterRecord:
     """Check `peft` against `model` completely, then wire it in (the part that cannot fail)."""
     st = runtime_state(model)
@@ -223,7 +224,7 @@ def attach_loaded(
             p.requires_grad_(False)
         model.__dict__[STATE_ATTR] = st
     _refuse_while_fused(st, "attach")
-    rec = AdapterRecord(name, _safe_key(name, st), peft, weight=weight, trainable=trainable)
+    rec = AdapterRecord(name, _safe_key(name, st), peft, weight=weight, trainable=trainable, aliases=aliases - {name})
     for item, m in lora_plan:
         w = _ensure_wrapper(st, item)
         w.add_slot(name, rec.key, m, trainable=trainable, dropout=dropout)
@@ -376,17 +377,20 @@ def _fused_values(w: LoraLinear | LoraEmbedding, act: list[tuple[str, float]], w
 # --- small helpers --------------------------------------------------------------------------------------------
 
 
-def _load(adapter: AdapterSource, device: torch.device | None) -> tuple[PeftAdapter, str]:
-    """A PeftAdapter and its default name from an in-memory adapter or anything `sources.resolve` takes: a folder
-    (named after it), a registry reference (named as given), or an adapter a check resolved already."""
+def _load(adapter: AdapterSource, device: torch.device | None) -> tuple[PeftAdapter, str, frozenset[str]]:
+    """A PeftAdapter, its default name and its aliases, from an in-memory adapter or anything `sources.resolve`
+    takes: a folder (named after it), a registry reference (named as given; it also answers to its resolved
+    version `ns/name@3` and that version's aliases `ns/name@prod`), or an adapter a check resolved already."""
     if isinstance(adapter, PeftAdapter):
-        return adapter, adapter.path.name if adapter.path is not None else "adapter"
+        return adapter, adapter.path.name if adapter.path is not None else "adapter", frozenset()
     dev = str(device) if device is not None and device.type != "meta" else None
     source = resolve(adapter)
     peft = load_adapter(source.folder, device=dev, layout=source.layout)
-    if source.card is None:
-        return peft, source.folder_name
-    return peft, source.asked or source.card.ref
+    card = source.card
+    if card is None:
+        return peft, source.folder_name, frozenset(a for a in (source.asked, str(source.folder)) if a)
+    aliases = {card.ref, *(f"{card.full_name}@{a}" for a in card.aliases)} | ({source.asked} if source.asked else set())
+    return peft, source.asked or card.ref, frozenset(aliases)
 
 
 def _model_device(model: nn.Module) -> torch.device | None:
@@ -421,11 +425,9 @@ def _as_names(names: str | Sequence[str] | None) -> list[str]:
 
 
 def _pairs(st: RuntimeState, names: list[str], weights: float | Sequence[float] | None) -> tuple[tuple[str, float], ...]:
+    names = [adapter_name(st, n) for n in names]  # the name, an alias or the resolved version -> the attached name
     if len(set(names)) != len(names):
         raise UsageError(f"an adapter is named twice in {names}", hint="name each adapter once")
-    for n in names:
-        if n not in st.adapters:
-            raise AdapterNotFound(n, hint=f"attached: {', '.join(st.adapters) or 'none'}")
     if weights is None:
         ws = [st.adapters[n].weight for n in names]
     elif isinstance(weights, (int, float)):

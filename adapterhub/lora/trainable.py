@@ -15,7 +15,7 @@ from ..peft_weights import LoraModule, PeftAdapter
 from ..peft_weights import save_adapter as _save_peft
 from .attach import attach_loaded
 from .layers import AdapterLayer, LoraEmbedding, module_weight, wrapper_class
-from .state import runtime_state
+from .state import adapter_name, runtime_state
 
 
 def add_trainable(
@@ -85,8 +85,8 @@ def save_attached(model: nn.Module, name: str, folder: str | Path, *, overwrite:
     parameters.
     """
     st = runtime_state(model)
-    if st is None or name not in st.adapters:
-        raise AdapterNotFound(name, hint=f"attached: {', '.join(st.adapters) if st else 'none'}")
+    name = adapter_name(st, name)
+    assert st is not None  # adapter_name raises when nothing is attached
     rec = st.adapters[name]
     if not rec.trainable:
         return _save_peft(rec.adapter, folder, overwrite=overwrite)
