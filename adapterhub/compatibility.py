@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from .card import BaseModelRefInfo
-from .errors import BaseModelNotFound, UnsupportedFeature
+from .errors import UnsupportedFeature
+from .modelfiles import resolve_base
 from .peft_format import AdapterLayout, LayerKind, read_config, read_layout
 from .shapefit import BaseTensors, ModuleIssue, path_prefix_warning, shape_issues, tied_embeddings
 from .sources import AdapterSpec, ResolvedAdapter, resolve
@@ -79,9 +80,7 @@ class CompatibilityReport(BaseModel):
 def validate(adapter: AdapterSpec, base: str | Path, *, registry: Registry | None = None) -> CompatibilityReport:
     """Check `adapter` (a registry reference or a PEFT folder) against the model at `base` (folder or .safetensors)."""
     source = resolve(adapter, registry)
-    base_path = Path(base)
-    if not base_path.exists():
-        raise BaseModelNotFound(str(base_path))
+    base_path = resolve_base(base)  # a folder, a file, a cache folder or a Hub id
     return check(source, base_path, BaseTensors.from_path(base_path))[0]
 
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from .card import Fingerprint
 from .errors import InvalidModel
 from .fsutil import atomic_write_bytes
-from .modelfiles import ModelHeaders, model_type, read_model_headers, resolve_model_files
+from .modelfiles import ModelHeaders, model_type, read_model_headers, resolve_base, resolve_model_files
 from .paths import cache_dir
 from .progress import progress_bar
 from .tensorfile import Header, TensorInfo
@@ -91,8 +91,9 @@ def fingerprint(path: Path | str, *, progress: bool | None = None, use_cache: bo
 def hash_model(
     path: Path | str, *, progress: bool | None = None, use_cache: bool = True, threads: int | None = None
 ) -> HashReport:
-    """Resolve, read headers, hash (or take cached digests) and summarise the model at `path`."""
-    model = read_model_headers(path)
+    """Resolve (`modelfiles.resolve_base`: folder, file, cache folder or Hub id), read headers, hash (or take cached
+    digests) and summarise the model at `path`."""
+    model = read_model_headers(resolve_base(path))
     digests, hashed, cached = _tensor_digests(model, progress=progress, use_cache=use_cache, threads=threads)
     tensors = model.tensors
     by_dtype: Counter[str] = Counter()

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import AdapterNotFound, UnsupportedFeature, UsageError
+from ..errors import UnsupportedFeature, UsageError
 from ..peft_format import LayerKind, LoraConfig, lora_scaling
 from ..peft_weights import LoraModule, PeftAdapter
 from ..peft_weights import save_adapter as _save_peft
