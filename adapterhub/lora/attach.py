@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -235,6 +236,8 @@ def attach_loaded(
         if item.path not in rec.override_owners:
             rec.override_owners.append(item.path)
     rec.override_params = frozenset(peft.overrides)
+    if not trainable:
+        _keep_one_copy(rec, st)
     st.adapters[name] = rec
     if activate:
         set_active(model, name, weight)
@@ -288,6 +291,33 @@ def _plan(
     if problems:
         raise IncompatibleAdapter(name, _model_name(model), problems)
     return lora, overrides
+
+
+def _keep_one_copy(rec: AdapterRecord, st: RuntimeState) -> None:
+    """A frozen adapter read from a folder keeps one copy of its tensors: when the layers hold a cast (another dtype
+    or device than the file's), the source tensors are dropped and an exact save re-reads the folder instead."""
+    src = rec.adapter
+    if src.path is None:
+        return  # built in memory: the source is the only exact copy
+    sources = [t for m in src.modules.values() for t in (m.lora_A, m.lora_B, m.magnitude, m.lora_B_bias) if t is not None]
+    sources += list(src.overrides.values())
+    used = {t.untyped_storage().data_ptr() for path in dict.fromkeys(rec.modules + rec.override_owners)
+            for n, t in st.wrappers[path]._parameters.items() if t is not None and n.partition("__")[2] == rec.key}  # fmt: skip
+    if all(t.untyped_storage().data_ptr() in used for t in sources):
+        return  # the layers use the source tensors themselves: nothing extra is held
+    stamp = folder_stamp(src.path)
+    if stamp is None:
+        return
+    rec.source_stamp = stamp
+    rec.adapter = PeftAdapter(src.config, {}, {}, src.path)
+
+
+def folder_stamp(folder: Path) -> tuple[tuple[str, int, int], ...] | None:
+    """(name, size, mtime_ns) of a folder's files: how a save notices the folder changed since attach."""
+    try:
+        return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file()))
+    except OSError:
+        return None
 
 
 def _same_values(base: torch.Tensor, value: torch.Tensor) -> bool:

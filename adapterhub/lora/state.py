@@ -37,7 +37,10 @@ class AdapterRecord:
     override_owners: list[str] = field(default_factory=list)  # paths of modules whose parameters it replaces
     override_params: frozenset[str] = frozenset()
     trainable: bool = False
-    aliases: frozenset[str] = frozenset()  # other names it answers to: the reference as typed, the resolved version, `@alias`
+    aliases: frozenset[str] = frozenset()
+    # Set when the source tensors were dropped after attach (a frozen adapter cast to the base's dtype keeps only the
+    # cast copy; an exact save re-reads the folder, which must still have these files' sizes and times).
+    source_stamp: tuple[tuple[str, int, int], ...] | None = None  # other names it answers to: the reference as typed, the resolved version, `@alias`
 
 
 class RoutePlan:
