@@ -136,7 +136,7 @@ def unsupported_config_features(raw: dict[str, Any]) -> list[str]:
 
 
 def _compare_with_recorded_base(report: CompatibilityReport, recorded: BaseModelRefInfo, base: Path) -> None:
-    from .fingerprint import fingerprint
+    from .fingerprint import dtype_change, fingerprint
 
     fp = fingerprint(base)
     report.base_arch_hash, report.base_content_hash = fp.arch_hash, fp.content_hash
@@ -146,6 +146,8 @@ def _compare_with_recorded_base(report: CompatibilityReport, recorded: BaseModel
     trained = f"{recorded.name} (content {recorded.content_hash[:12]})"
     if fp.arch_hash == recorded.arch_hash:
         report.warnings.append(f"same architecture but different weights: the adapter was trained on {trained}")
+    elif (change := dtype_change(base, recorded.arch_hash)) is not None:
+        report.warnings.append(f"same architecture, {change[0]} -> {change[1]}: the adapter was trained on {trained}")
     else:
         report.warnings.append(
             f"different architecture hash (dtype or extra tensors differ) but every target module fits; "

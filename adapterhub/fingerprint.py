@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,25 @@ def digest_cache_dir() -> Path:
 # Each line is exactly json.dumps(value, separators=(",", ":"), ensure_ascii=True) + "\n", written out by hand because
 # models with ~100k tensors (MoE) made json.dumps per line the slowest step. dtype names and digests are plain ASCII
 # tokens (tensorfile only accepts dtypes it knows), so only the name needs JSON escaping.
+
+
+_FLOATS = ("F32", "BF16", "F16", "F64")
+
+
+def dtype_change(path: Path | str, recorded_arch_hash: str) -> tuple[str, str] | None:
+    """(recorded dtype, this base's dtype) when the base at `path` has the architecture `recorded_arch_hash` names
+    but for the dtype of its floating-point tensors (headers only); None otherwise. The recorded dtype is the one
+    whose substitution reproduces the recorded hash, so it is read from that base's headers as hashed."""
+    tensors = read_model_headers(resolve_base(path)).tensors
+    floats = Counter(t.dtype for t in tensors.values() if t.dtype in _FLOATS)
+    if not floats:
+        return None
+    now = min(floats, key=lambda d: (-floats[d], d))
+    for d in _FLOATS:
+        swapped = {n: replace(t, dtype=d) if t.dtype in _FLOATS else t for n, t in tensors.items()}
+        if d != now and _arch_hash(swapped) == recorded_arch_hash:
+            return d, now
+    return None
 
 
 def _shape(t: TensorInfo) -> str:
