@@ -23,7 +23,7 @@ from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from ..sources import AdapterSpec, resolve
 from .delta import delta_weight
 from .layers import AdapterLayer, LoraEmbedding, LoraLinear, OverrideLayer, module_weight, wrapper_class
-from .state import STATE_ATTR, AdapterRecord, RuntimeState, adapter_name, runtime_state
+from .state import STATE_ATTR, AdapterRecord, RuntimeState, adapter_name, is_peft_layer, runtime_state, unwrap_peft
 
 AdapterSource = AdapterSpec | PeftAdapter
 
@@ -65,6 +65,7 @@ def detach(model: nn.Module, name: str | None = None) -> None:
 
     A fused model is unfused first, so the base weights are restored bit-exactly before anything is removed.
     """
+    model = unwrap_peft(model)
     st = runtime_state(model)
     if st is None:
         if name is None:
@@ -213,7 +214,9 @@ def attach_loaded(
     dropout: float = 0.0,
     aliases: frozenset[str] = frozenset(),
 ) -> AdapterRecord:
-    """Check `peft` against `model` completely, then wire it in (the part that cannot fail)."""
+    """Check `peft` against `model` completely, then wire it in (the part that cannot fail). On a PEFT `PeftModel`
+    it attaches to the model inside, wrapping PEFT's own base layers, so both sets of adapters act."""
+    model = unwrap_peft(model)
     st = runtime_state(model)
     if st is not None and name in st.adapters:
         raise AlreadyExists(f"adapter {name!r} on this model", hint="detach it first or pass another name=")
@@ -360,10 +363,14 @@ def _resolve(model: nn.Module, path: str) -> tuple[nn.Module, str, nn.Module] | 
     for seg in path.split("."):
         if isinstance(cur, AdapterLayer):
             cur = cur.base_layer
+        elif is_peft_layer(cur):
+            cur = cur.base_layer
         child = cur._modules.get(seg)
         if child is None:
             return None
         parent, attr, cur = cur, seg, child
+    while is_peft_layer(cur):  # a layer PEFT wrapped: ours goes around PEFT's base layer, inside PEFT's
+        parent, attr, cur = cur, "base_layer", cur.base_layer
     return (parent, attr, cur) if parent is not None else None
 
 

@@ -71,6 +71,12 @@ class AdapterLayer(nn.Module):
         self.register_state_dict_post_hook(_base_state_dict)
         self.register_load_state_dict_pre_hook(_base_load_pre_hook)
 
+    def __repr__(self) -> str:
+        # One line, so it reads well in print(model) and inside PEFT's "Target module ... is not supported" error.
+        names = ", ".join(dict.fromkeys([*self._slots, *self._overrides]))
+        return (f"{type(self).__name__}({self._base!r} + adapterhub adapters [{names}]; PEFT cannot wrap this layer: "
+                f"apply PEFT first and attach after, or adapterhub.detach(model) before get_peft_model)")  # fmt: skip
+
     # --- bookkeeping (attach/detach) --------------------------------------------------------------------------
 
     def add_slot(

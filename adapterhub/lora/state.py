@@ -97,9 +97,24 @@ class RuntimeState:
     requires_grad: dict[str, bool] = field(default_factory=dict)  # base parameters' flags before the first attach
 
 
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT `PeftModel` (adapters attach there, beside PEFT's), else `model`."""
+    get = getattr(model, "get_base_model", None)
+    if callable(get) and type(model).__module__.startswith("peft."):
+        inner = get()
+        assert isinstance(inner, nn.Module)
+        return inner
+    return model
+
+
+def is_peft_layer(module: nn.Module) -> bool:
+    """A PEFT tuner layer (its LoRA Linear, ...): adapterhub wraps the layer's own `base_layer` instead."""
+    return type(module).__module__.startswith("peft.") and isinstance(getattr(module, "base_layer", None), nn.Module)
+
+
 def runtime_state(model: nn.Module) -> RuntimeState | None:
     """The shared state of `model`'s adapters, or None when nothing is attached."""
-    state = model.__dict__.get(STATE_ATTR)
+    state = unwrap_peft(model).__dict__.get(STATE_ATTR)
     return state if isinstance(state, RuntimeState) else None
 
 
