@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from .card import Fingerprint
 from .errors import InvalidModel
 from .fsutil import atomic_write_bytes
-from .modelfiles import ModelHeaders, model_type, read_model_headers, resolve_base, resolve_model_files
+from .modelfiles import ModelHeaders, is_hub_id, model_type, read_model_headers, resolve_base, resolve_model_files
 from .paths import cache_dir
 from .progress import progress_bar
 from .tensorfile import Header, TensorInfo
@@ -93,7 +93,8 @@ def hash_model(
 ) -> HashReport:
     """Resolve (`modelfiles.resolve_base`: folder, file, cache folder or Hub id), read headers, hash (or take cached
     digests) and summarise the model at `path`."""
-    model = read_model_headers(resolve_base(path))
+    local = Path(path).expanduser().exists() or not is_hub_id(str(path))
+    model = read_model_headers(path if local else resolve_base(path))  # a missing path keeps its "no such file" error
     digests, hashed, cached = _tensor_digests(model, progress=progress, use_cache=use_cache, threads=threads)
     tensors = model.tensors
     by_dtype: Counter[str] = Counter()

@@ -47,6 +47,11 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 _HUB_FILES = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.txt", "*.model", "*.tiktoken", "*.py", "*.jinja"]
 
 
+def is_hub_id(text: str) -> bool:
+    """Whether `text` has the form of a Hugging Face Hub model id (`org/name`), as opposed to a path."""
+    return bool(_HUB_ID.fullmatch(text)) and not text.startswith((".", "~"))
+
+
 def resolve_base(base: Path | str, *, revision: str | None = None, download: bool = True) -> Path:
     """What names a base, as one path: a folder or file as is, a Hugging Face cache entry (`models--org--name/`) as
     its snapshot, or a Hub id `org/name` from the local Hugging Face cache (HF_HOME / HF_HUB_CACHE; `revision`
@@ -56,7 +61,7 @@ def resolve_base(base: Path | str, *, revision: str | None = None, download: boo
     p = Path(text).expanduser()
     if p.exists():
         return _snapshot_of(p) if p.is_dir() and _is_hf_repo_root(p) else p
-    if not _HUB_ID.fullmatch(text) or text.startswith((".", "~")):
+    if not is_hub_id(text):
         raise BaseModelNotFound(text)
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError

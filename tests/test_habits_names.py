@@ -10,7 +10,7 @@ import torch
 
 import adapterhub
 from adapterhub.errors import AdapterNotFound
-from adapterhub.lora.attach import active_adapters, activation, detach, fuse, list_adapters, unfuse
+from adapterhub.lora.attach import activation, active_adapters, detach, fuse, list_adapters, unfuse
 from adapterhub.lora.routing import route
 from tests import factories
 

@@ -364,14 +364,21 @@ def _resolve(model: nn.Module, path: str) -> tuple[nn.Module, str, nn.Module] | 
         if isinstance(cur, AdapterLayer):
             cur = cur.base_layer
         elif is_peft_layer(cur):
-            cur = cur.base_layer
+            cur = _child(cur, "base_layer")
         child = cur._modules.get(seg)
         if child is None:
             return None
         parent, attr, cur = cur, seg, child
     while is_peft_layer(cur):  # a layer PEFT wrapped: ours goes around PEFT's base layer, inside PEFT's
-        parent, attr, cur = cur, "base_layer", cur.base_layer
+        parent, attr, cur = cur, "base_layer", _child(cur, "base_layer")
     return (parent, attr, cur) if parent is not None else None
+
+
+def _child(module: nn.Module, name: str) -> nn.Module:
+    """A registered submodule, typed (torch types module attributes `Tensor | Module`)."""
+    child = module._modules[name]
+    assert child is not None
+    return child
 
 
 def _ensure_wrapper(st: RuntimeState, item: _Planned) -> AdapterLayer:

@@ -68,8 +68,8 @@ class AdapterLayer(nn.Module):
         self.training = base_layer.training  # not train(): that would walk the base's submodules
         # state_dict() shows the base's own keys and values (adapter tensors left out), so save_pretrained() on an
         # attached model writes the base checkpoint; loading base keys into an attached model works too.
-        self.register_state_dict_post_hook(_base_state_dict)
-        self.register_load_state_dict_pre_hook(_base_load_pre_hook)
+        self.register_state_dict_post_hook(_base_state_dict)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        self.register_load_state_dict_pre_hook(_base_load_pre_hook)  # type: ignore[no-untyped-call]  # same
 
     def __repr__(self) -> str:
         # One line, so it reads well in print(model) and inside PEFT's "Target module ... is not supported" error.
@@ -242,7 +242,7 @@ def _base_state_dict(module: nn.Module, state_dict: dict[str, Any], prefix: str,
     for key, value in reversed(tail):
         if not key.startswith(inner):
             continue  # the wrapper's own parameters: adapter tensors
-        leaf = key[len(inner):]
+        leaf = key[len(inner) :]
         param = module._base._parameters.get(leaf)
         if param is not None and id(param) in originals:
             value = originals[id(param)]
@@ -256,7 +256,7 @@ def _base_load_pre_hook(module: nn.Module, state_dict: dict[str, Any], prefix: s
     assert isinstance(module, AdapterLayer)
     inner = prefix + BASE_PREFIX
     for key in [k for k in state_dict if k.startswith(prefix)]:
-        rest = key[len(prefix):]
+        rest = key[len(prefix) :]
         if rest.startswith(BASE_PREFIX) or (rest.startswith(_ADAPTER_PREFIX) and "." not in rest):
             continue  # already the wrapped name, or one of this wrapper's adapter tensors
         state_dict[inner + rest] = state_dict.pop(key)

@@ -40,7 +40,9 @@ class AdapterRecord:
     aliases: frozenset[str] = frozenset()
     # Set when the source tensors were dropped after attach (a frozen adapter cast to the base's dtype keeps only the
     # cast copy; an exact save re-reads the folder, which must still have these files' sizes and times).
-    source_stamp: tuple[tuple[str, int, int], ...] | None = None  # other names it answers to: the reference as typed, the resolved version, `@alias`
+    source_stamp: tuple[tuple[str, int, int], ...] | None = (
+        None  # other names it answers to: the reference as typed, the resolved version, `@alias`
+    )
 
 
 class RoutePlan:
@@ -128,4 +130,6 @@ def adapter_name(st: RuntimeState | None, name: str) -> str:
         return hits[0]
     if hits:
         raise UsageError(f"{name!r} names {len(hits)} attached adapters: {', '.join(hits)}", hint="use one of those names")
-    raise AdapterNotFound(name, hint=f"attached: {', '.join(st.adapters) or 'none'}" if st else "no adapter is attached to this model")
+    raise AdapterNotFound(
+        name, hint=f"attached: {', '.join(st.adapters) or 'none'}" if st else "no adapter is attached to this model"
+    )

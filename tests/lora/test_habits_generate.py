@@ -6,8 +6,6 @@ Oracle: the same generate call run row by row with that row's adapter active (No
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
