@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from .card import BaseModelRefInfo
-from .errors import BaseModelNotFound, UnsupportedFeature
+from .errors import UnsupportedFeature
+from .modelfiles import resolve_base
 from .peft_format import AdapterLayout, LayerKind, read_config, read_layout
 from .shapefit import BaseTensors, ModuleIssue, path_prefix_warning, shape_issues, tied_embeddings
 from .sources import AdapterSpec, ResolvedAdapter, resolve
@@ -79,9 +80,7 @@ class CompatibilityReport(BaseModel):
 def validate(adapter: AdapterSpec, base: str | Path, *, registry: Registry | None = None) -> CompatibilityReport:
     """Check `adapter` (a registry reference or a PEFT folder) against the model at `base` (folder or .safetensors)."""
     source = resolve(adapter, registry)
-    base_path = Path(base)
-    if not base_path.exists():
-        raise BaseModelNotFound(str(base_path))
+    base_path = resolve_base(base)  # a folder, a file, a cache folder or a Hub id
     return check(source, base_path, BaseTensors.from_path(base_path))[0]
 
 
@@ -137,7 +136,7 @@ def unsupported_config_features(raw: dict[str, Any]) -> list[str]:
 
 
 def _compare_with_recorded_base(report: CompatibilityReport, recorded: BaseModelRefInfo, base: Path) -> None:
-    from .fingerprint import fingerprint
+    from .fingerprint import dtype_change, fingerprint
 
     fp = fingerprint(base)
     report.base_arch_hash, report.base_content_hash = fp.arch_hash, fp.content_hash
@@ -147,6 +146,8 @@ def _compare_with_recorded_base(report: CompatibilityReport, recorded: BaseModel
     trained = f"{recorded.name} (content {recorded.content_hash[:12]})"
     if fp.arch_hash == recorded.arch_hash:
         report.warnings.append(f"same architecture but different weights: the adapter was trained on {trained}")
+    elif (change := dtype_change(base, recorded.arch_hash)) is not None:
+        report.warnings.append(f"same architecture, {change[0]} -> {change[1]}: the adapter was trained on {trained}")
     else:
         report.warnings.append(
             f"different architecture hash (dtype or extra tensors differ) but every target module fits; "

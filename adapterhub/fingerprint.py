@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from .card import Fingerprint
 from .errors import InvalidModel
 from .fsutil import atomic_write_bytes
-from .modelfiles import ModelHeaders, model_type, read_model_headers, resolve_model_files
+from .modelfiles import ModelHeaders, is_hub_id, model_type, read_model_headers, resolve_base, resolve_model_files
 from .paths import cache_dir
 from .progress import progress_bar
 from .tensorfile import Header, TensorInfo
@@ -91,8 +91,10 @@ def fingerprint(path: Path | str, *, progress: bool | None = None, use_cache: bo
 def hash_model(
     path: Path | str, *, progress: bool | None = None, use_cache: bool = True, threads: int | None = None
 ) -> HashReport:
-    """Resolve, read headers, hash (or take cached digests) and summarise the model at `path`."""
-    model = read_model_headers(path)
+    """Resolve (`modelfiles.resolve_base`: folder, file, cache folder or Hub id), read headers, hash (or take cached
+    digests) and summarise the model at `path`."""
+    local = Path(path).expanduser().exists() or not is_hub_id(str(path))
+    model = read_model_headers(path if local else resolve_base(path))  # a missing path keeps its "no such file" error
     digests, hashed, cached = _tensor_digests(model, progress=progress, use_cache=use_cache, threads=threads)
     tensors = model.tensors
     by_dtype: Counter[str] = Counter()
@@ -121,6 +123,25 @@ def digest_cache_dir() -> Path:
 # Each line is exactly json.dumps(value, separators=(",", ":"), ensure_ascii=True) + "\n", written out by hand because
 # models with ~100k tensors (MoE) made json.dumps per line the slowest step. dtype names and digests are plain ASCII
 # tokens (tensorfile only accepts dtypes it knows), so only the name needs JSON escaping.
+
+
+_FLOATS = ("F32", "BF16", "F16", "F64")
+
+
+def dtype_change(path: Path | str, recorded_arch_hash: str) -> tuple[str, str] | None:
+    """(recorded dtype, this base's dtype) when the base at `path` has the architecture `recorded_arch_hash` names
+    but for the dtype of its floating-point tensors (headers only); None otherwise. The recorded dtype is the one
+    whose substitution reproduces the recorded hash, so it is read from that base's headers as hashed."""
+    tensors = read_model_headers(resolve_base(path)).tensors
+    floats = Counter(t.dtype for t in tensors.values() if t.dtype in _FLOATS)
+    if not floats:
+        return None
+    now = min(floats, key=lambda d: (-floats[d], d))
+    for d in _FLOATS:
+        swapped = {n: replace(t, dtype=d) if t.dtype in _FLOATS else t for n, t in tensors.items()}
+        if d != now and _arch_hash(swapped) == recorded_arch_hash:
+            return d, now
+    return None
 
 
 def _shape(t: TensorInfo) -> str:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from .compatibility import CompatibilityReport, check
 from .errors import BaseModelNotFound, IncompatibleAdapter, InvalidModel, UsageError
-from .modelfiles import read_model_config
+from .modelfiles import read_model_config, resolve_base
 from .shapefit import BaseTensors, tied_embeddings
 from .sources import AdapterSpec, ResolvedAdapter, needs_registry, registry_or_default, resolve
 
@@ -38,21 +38,23 @@ def load(
     names: Sequence[str] | None = None,
     weights: Sequence[float] | None = None,
     activate: bool = True,
+    **from_pretrained: Any,
 ) -> torch.nn.Module:
     """The transformers model at `base`, frozen and in eval mode, with `adapters` (refs or PEFT folders) attached.
 
+    `base` is a folder, a Hugging Face cache folder, or a Hub id `org/name` (from the local cache, else downloaded
+    unless HF_HUB_OFFLINE is set). Keywords `from_pretrained` takes (device_map, torch_dtype, trust_remote_code,
+    revision, quantization_config, attn_implementation, ...) go to it unchanged.
     Every adapter is validated against `base` before the model is even loaded: an incompatible one raises
     `IncompatibleAdapter` and nothing is attached. With `activate` all of them run together (at `weights`, default
     1.0 each); use `adapterhub.lora.attach.set_active` to switch later.
     """
-    base = Path(base)
-    if not base.exists():
-        raise BaseModelNotFound(str(base))
+    base = resolve_base(base, revision=from_pretrained.get("revision"))
     if registry is None and needs_registry(adapters):
         registry = registry_or_default(None)  # one default registry for every reference
     # cheap (headers) and before the expensive model load; attach takes what the check resolved and parsed
     checked = [source for _report, source in _check(adapters, base, registry)]
-    model = load_base(base, dtype=dtype, device=device, auto_class=auto_class)
+    model = load_base(base, dtype=dtype, device=device, auto_class=auto_class, **from_pretrained)
     attach_checked(model, base, checked, registry, names=names, weights=weights, activate=activate, checked=True)
     return model
 
@@ -63,18 +65,26 @@ def load_base(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
     auto_class: str | type | None = None,
+    **from_pretrained: Any,
 ) -> torch.nn.Module:
-    """A transformers model from a local folder: class from its config's `architectures` unless given; frozen, eval."""
-    base = Path(base)
+    """A transformers model from a folder (or cache folder, or Hub id: `resolve_base`): class from its config's
+    `architectures` unless given; frozen, eval. Other keywords go to `from_pretrained` unchanged."""
+    base = resolve_base(base, revision=from_pretrained.get("revision"))
     cls = model_class(base, auto_class)
-    kwargs: dict[str, Any] = {"local_files_only": True}
+    kwargs: dict[str, Any] = {"local_files_only": True, **from_pretrained}
+    kwargs.pop("revision", None)  # used to pick the snapshot; the folder is that revision
+    torch_dtype = kwargs.pop("torch_dtype", None)  # transformers' older name for dtype
+    if dtype is None and torch_dtype is not None:
+        dtype = torch_dtype
+    if isinstance(kwargs.get("dtype"), str) and kwargs["dtype"] != "auto":
+        kwargs["dtype"] = _torch_dtype(kwargs["dtype"])
     if dtype is not None:
-        kwargs["dtype"] = _torch_dtype(dtype)
+        kwargs["dtype"] = dtype if isinstance(dtype, str) and dtype == "auto" else _torch_dtype(dtype)
     try:
         model: torch.nn.Module = cls.from_pretrained(str(base), **kwargs)
     except OSError as exc:  # transformers' way of saying the folder lacks config/weights
         raise InvalidModel(str(base), [str(exc).splitlines()[0]]) from None
-    if device is not None:
+    if device is not None and "device_map" not in kwargs:
         model = model.to(device)
     model.eval()
     model.requires_grad_(False)
@@ -214,7 +224,7 @@ def probe(
 
     if (prompt is None) == (sentence is None):
         raise UsageError("give exactly one of prompt or sentence", hint="--prompt for causal LMs, --sentence for encoders")
-    base = Path(base)
+    base = resolve_base(base)
     model = load(base, adapters, registry, dtype=dtype, weights=weights)
     tok = _tokenizer(base)
     text = prompt if prompt is not None else sentence

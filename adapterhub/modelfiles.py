@@ -2,16 +2,19 @@
 
 Accepts a model folder (single file or sharded with an index), one `.safetensors` file, a shard index JSON, or a
 Hugging Face cache entry (`models--org--name/` or its `snapshots/<rev>/`). Pickle checkpoints are refused unread.
+`resolve_base` is the one rule for what names a base (folder, file, cache folder, or a Hub id `org/name`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidModel, InvalidReference, PickleRefused
+from .errors import BaseModelNotFound, InvalidModel, InvalidReference, PickleRefused
 from .fsutil import check_relative_path, check_segment
 from .tensorfile import Header, TensorInfo, is_pickle_name, looks_like_pickle, read_header
 
@@ -37,6 +40,43 @@ class _Resolved:
     files: list[Path]
     weight_map: dict[str, str] | None  # from the shard index, when there is one
     index: Path | None
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+# what a base download fetches: weights as safetensors, configs, tokenizer files and remote code (never pickles)
+_HUB_FILES = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.txt", "*.model", "*.tiktoken", "*.py", "*.jinja"]
+
+
+def is_hub_id(text: str) -> bool:
+    """Whether `text` has the form of a Hugging Face Hub model id (`org/name`), as opposed to a path."""
+    return bool(_HUB_ID.fullmatch(text)) and not text.startswith((".", "~"))
+
+
+def resolve_base(base: Path | str, *, revision: str | None = None, download: bool = True) -> Path:
+    """What names a base, as one path: a folder or file as is, a Hugging Face cache entry (`models--org--name/`) as
+    its snapshot, or a Hub id `org/name` from the local Hugging Face cache (HF_HOME / HF_HUB_CACHE; `revision`
+    defaults to main) or, when not cached, downloaded through huggingface_hub unless HF_HUB_OFFLINE is set or
+    `download` is False. Not found anywhere: BaseModelNotFound."""
+    text = str(base)
+    p = Path(text).expanduser()
+    if p.exists():
+        return _snapshot_of(p) if p.is_dir() and _is_hf_repo_root(p) else p
+    if not is_hub_id(text):
+        raise BaseModelNotFound(text)
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(text, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        pass  # not (completely) in the cache
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    if offline or not download:
+        raise BaseModelNotFound(text) from None
+    try:
+        return Path(snapshot_download(text, revision=revision, allow_patterns=_HUB_FILES))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError):
+        raise BaseModelNotFound(text) from None
 
 
 def resolve_model_files(path: Path | str) -> list[Path]:

@@ -18,8 +18,8 @@ from .peft_format import AdapterLayout, LayerKind
 from .tensorfile import TensorInfo
 
 # Names under which a checkpoint with tied embeddings omits the output projection (it reuses the input embedding).
-_OUTPUT_HEADS = ("lm_head", "embed_out")
-_INPUT_EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
+OUTPUT_HEADS = ("lm_head", "embed_out")  # output heads a tied base does not store
+INPUT_EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,9 @@ def _base_weight(base: BaseTensors, param: str, tied: bool) -> TensorInfo | None
     name = base.resolve(param)
     if name is not None:
         return base.tensors[name]
-    if tied and param.rsplit(".", 2)[-2] in _OUTPUT_HEADS:
+    if tied and param.rsplit(".", 2)[-2] in OUTPUT_HEADS:
         # tied output head: the checkpoint stores only the input embedding, which has the same shape
-        return next((t for k, t in base.tensors.items() if k.endswith(_INPUT_EMBEDDINGS)), None)
+        return next((t for k, t in base.tensors.items() if k.endswith(INPUT_EMBEDDINGS)), None)
     return None
 
 

@@ -108,7 +108,7 @@ def rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def bench(which: str, repeats: int, fwd_repeats: int) -> dict[str, float]:
+def bench(which: str, repeats: int, fwd_repeats: int, only: str | None = None) -> dict[str, float]:
     from peft import PeftModel
 
     print(f"\n=== {which} ===", flush=True)
@@ -129,6 +129,10 @@ def bench(which: str, repeats: int, fwd_repeats: int) -> dict[str, float]:
         inputs["logits_to_keep"] = 1  # type: ignore[assignment]  # the full-vocab head on 512 tokens is not what is compared
     names = [f"a{i}" for i in range(4)]
     r: dict[str, float] = {}
+    if only == "memory":
+        r.update(memory(model, folders))
+        report_memory(r)
+        return r
 
     # --- attach and switch ------------------------------------------------------------------------------------
     holder: dict[str, Any] = {}
@@ -194,7 +198,16 @@ def bench(which: str, repeats: int, fwd_repeats: int) -> dict[str, float]:
     r["mixed_max_abs_diff_vs_peft"] = float((outs["ours_mixed"].float() - outs["peft_mixed"].float()).abs().max())
     r["adapter_effect"] = float((outs["ours"].float() - outs["bare"].float()).abs().max())
 
-    # --- memory of many resident adapters ----------------------------------------------------------------------
+    r.update(memory(model, folders))
+    report(which, r)
+    return r
+
+
+def memory(model: nn.Module, folders: list[Path]) -> dict[str, float]:
+    """Bytes of RESIDENT adapters held by PEFT (its lora_ parameters) and by adapterhub (`resident_nbytes`)."""
+    from peft import PeftModel
+
+    r: dict[str, float] = {}
     before = rss()
     pm = PeftModel.from_pretrained(model, str(folders[0]), adapter_name="a0")
     for i in range(1, RESIDENT):
@@ -209,8 +222,15 @@ def bench(which: str, repeats: int, fwd_repeats: int) -> dict[str, float]:
     r["mem50_ours_rss_mb"] = (rss() - before) / 2**20
     r["mem50_ours_param_mb"] = sum(resident_nbytes(model, f"a{i}") for i in range(RESIDENT)) / 2**20
     detach(model)
-    report(which, r)
     return r
+
+
+def report_memory(r: dict[str, float]) -> None:
+    print(f"{'':34}{'adapterhub':>14}{'PEFT':>14}{'ratio':>9}   target")
+    print(f"{f'{RESIDENT} resident adapters, params':34}{r['mem50_ours_param_mb']:11.1f} MiB{r['mem50_peft_param_mb']:10.1f} MiB"
+          f"{r['mem50_ours_param_mb'] / r['mem50_peft_param_mb']:8.3f}x   <= 1.0x PEFT")  # fmt: skip
+    print(f"{f'{RESIDENT} resident adapters, RSS growth':34}{r['mem50_ours_rss_mb']:11.1f} MiB{r['mem50_peft_rss_mb']:10.1f} MiB",
+          flush=True)  # fmt: skip
 
 
 def report(which: str, r: dict[str, float]) -> None:
@@ -251,6 +271,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="runs per attach measurement")
     ap.add_argument("--fwd-repeats", type=int, default=5, help="runs per forward measurement")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process CPU seconds (shared machines)")
+    ap.add_argument("--only", choices=["memory"], default=None, help="memory: only the resident-adapter figures")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     global CLOCK
@@ -258,7 +279,7 @@ def main() -> None:
     print(f"clock: {args.clock}; torch {torch.__version__}, {torch.get_num_threads()} -> 2 threads")
     torch.set_num_threads(2)
     CACHE.mkdir(parents=True, exist_ok=True)
-    out = {m: bench(m, args.repeats, args.fwd_repeats) for m in args.models.split(",")}
+    out = {m: bench(m, args.repeats, args.fwd_repeats, args.only) for m in args.models.split(",")}
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 

@@ -50,13 +50,13 @@ def build_tiny_gpt2(folder: Path, *, seed: int = 0) -> Path:
     return Path(folder)
 
 
-def build_tiny_qwen2(folder: Path, *, seed: int = 0) -> Path:
+def build_tiny_qwen2(folder: Path, *, seed: int = 0, tie_word_embeddings: bool = False) -> Path:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     cfg = Qwen2Config(
         vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=tie_word_embeddings,
     )  # fmt: skip
     Qwen2ForCausalLM(cfg).eval().save_pretrained(folder, safe_serialization=True)
     return Path(folder)

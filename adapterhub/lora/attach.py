@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from ..sources import AdapterSpec, resolve
 from .delta import delta_weight
 from .layers import AdapterLayer, LoraEmbedding, LoraLinear, OverrideLayer, module_weight, wrapper_class
-from .state import STATE_ATTR, AdapterRecord, RuntimeState, runtime_state
+from .state import STATE_ATTR, AdapterRecord, RuntimeState, adapter_name, is_peft_layer, runtime_state, unwrap_peft
 
 AdapterSource = AdapterSpec | PeftAdapter
 
@@ -48,14 +49,14 @@ def attach(
     With `activate` the adapter becomes the only active one, at `weight`.
     """
     _check_weight(weight)
-    peft, default_name = _load(adapter, _model_device(model))
+    peft, default_name, aliases = _load(adapter, _model_device(model))
     name = name or default_name
     st = runtime_state(model)
     if st is not None:
         if name in st.adapters:
             raise AlreadyExists(f"adapter {name!r} on this model", hint="detach it first or pass another name=")
         _refuse_while_fused(st, "attach")
-    attach_loaded(model, peft, name, weight=weight, activate=activate)
+    attach_loaded(model, peft, name, weight=weight, activate=activate, aliases=aliases)
     return name
 
 
@@ -64,13 +65,14 @@ def detach(model: nn.Module, name: str | None = None) -> None:
 
     A fused model is unfused first, so the base weights are restored bit-exactly before anything is removed.
     """
+    model = unwrap_peft(model)
     st = runtime_state(model)
     if st is None:
         if name is None:
             return
         raise AdapterNotFound(name, hint="no adapter is attached to this model")
-    if name is not None and name not in st.adapters:
-        raise AdapterNotFound(name, hint=f"attached: {', '.join(st.adapters) or 'none'}")
+    if name is not None:
+        name = adapter_name(st, name)
     if st.fused is not None:
         unfuse(model)
     for n in [name] if name is not None else list(st.adapters):
@@ -210,8 +212,11 @@ def attach_loaded(
     activate: bool = True,
     trainable: bool = False,
     dropout: float = 0.0,
+    aliases: frozenset[str] = frozenset(),
 ) -> AdapterRecord:
-    """Check `peft` against `model` completely, then wire it in (the part that cannot fail)."""
+    """Check `peft` against `model` completely, then wire it in (the part that cannot fail). On a PEFT `PeftModel`
+    it attaches to the model inside, wrapping PEFT's own base layers, so both sets of adapters act."""
+    model = unwrap_peft(model)
     st = runtime_state(model)
     if st is not None and name in st.adapters:
         raise AlreadyExists(f"adapter {name!r} on this model", hint="detach it first or pass another name=")
@@ -223,7 +228,7 @@ def attach_loaded(
             p.requires_grad_(False)
         model.__dict__[STATE_ATTR] = st
     _refuse_while_fused(st, "attach")
-    rec = AdapterRecord(name, _safe_key(name, st), peft, weight=weight, trainable=trainable)
+    rec = AdapterRecord(name, _safe_key(name, st), peft, weight=weight, trainable=trainable, aliases=aliases - {name})
     for item, m in lora_plan:
         w = _ensure_wrapper(st, item)
         w.add_slot(name, rec.key, m, trainable=trainable, dropout=dropout)
@@ -234,6 +239,8 @@ def attach_loaded(
         if item.path not in rec.override_owners:
             rec.override_owners.append(item.path)
     rec.override_params = frozenset(peft.overrides)
+    if not trainable:
+        _keep_one_copy(rec, st)
     st.adapters[name] = rec
     if activate:
         set_active(model, name, weight)
@@ -289,6 +296,33 @@ def _plan(
     return lora, overrides
 
 
+def _keep_one_copy(rec: AdapterRecord, st: RuntimeState) -> None:
+    """A frozen adapter read from a folder keeps one copy of its tensors: when the layers hold a cast (another dtype
+    or device than the file's), the source tensors are dropped and an exact save re-reads the folder instead."""
+    src = rec.adapter
+    if src.path is None:
+        return  # built in memory: the source is the only exact copy
+    sources = [t for m in src.modules.values() for t in (m.lora_A, m.lora_B, m.magnitude, m.lora_B_bias) if t is not None]
+    sources += list(src.overrides.values())
+    used = {t.untyped_storage().data_ptr() for path in dict.fromkeys(rec.modules + rec.override_owners)
+            for n, t in st.wrappers[path]._parameters.items() if t is not None and n.partition("__")[2] == rec.key}  # fmt: skip
+    if all(t.untyped_storage().data_ptr() in used for t in sources):
+        return  # the layers use the source tensors themselves: nothing extra is held
+    stamp = folder_stamp(src.path)
+    if stamp is None:
+        return
+    rec.source_stamp = stamp
+    rec.adapter = PeftAdapter(src.config, {}, {}, src.path)
+
+
+def folder_stamp(folder: Path) -> tuple[tuple[str, int, int], ...] | None:
+    """(name, size, mtime_ns) of a folder's files: how a save notices the folder changed since attach."""
+    try:
+        return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file()))
+    except OSError:
+        return None
+
+
 def _same_values(base: torch.Tensor, value: torch.Tensor) -> bool:
     return base.dtype == value.dtype and base.device == value.device and torch.equal(base, value)
 
@@ -329,11 +363,22 @@ def _resolve(model: nn.Module, path: str) -> tuple[nn.Module, str, nn.Module] | 
     for seg in path.split("."):
         if isinstance(cur, AdapterLayer):
             cur = cur.base_layer
+        elif is_peft_layer(cur):
+            cur = _child(cur, "base_layer")
         child = cur._modules.get(seg)
         if child is None:
             return None
         parent, attr, cur = cur, seg, child
+    while is_peft_layer(cur):  # a layer PEFT wrapped: ours goes around PEFT's base layer, inside PEFT's
+        parent, attr, cur = cur, "base_layer", _child(cur, "base_layer")
     return (parent, attr, cur) if parent is not None else None
+
+
+def _child(module: nn.Module, name: str) -> nn.Module:
+    """A registered submodule, typed (torch types module attributes `Tensor | Module`)."""
+    child = module._modules[name]
+    assert child is not None
+    return child
 
 
 def _ensure_wrapper(st: RuntimeState, item: _Planned) -> AdapterLayer:
@@ -376,17 +421,20 @@ def _fused_values(w: LoraLinear | LoraEmbedding, act: list[tuple[str, float]], w
 # --- small helpers --------------------------------------------------------------------------------------------
 
 
-def _load(adapter: AdapterSource, device: torch.device | None) -> tuple[PeftAdapter, str]:
-    """A PeftAdapter and its default name from an in-memory adapter or anything `sources.resolve` takes: a folder
-    (named after it), a registry reference (named as given), or an adapter a check resolved already."""
+def _load(adapter: AdapterSource, device: torch.device | None) -> tuple[PeftAdapter, str, frozenset[str]]:
+    """A PeftAdapter, its default name and its aliases, from an in-memory adapter or anything `sources.resolve`
+    takes: a folder (named after it), a registry reference (named as given; it also answers to its resolved
+    version `ns/name@3` and that version's aliases `ns/name@prod`), or an adapter a check resolved already."""
     if isinstance(adapter, PeftAdapter):
-        return adapter, adapter.path.name if adapter.path is not None else "adapter"
+        return adapter, adapter.path.name if adapter.path is not None else "adapter", frozenset()
     dev = str(device) if device is not None and device.type != "meta" else None
     source = resolve(adapter)
     peft = load_adapter(source.folder, device=dev, layout=source.layout)
-    if source.card is None:
-        return peft, source.folder_name
-    return peft, source.asked or source.card.ref
+    card = source.card
+    if card is None:
+        return peft, source.folder_name, frozenset(a for a in (source.asked, str(source.folder)) if a)
+    aliases = {card.ref, *(f"{card.full_name}@{a}" for a in card.aliases)} | ({source.asked} if source.asked else set())
+    return peft, source.asked or card.ref, frozenset(aliases)
 
 
 def _model_device(model: nn.Module) -> torch.device | None:
@@ -421,11 +469,9 @@ def _as_names(names: str | Sequence[str] | None) -> list[str]:
 
 
 def _pairs(st: RuntimeState, names: list[str], weights: float | Sequence[float] | None) -> tuple[tuple[str, float], ...]:
+    names = [adapter_name(st, n) for n in names]  # the name, an alias or the resolved version -> the attached name
     if len(set(names)) != len(names):
         raise UsageError(f"an adapter is named twice in {names}", hint="name each adapter once")
-    for n in names:
-        if n not in st.adapters:
-            raise AdapterNotFound(n, hint=f"attached: {', '.join(st.adapters) or 'none'}")
     if weights is None:
         ws = [st.adapters[n].weight for n in names]
     elif isinstance(weights, (int, float)):

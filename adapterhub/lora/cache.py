@@ -21,7 +21,7 @@ from ..errors import AdapterNotFound, CacheFull, InvalidAdapter, UsageError
 from ..peft_format import read_layout
 from ..sources import default_registry, needs_registry, resolve
 from .attach import attach, detach, list_adapters, set_active
-from .state import runtime_state
+from .state import adapter_name, runtime_state
 
 if TYPE_CHECKING:
     from ..store.registry import Registry
@@ -188,8 +188,8 @@ def resident_nbytes(model: torch.nn.Module, name: str) -> int:
     """Bytes the attached adapter `name` really holds on `model`: its LoRA factors and overrides as the layers use
     them, and the source tensors the runtime keeps, each storage counted once (a cast to the same dtype shares it)."""
     st = runtime_state(model)
-    if st is None or name not in st.adapters:
-        raise AdapterNotFound(name, hint="it is not attached to this model")
+    name = adapter_name(st, name)
+    assert st is not None  # adapter_name raises when nothing is attached
     rec = st.adapters[name]
     tensors: list[torch.Tensor] = []
     for m in rec.adapter.modules.values():

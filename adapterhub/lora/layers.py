@@ -66,6 +66,16 @@ class AdapterLayer(nn.Module):
         self._overrides: dict[str, dict[str, torch.Tensor]] = {}  # adapter name -> {param leaf: tensor}
         self._override_keys: dict[str, str] = {}  # adapter name -> key in its override parameters' names
         self.training = base_layer.training  # not train(): that would walk the base's submodules
+        # state_dict() shows the base's own keys and values (adapter tensors left out), so save_pretrained() on an
+        # attached model writes the base checkpoint; loading base keys into an attached model works too.
+        self.register_state_dict_post_hook(_base_state_dict)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        self.register_load_state_dict_pre_hook(_base_load_pre_hook)  # type: ignore[no-untyped-call]  # same
+
+    def __repr__(self) -> str:
+        # One line, so it reads well in print(model) and inside PEFT's "Target module ... is not supported" error.
+        names = ", ".join(dict.fromkeys([*self._slots, *self._overrides]))
+        return (f"{type(self).__name__}({self._base!r} + adapterhub adapters [{names}]; PEFT cannot wrap this layer: "
+                f"apply PEFT first and attach after, or adapterhub.detach(model) before get_peft_model)")  # fmt: skip
 
     # --- bookkeeping (attach/detach) --------------------------------------------------------------------------
 
@@ -186,11 +196,13 @@ class AdapterLayer(nn.Module):
 
     def _routed_forward(self, plan: RoutePlan, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Each row group gets its own adapter's override and LoRA term; base rows get the base alone."""
-        if x.shape[0] != plan.batch:
+        rows_plan = plan.for_batch(x.shape[0])  # generate's beams / num_return_sequences repeat each row k times
+        if rows_plan is None:
             raise UsageError(
                 f"routing names {plan.batch} rows but a layer got a batch of {x.shape[0]}",
                 hint="pass one name per row of the batch (None for the base)",
             )
+        plan = rows_plan
         out: torch.Tensor = self._base(x, *args, **kwargs)
         grad = torch.is_grad_enabled()
         for name, rows in plan.groups(x.device):
@@ -209,6 +221,48 @@ class AdapterLayer(nn.Module):
             else:
                 out[rows] = new_r
         return out
+
+
+BASE_PREFIX = "base_layer."
+_ADAPTER_PREFIX = "lora_"
+
+
+def _base_state_dict(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any]) -> None:
+    """state_dict post-hook: `x.base_layer.weight` -> `x.weight`, adapter tensors dropped, and while fused the base
+    values from before the fuse. This wrapper's keys were the last ones added, so only the dict's tail is touched."""
+    assert isinstance(module, AdapterLayer)
+    tail: list[tuple[str, Any]] = []
+    for key in reversed(list(state_dict)):
+        if not key.startswith(prefix):
+            break
+        tail.append((key, state_dict.pop(key)))
+    fused = module._state.fused
+    originals = {id(p): orig for p, orig in fused} if fused is not None else {}
+    inner = prefix + BASE_PREFIX
+    for key, value in reversed(tail):
+        if not key.startswith(inner):
+            continue  # the wrapper's own parameters: adapter tensors
+        leaf = key[len(inner) :]
+        param = module._base._parameters.get(leaf)
+        if param is not None and id(param) in originals:
+            value = originals[id(param)]
+        state_dict[prefix + leaf] = value
+
+
+def _base_load_pre_hook(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
+                        strict: bool, missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:  # fmt: skip
+    """load_state_dict pre-hook: base keys (`x.weight`) load into the wrapped layer (`x.base_layer.weight`); the adapter
+    tensors a base checkpoint lacks keep their values (they are not reported missing)."""
+    assert isinstance(module, AdapterLayer)
+    inner = prefix + BASE_PREFIX
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix) :]
+        if rest.startswith(BASE_PREFIX) or (rest.startswith(_ADAPTER_PREFIX) and "." not in rest):
+            continue  # already the wrapped name, or one of this wrapper's adapter tensors
+        state_dict[inner + rest] = state_dict.pop(key)
+    for pname, p in module._parameters.items():
+        if pname.startswith(_ADAPTER_PREFIX) and p is not None and prefix + pname not in state_dict:
+            state_dict[prefix + pname] = p.detach()
 
 
 def _tensor(p: torch.Tensor | None) -> torch.Tensor:

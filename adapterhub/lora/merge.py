@@ -14,7 +14,7 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,7 @@ from ..modelfiles import INDEX_NAME, model_folder
 from ..peft_format import LayerKind
 from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from ..progress import progress_bar
+from ..shapefit import INPUT_EMBEDDINGS, OUTPUT_HEADS, tied_embeddings
 from ..sources import needs_registry, registry_or_default, resolve
 from ..tensorfile import PICKLE_SUFFIXES
 from .delta import dora_norm, merged_weight_onto
@@ -268,6 +269,7 @@ def merge(
         source = resolve(arg, reg)
         loaded.append(_Loaded(str(arg), source.label, weight, load_adapter(source.folder), source.card))
     labels = [la.arg for la in loaded]
+    untied = untie_head(loaded, tensors, base_path)
     plan = plan_ops(loaded, tensors, str(base))
     # fingerprint the base before writing anything: a failure here leaves no unregistered output behind
     base_info = reg.register_base(base_path) if register and reg is not None else None
@@ -295,6 +297,8 @@ def merge(
         if len(shards) > 1:
             write_index(tmp, list(zip(fnames, shards)))
         _copy_side_files(base_path, tmp, out_dtype)
+        if untied:
+            _write_untied_config(tmp / "config.json")
 
     parents = [ParentLink(ref=la.ref, weight=la.weight) for la in loaded]
     registered = None
@@ -383,6 +387,33 @@ def _write_one(writer: StreamWriter, spec: TensorSpec, src: SourceTensor, ops: l
         if not _all_finite(merged):
             raise NonFiniteResult(spec.name, labels[ops[-1].adapter], f"{ops[-1].module} (overflow in {out_dtype})")
         writer.write(spec.name, merged)
+
+
+def untie_head(loaded: list[_Loaded], tensors: dict[str, SourceTensor], base: Path) -> bool:
+    """A tied base (the checkpoint stores only the input embedding) whose output head an adapter changes
+    (modules_to_save=["lm_head"], or LoRA on it): the head becomes its own tensor, starting from the embedding's
+    bytes, as PEFT's merge_and_unload + save_pretrained does. Returns whether the head was untied."""
+    if base.is_file() or not tied_embeddings(model_folder(base)):
+        return False
+    params = [p for la in loaded for p in [*la.adapter.overrides, *(f"{m}.weight" for m in la.adapter.modules)]]
+    heads = sorted({p for p in params if p.rsplit(".", 2)[-2] in OUTPUT_HEADS and p not in tensors})
+    emb = next((t for k, t in tensors.items() if k.endswith(INPUT_EMBEDDINGS)), None)
+    if not heads or emb is None or any(k.rsplit(".", 2)[-2] in OUTPUT_HEADS for k in tensors):
+        return False
+    for head in heads:
+        tensors[head] = SourceTensor(emb.path, replace(emb.info, name=head))
+    return True
+
+
+def _write_untied_config(cfg: Path) -> None:
+    """tie_word_embeddings=false in config.json (and its text_config), so transformers loads the head as saved."""
+    if not cfg.is_file():
+        return
+    data = json.loads(cfg.read_text(encoding="utf-8"))
+    data["tie_word_embeddings"] = False
+    if isinstance(data.get("text_config"), dict):
+        data["text_config"]["tie_word_embeddings"] = False
+    cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _copy_side_files(base: Path, dest: Path, out_dtype: str | None) -> None:

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from ..errors import AdapterNotFound, UsageError
-from .state import BASE, RoutePlan, runtime_state
+from ..errors import UsageError
+from .state import BASE, RoutePlan, adapter_name, runtime_state
 
 __all__ = ["BASE", "RoutePlan", "route"]
 
@@ -27,10 +27,7 @@ def route(model: nn.Module, names_per_row: Sequence[str | None]) -> Iterator[Non
     if isinstance(names_per_row, str):
         raise UsageError("route() takes one adapter name per row, not a single string", hint="e.g. ['a', None, 'b']")
     st = runtime_state(model)
-    plan = RoutePlan(names_per_row)
-    for n in plan.rows:
-        if st is None or n not in st.adapters:
-            raise AdapterNotFound(n, hint=f"attached: {', '.join(st.adapters) if st else 'none'}")
+    plan = RoutePlan([None if n is None or n == BASE else adapter_name(st, n) for n in names_per_row])
     if st is None:  # every row uses the base: nothing is wrapped, nothing to route
         yield
         return

@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import AdapterNotFound, UnsupportedFeature, UsageError
+from ..errors import InvalidAdapter, UnsupportedFeature, UsageError
 from ..peft_format import LayerKind, LoraConfig, lora_scaling
-from ..peft_weights import LoraModule, PeftAdapter
+from ..peft_weights import LoraModule, PeftAdapter, load_adapter
 from ..peft_weights import save_adapter as _save_peft
-from .attach import attach_loaded
+from .attach import attach_loaded, folder_stamp
 from .layers import AdapterLayer, LoraEmbedding, module_weight, wrapper_class
-from .state import runtime_state
+from .state import AdapterRecord, adapter_name, runtime_state
 
 
 def add_trainable(
@@ -78,6 +78,18 @@ def add_trainable(
     return name
 
 
+def _source(rec: AdapterRecord) -> PeftAdapter:
+    """A frozen adapter's source tensors: kept in memory, or re-read from its unchanged folder (see `_keep_one_copy`)."""
+    if rec.source_stamp is None:
+        return rec.adapter
+    path = rec.adapter.path
+    assert path is not None  # sources are dropped only for adapters read from a folder
+    if folder_stamp(path) != rec.source_stamp:
+        raise InvalidAdapter(str(path), ["the folder changed since the adapter was attached"],
+                             hint="attach it again (or export the registry version) to save it exactly")  # fmt: skip
+    return load_adapter(path)
+
+
 def save_attached(model: nn.Module, name: str, folder: str | Path, *, overwrite: bool = False) -> Path:
     """Write adapter `name` (trainable or attached) as a PEFT folder that `PeftModel.from_pretrained` loads.
 
@@ -85,11 +97,11 @@ def save_attached(model: nn.Module, name: str, folder: str | Path, *, overwrite:
     parameters.
     """
     st = runtime_state(model)
-    if st is None or name not in st.adapters:
-        raise AdapterNotFound(name, hint=f"attached: {', '.join(st.adapters) if st else 'none'}")
+    name = adapter_name(st, name)
+    assert st is not None  # adapter_name raises when nothing is attached
     rec = st.adapters[name]
     if not rec.trainable:
-        return _save_peft(rec.adapter, folder, overwrite=overwrite)
+        return _save_peft(_source(rec), folder, overwrite=overwrite)
     modules: dict[str, LoraModule] = {}
     for path in rec.modules:
         m = st.wrappers[path].slot_module(name)

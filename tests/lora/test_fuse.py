@@ -57,7 +57,7 @@ def test_fuse_matches_peft_and_unfuse_is_bit_exact(case: str, request: pytest.Fi
         attach(model, f, n)
     set_active(model, names, weights)
     unfused = factories.model_output(model, inputs)
-    weights_before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    weights_before = {k: v.detach().clone() for k, v in model.named_parameters()}
 
     fuse(model)
     assert is_fused(model)
@@ -66,12 +66,12 @@ def test_fuse_matches_peft_and_unfuse_is_bit_exact(case: str, request: pytest.Fi
     peft_activate(pm, names, weights)
     assert_close(fused, factories.model_output(pm, inputs))
     assert_close(fused, unfused)
-    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, weights_before[k])]
+    changed = [k for k, v in model.named_parameters() if not torch.equal(v, weights_before[k])]
     assert changed and all(".base_layer." in k for k in changed), "fuse changes the wrapped base weights only"
 
     unfuse(model)
     assert not is_fused(model)
-    assert all(torch.equal(v, weights_before[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(v, weights_before[k]) for k, v in model.named_parameters())
     assert torch.equal(factories.model_output(model, inputs), unfused)
     detach(model)
     assert_restored(model, snap)
