@@ -32,4 +32,6 @@ def import_gguf(gguf_file: Path | None, out: Path | None, name: str | None, as_j
             raise click.UsageError("give GGUF_FILE with --out")
         folder = run(gguf_file, out or gguf_file.with_suffix(""))
     info = reg.register_base(folder, name)
-    print_json({"path": str(folder), "base": info}) if as_json else click.echo(f"{folder} registered as {info.name} ({info.content_hash[:12]})")
+    print_json({"path": str(folder), "base": info}) if as_json else click.echo(
+        f"{folder} registered as {info.name} ({info.content_hash[:12]})"
+    )
