@@ -36,8 +36,9 @@ def test_same_files_same_name_returns_the_existing_version(run_split, minilm_ada
     assert out.splitlines() == ["team/b@1", "team/a@4", "team/a@3", "team/a@2", "team/a@1"]
 
 
-def test_same_content_is_files_and_digests(tmp_path: Path, minilm_adapter_dir: Path) -> None:
-    reg = Registry(home=tmp_path / "reg")
+def test_same_content_is_files_and_digests(registry: Registry, tmp_path: Path, minilm_adapter_dir: Path) -> None:
+    """Library level, on SQLite and PostgreSQL (the `registry` fixture)."""
+    reg = registry
     v1 = reg.add(minilm_adapter_dir, "ns/x", "t")
     assert reg.add(minilm_adapter_dir, "ns/x", "other task").version == 1
     assert reg.same_content("ns/x", v1.files) == reg.get("ns/x@1")
@@ -67,8 +68,8 @@ def test_score_records_and_replaces(run_split, minilm_adapter_dir: Path) -> None
     assert code == 1 and "not found" in err
 
 
-def test_record_scores_library(tmp_path: Path, minilm_adapter_dir: Path) -> None:
-    reg = Registry(home=tmp_path / "reg")
+def test_record_scores_library(registry: Registry, minilm_adapter_dir: Path) -> None:
+    reg = registry
     reg.add(minilm_adapter_dir, "ns/x", "t", scores=[EvalScore(dataset="d", metric="m", value=1.0)])
     card = reg.record_scores(
         "ns/x", [EvalScore(dataset="d", metric="m", value=2.0), EvalScore(dataset="d", metric="m", split="dev", value=3.0)]
