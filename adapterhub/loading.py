@@ -201,7 +201,8 @@ class ProbeResult(BaseModel):
     text: str
     top_tokens: list[TokenScore] = Field(default_factory=list)  # causal LM: next-token distribution with adapters
     base_top_tokens: list[TokenScore] = Field(default_factory=list)  # ... and without
-    embedding_norm: float | None = None  # encoder: mean-pooled sentence embedding
+    embedding_norm: float | None = None  # `sentence`: mean-pooled sentence embedding
+    pooled: str = ""  # `sentence`: which hidden states were pooled (a causal LM has no sentence embedding of its own)
     base_embedding_norm: float | None = None
     cosine_to_base: float | None = None
     embedding_head: list[float] = Field(default_factory=list)  # the first values of the embedding
@@ -231,10 +232,11 @@ def probe(
     enc = tok(text, return_tensors="pt")
     from .lora.attach import activation
 
+    extra = {"output_hidden_states": True} if sentence is not None else {}
     with torch.no_grad():
-        out = model(**enc)
+        out = model(**enc, **extra)
         with activation(model, None):
-            bare = model(**enc)
+            bare = model(**enc, **extra)
     result = ProbeResult(base=str(base), adapters=[str(a) for a in adapters], kind="", text=str(text))
     logits = getattr(out, "logits", None)
     if prompt is not None:
@@ -244,7 +246,9 @@ def probe(
         result.top_tokens = _top(tok, logits[0, -1], top_k)
         result.base_top_tokens = _top(tok, bare.logits[0, -1], top_k)
         return result
-    result.kind = "encoder"
+    causal = logits is not None and logits.dim() == 3
+    result.kind = "causal-lm" if causal else "encoder"
+    result.pooled = "the last hidden layer (a causal LM: not a trained sentence embedding)" if causal else "the last hidden state"
     emb, bare_emb = _mean_pool(out, enc["attention_mask"]), _mean_pool(bare, enc["attention_mask"])
     result.embedding_norm = float(emb.norm())
     result.base_embedding_norm = float(bare_emb.norm())
@@ -273,7 +277,13 @@ def _top(tok: Any, logits: torch.Tensor, k: int) -> list[TokenScore]:
 
 
 def _mean_pool(out: Any, mask: torch.Tensor) -> torch.Tensor:
-    hidden = out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None else out[0]
+    """The mask-weighted mean of the last hidden layer (never of a causal LM's logits)."""
+    if getattr(out, "last_hidden_state", None) is not None:
+        hidden = out.last_hidden_state
+    elif getattr(out, "hidden_states", None):
+        hidden = out.hidden_states[-1]
+    else:
+        hidden = out[0]
     m = mask.unsqueeze(-1).to(hidden.dtype)
     pooled: torch.Tensor = ((hidden * m).sum(1) / m.sum(1).clamp(min=1))[0].float()
     return pooled

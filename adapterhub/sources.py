@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .card import AdapterCard, AdapterRef
-from .errors import InvalidAdapter
+from .errors import InvalidAdapter, InvalidReference
 
 if TYPE_CHECKING:
     from .peft_format import AdapterLayout
@@ -73,18 +73,24 @@ def needs_registry(adapters: Sequence[AdapterSpec]) -> bool:
 
 def resolve(adapter: AdapterSpec, registry: Registry | None = None) -> ResolvedAdapter:
     """A PEFT folder as is, or a registry reference -> its local folder and card (the default registry unless
-    `registry` is given). A path that is not a folder: InvalidAdapter; a malformed reference: InvalidReference
-    (a usage error); an unknown one: AdapterNotFound."""
+    `registry` is given). A file, or a path (`./x`, `/x`, `x/`) with no folder there: InvalidAdapter saying so; a
+    name that is neither a folder here nor a reference's form: InvalidReference (a usage error) saying both; an
+    unknown reference: AdapterNotFound."""
     if isinstance(adapter, ResolvedAdapter):
         return adapter
     path = Path(adapter)
     text = str(adapter)
     if path.is_dir():
         return ResolvedAdapter(path, asked=text)
-    if path.exists() or text.startswith((".", "/", "~", os.sep)):
-        raise InvalidAdapter(text, ["not an adapter folder, and not a registry reference"],
-                             hint="pass a PEFT adapter folder or a registered namespace/name[@version]")  # fmt: skip
-    AdapterRef.parse(text)  # not a reference either: InvalidReference (exit 2)
+    hint = "pass a PEFT adapter folder or a registered namespace/name[@version|@alias]"
+    if path.exists():
+        raise InvalidAdapter(text, ["a file, not an adapter folder"], hint="pass the folder holding adapter_config.json")
+    if text.startswith((".", "/", "~", os.sep)) or text.endswith(os.sep):
+        raise InvalidAdapter(text, ["no such folder"], hint=hint)
+    try:
+        AdapterRef.parse(text)
+    except InvalidReference:  # neither a folder here nor a reference's form: a usage error (exit 2) that says both
+        raise InvalidReference(text, "no such folder, and not a registry reference", what="adapter", hint=hint) from None
     reg = registry_or_default(registry)
     card = reg.get(text)
     return ResolvedAdapter(Path(reg.adapter_path(card.ref)), card, asked=text)

@@ -7,6 +7,7 @@ error becomes an exit code in one place, `LazyGroup.invoke`, through the table i
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import sys
@@ -15,6 +16,7 @@ import traceback
 import click
 
 from ._common import debug_enabled, exit_for
+from .examples import EXAMPLES
 
 # command name -> "module:attribute" (each module holds one command group's commands)
 COMMANDS: dict[str, str] = {
@@ -22,8 +24,10 @@ COMMANDS: dict[str, str] = {
     "ls": "adapterhub.cli.registry:ls",
     "show": "adapterhub.cli.registry:show",
     "search": "adapterhub.cli.registry:search",
+    "score": "adapterhub.cli.registry:score",
     "rm": "adapterhub.cli.registry:rm",
     "tag": "adapterhub.cli.registry:tag",
+    "untag": "adapterhub.cli.registry:untag",
     "export": "adapterhub.cli.registry:export",
     "gc": "adapterhub.cli.registry:gc",
     "bases": "adapterhub.cli.registry:bases",
@@ -58,7 +62,18 @@ class LazyGroup(click.Group):
         if target is None or not _module_exists(target):
             return None
         module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]  # a click.Command by COMMANDS
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        if cmd_name in EXAMPLES and not command.epilog:
+            command.epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[cmd_name])
+        return command
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        """An unknown command names the nearest known one: `adapterhub serch` -> did you mean 'search'?"""
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            near = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.5)
+            ctx.fail(f"No such command {name!r}." + (f" Did you mean {near[0]!r}?" if near else ""))
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> object:
         """Run the command; an error adapterhub explains becomes one line on stderr and its exit code (the table is

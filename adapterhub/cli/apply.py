@@ -53,7 +53,9 @@ def validate(adapter: str, base: str, as_json: bool) -> None:
     "--adapter", "adapters", multiple=True, metavar="REF[:WEIGHT]", help="Registry reference or PEFT folder; repeatable."
 )
 @click.option("--prompt", default=None, help="Causal LM: show the top next tokens after this text.")
-@click.option("--sentence", default=None, help="Encoder: show a summary of this sentence's mean-pooled embedding.")
+@click.option("--sentence", default=None,
+              help="Show a summary of this sentence's mean-pooled last hidden layer (an encoder's embedding; on a causal LM "
+                   "the same pooling, which is no trained sentence embedding).")  # fmt: skip
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 100))
 @click.option("--dtype", default=None, type=click.Choice(["float32", "float16", "bfloat16"]))
 @json_option
@@ -74,13 +76,14 @@ def run(
         print_json(result)
         return
     click.echo(f"{result.kind} {result.base} + {', '.join(result.adapters) or '(no adapter)'}: {result.text!r}")
-    if result.kind == "causal-lm":
+    if result.top_tokens:
         rows = [
             [i + 1, repr(a.token), f"{a.prob:.4f}", repr(b.token), f"{b.prob:.4f}"]
             for i, (a, b) in enumerate(zip(result.top_tokens, result.base_top_tokens))
         ]
         print_table(["rank", "with adapters", "p", "bare base", "p"], rows)
     else:
+        click.echo(f"  mean-pooled {result.pooled}")
         click.echo(f"  embedding norm {result.embedding_norm:.4f} (bare base {result.base_embedding_norm:.4f})")
         click.echo(f"  cosine to the bare base's embedding {result.cosine_to_base:.4f}")
         click.echo(f"  first values {result.embedding_head}")

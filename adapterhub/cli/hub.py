@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import click
 
-from ._common import json_option, print_json, show_progress
+from ..errors import AdapterHubError
+from ._common import json_option, print_json, quiet_option, show_progress
 
 
 @click.command()
@@ -44,12 +46,29 @@ def serve(database_url: str | None, storage: Path | None, host: str, port: int, 
     from ..hub.server.app import ConnectionLimits
     from ..hub.server.app import serve as run
 
+    _check_port(host, port)
     users = {t.partition(":")[2] or t: (t.partition(":")[0] if ":" in t else "adapterhub") for t in tokens}
     limits = ConnectionLimits(
         head_timeout=head_timeout, body_timeout=body_timeout, keep_alive=keep_alive, max_connections=max_connections
     )
     run(home=storage, database_url=database_url, host=host, port=port, tokens=users, page_size=page_size, max_upload_bytes=max_upload_bytes,
         limits=limits, open_hub=open_hub, on_ready=lambda url: click.echo(f"adapterhub hub on {url} (Ctrl-C stops)", err=True))  # fmt: skip
+
+
+def _check_port(host: str, port: int) -> None:
+    """A port another process holds: one line and exit 1, before the server starts (uvicorn would log and exit 3)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise AdapterHubError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="check --host") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port in TIME_WAIT is free
+        try:
+            probe.bind(addr)
+        except OSError as exc:
+            raise AdapterHubError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                                  hint="stop what holds the port or pick another --port") from None  # fmt: skip
 
 
 @click.command()
@@ -60,10 +79,10 @@ def serve(database_url: str | None, storage: Path | None, host: str, port: int, 
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Access token (default: $HF_TOKEN or the saved login).")
 @json_option
 def push(ref: str, remote: str | None, repo: str | None, private: bool, token: str | None, as_json: bool) -> None:
-    """Upload adapter REF (NAME[@V]) with its card and a model card to a hub."""
+    """Upload adapter REF (NAME[@V]) with its card and a model card to a hub (a progress bar on a terminal)."""
     from ..hub.client import push as run
 
-    result = run(ref, remote=remote, repo=repo, private=private, token=token)
+    result = run(ref, remote=remote, repo=repo, private=private, token=token, progress=show_progress() and not as_json)
     print_json(result) if as_json else click.echo(f"{result.ref} -> {result.url} (commit {result.commit})")
 
 
@@ -72,10 +91,23 @@ def push(ref: str, remote: str | None, repo: str | None, private: bool, token: s
 @click.option("--remote", default=None, metavar="URL", help="Hub URL (default: $HF_ENDPOINT, else https://huggingface.co).")
 @click.option("--as", "name", default=None, metavar="NS/NAME", help="Register under this name (default: the repository's).")
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Access token for private repositories.")
+@click.option("--force-new", is_flag=True, help="Record a new version even when the newest local one has the same files.")
+@quiet_option
 @json_option
-def pull(spec: str, remote: str | None, name: str | None, token: str | None, as_json: bool) -> None:
-    """Download REPO at REV (default main), verify every file, and register it as a new local version."""
-    from ..hub.client import pull as run
+def pull(spec: str, remote: str | None, name: str | None, token: str | None, force_new: bool, quiet: bool, as_json: bool) -> None:
+    """Download REPO at REV (default main), verify every file, and register it as a new local version.
 
-    card = run(spec, remote=remote, name=name, token=token, progress=show_progress())
+    When the newest local version already has exactly these files, that version is returned (and said so)."""
+    from ..hub.client import pull as run
+    from ..sources import default_registry
+    from .registry import newest_version, say_same
+
+    reg = default_registry()
+    target = name or spec.partition("@")[0]
+    before = None if force_new else newest_version(reg, target)
+    card = run(
+        spec, remote=remote, name=name, token=token, progress=show_progress() and not as_json, registry=reg, force_new=force_new
+    )
     print_json(card) if as_json else click.echo(card.ref)
+    if not quiet:
+        say_same(card, before)

@@ -127,8 +127,12 @@ def push(
     private: bool = False,
     token: str | None = None,
     registry: Registry | None = None,
+    progress: bool | None = None,
 ) -> PushResult:
-    """Upload one registered version (`NAME[@V]`) to a hub repo (default: the same `namespace/name`)."""
+    """Upload one registered version (`NAME[@V]`) to a hub repo (default: the same `namespace/name`).
+
+    `progress` (None: when stderr is a terminal) shows a bar over the version's bytes that fills when the hub has
+    accepted the commit (the commit is one request; LFS hubs add huggingface_hub's own per-file bars)."""
     from huggingface_hub import CommitOperationAdd
 
     reg = registry_or_default(registry)
@@ -147,10 +151,12 @@ def push(
     ops.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=pushed.model_dump_json(indent=2).encode()))
     ops.append(CommitOperationAdd(path_in_repo=README_FILE, path_or_fileobj=readme.encode()))
     api = _api(endpoint, token)
-    with _remote_errors(endpoint, repo_id):
+    total = sum(f.size for f in files)
+    with _remote_errors(endpoint, repo_id), progress_bar(total, f"push {card.ref}", enabled=progress) as bar:
         api.create_repo(repo_id, private=private, exist_ok=True)
         _validate_yaml(api, endpoint, readme)
         info = _commit_on_head(api, repo_id, ops, f"adapterhub push {card.ref}")
+        bar.update(total)
     return PushResult(ref=card.ref, repo_id=repo_id, commit=info.oid, url=f"{endpoint}/{repo_id}", files=files)
 
 
@@ -207,8 +213,12 @@ def pull(
     token: str | None = None,
     registry: Registry | None = None,
     progress: bool | None = None,
+    force_new: bool = False,
 ) -> AdapterCard:
-    """Download `REPO[@REV]`, verify every byte, and register it as the next local version of `name` (default REPO)."""
+    """Download `REPO[@REV]`, verify every byte, and register it as the next local version of `name` (default REPO).
+
+    When the newest local version of `name` already has exactly these files, that version is returned (files already
+    in the blob store are not fetched again) unless `force_new`."""
     from ..peft_format import CONFIG_NAME, WEIGHTS_NAME, config_json
 
     repo_id, _, revision = spec.partition("@")
@@ -241,6 +251,9 @@ def pull(
     names, fields = describe_adapter(listing, card_json, readme, config if isinstance(config, dict) else {})
     expected = _expected_files(repo_id, names, listing, card_json)
     files = {p: fetch.blob(listing[p], expected.get(p)) for p in names}
+    same = None if force_new else reg.same_content(target, files.values())
+    if same is not None:
+        return same
     scratch = reg.home / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="pull-", dir=scratch))

@@ -29,7 +29,7 @@ from ..card import (
     SearchQuery,
     SearchResult,
 )
-from ..errors import AdapterNotFound, BaseModelNotFound, IncompatibleAdapter, InvalidAdapter, UsageError
+from ..errors import AdapterNotFound, BaseModelNotFound, IncompatibleAdapter, InvalidAdapter, StoreError, UsageError
 from ..fsutil import atomic_directory, check_relative_path
 from ..paths import adapterhub_home
 from ..tensorfile import is_pickle_name
@@ -48,7 +48,8 @@ RESERVED_ALIASES = {"latest"}
 @dataclass
 class GcReport:
     removed: list[str] = field(default_factory=list)
-    kept: int = 0
+    kept: int = 0  # blobs some row points at
+    young: int = 0  # orphan blobs kept because they are younger than the grace period
     freed_bytes: int = 0
     stale_staging: int = 0  # staging folders of interrupted operations removed
 
@@ -70,7 +71,7 @@ class Registry:
 
     def __init__(self, home: Path | str | None = None, database_url: str | None = None, *, auto_migrate: bool = True) -> None:
         self.home = Path(home) if home is not None else adapterhub_home()
-        self.home.mkdir(parents=True, exist_ok=True)
+        _check_home(self.home, sqlite_here=database_url is None)
         self.db = Database(database_url or default_database_url(self.home), lock_dir=self.home, auto_migrate=auto_migrate)
         self.blobs = BlobStore(self.home / "blobs")
 
@@ -136,8 +137,12 @@ class Registry:
         license: str | None = None,
         lineage: Lineage | None = None,
         aliases: Iterable[str] = (),
+        force_new: bool = False,
     ) -> AdapterCard:
-        """Check a PEFT adapter folder and record it as the next version of `name` (`namespace/name`)."""
+        """Check a PEFT adapter folder and record it as the next version of `name` (`namespace/name`).
+
+        Same bytes, same version: when the newest version of `name` has exactly these files (paths and sha256), that
+        version is returned as it is (only `aliases` are pointed at it) unless `force_new`."""
         from ..peft_format import nonfinite_tensors, read_layout
 
         ref = AdapterRef.parse(name)
@@ -169,6 +174,13 @@ class Registry:
         ]
         fields = VersionFields(task, description, license, tags, scores, lineage, entries)
         with self.db.write() as s:
+            same = None if force_new else _same_files_row(s, ref, entries)
+            if same is not None:
+                for a in aliases:
+                    set_alias(s, same.repo, a, same)
+                s.flush()
+                s.expire(same.repo, ["aliases"])
+                return convert.card(s, same)
             base_row = self._upsert_base(s, Path(base), fp, None, mtype, None) if fp is not None and base is not None else None
             return record_version(s, ref.namespace, ref.name, layout, fields, base=base_row, aliases=aliases)
 
@@ -231,14 +243,24 @@ class Registry:
 
     # --- measured scores ---------------------------------------------------------------------------------
 
-    def record_scores(self, ref: str | AdapterRef, scores: Sequence[EvalScore]) -> AdapterCard:
-        """Record scores measured by `adapterhub eval` on an existing version (`source: measured`). A new measurement
-        of the same dataset/metric/split replaces the old one; reported scores are kept beside it."""
+    def same_content(self, name: str | AdapterRef, files: Iterable[FileEntry]) -> AdapterCard | None:
+        """The newest version of `name` when its files are exactly `files` (same paths, same sha256), else None:
+        the one rule for "same bytes, same version" that `add` and `pull` apply before recording a new version."""
+        with self.db.session() as s:
+            row = _same_files_row(s, AdapterRef.parse(name) if isinstance(name, str) else name, files)
+            return None if row is None else convert.card(s, row)
+
+    def record_scores(
+        self, ref: str | AdapterRef, scores: Sequence[EvalScore], *, source: ScoreSource = ScoreSource.MEASURED
+    ) -> AdapterCard:
+        """Record scores on an existing version: `measured` by `adapterhub eval` (with provenance), `reported` by
+        `adapterhub score` (typed in). A score of the same source and dataset/metric/split replaces the old one; scores
+        of the other source stay beside it."""
         with self.db.write() as s:
             row = _find_adapter(s, ref)
             keys = {(x.dataset, x.metric, x.split) for x in scores}
-            row.scores = [x for x in row.scores if not (x.source == "measured" and (x.dataset, x.metric, x.split) in keys)]
-            row.scores.extend(score_row(x, ScoreSource.MEASURED) for x in scores)
+            row.scores = [x for x in row.scores if not (x.source == source.value and (x.dataset, x.metric, x.split) in keys)]
+            row.scores.extend(score_row(x, source) for x in scores)
             s.flush()
             return convert.card(s, row)
 
@@ -269,6 +291,8 @@ class Registry:
             return convert.card(s, row)
 
     def untag(self, name: str, alias: str) -> None:
+        """Remove `alias` from `namespace/name`; the version it pointed at stays."""
+        alias = _check_alias(alias)
         ref = AdapterRef.parse(name)
         with self.db.write() as s:
             repo = s.scalar(sa.select(RepoRow).where(RepoRow.namespace == ref.namespace, RepoRow.name == ref.name))
@@ -280,7 +304,7 @@ class Registry:
             if not n:
                 raise AdapterNotFound(f"{ref.full_name}@{alias}")
 
-    def remove(self, ref: str | AdapterRef) -> builtins.list[AdapterCard]:
+    def remove(self, ref: str | AdapterRef) -> builtins.list[AdapterCard]:  # `list` is a method in this class
         """Remove one version (`ns/name@3`, `@alias`) or every version (`ns/name`); blobs stay until `gc`."""
         r = AdapterRef.parse(ref) if isinstance(ref, str) else ref
         with self.db.write() as s:
@@ -335,18 +359,23 @@ class Registry:
         return folder
 
     def gc(self, *, grace_seconds: float = 600.0, dry_run: bool = False) -> GcReport:
-        """Remove blobs no row points at. Blobs younger than `grace_seconds` are kept: an `add` running right now
-        writes its blobs before its rows."""
+        """Remove blobs no row points at. Blobs younger than `grace_seconds` are kept (counted in `young`): an `add`
+        running right now writes its blobs before its rows. `dry_run` reports what would be removed."""
+        import time
+
         referenced = self._referenced_digests()
         orphans = [d for d in self.blobs.iter_digests() if d not in referenced]
         report = GcReport(kept=len(referenced))
+        stats = {d: self.blobs.path(d).stat() for d in orphans}
         if dry_run:
-            report.removed = orphans
-            report.freed_bytes = sum(self.blobs.path(d).stat().st_size for d in orphans)
+            now = time.time()
+            report.removed = [d for d in orphans if now - stats[d].st_mtime >= grace_seconds]
+            report.young = len(orphans) - len(report.removed)
+            report.freed_bytes = sum(stats[d].st_size for d in report.removed)
             return report
-        sizes = {d: self.blobs.path(d).stat().st_size for d in orphans}
         report.removed = self.blobs.delete(orphans, older_than_s=grace_seconds)
-        report.freed_bytes = sum(sizes[d] for d in report.removed)
+        report.young = len(orphans) - len(report.removed)
+        report.freed_bytes = sum(stats[d].st_size for d in report.removed)
         report.stale_staging = _remove_stale(self.home / "tmp", grace_seconds)  # e.g. a pull killed part-way
         return report
 
@@ -387,6 +416,17 @@ class Registry:
 def _deleted(result: sa.Result[Any]) -> int:
     """How many rows a DELETE removed (its result is a CursorResult, which the generic Result type does not say)."""
     return result.rowcount if isinstance(result, sa.CursorResult) else 0
+
+
+def _check_home(home: Path, *, sqlite_here: bool) -> None:
+    """Create the registry folder, or say in one line why it cannot be used (a file in the way, no permission)."""
+    hint = "set ADAPTERHUB_HOME to a folder you can write"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the registry folder {home}: {exc.strerror or exc}", hint=hint) from None
+    if sqlite_here and not os.access(home, os.W_OK | os.X_OK):  # its SQLite database and lock file live there
+        raise StoreError(f"the registry folder {home} is not writable", hint=hint)
 
 
 def _remove_stale(folder: Path, older_than_s: float) -> int:
@@ -450,6 +490,17 @@ def _find_adapter(s: Session, ref: str | AdapterRef) -> AdapterRow:
     if row is None:
         raise AdapterNotFound(str(r))
     return row
+
+
+def _same_files_row(s: Session, ref: AdapterRef, files: Iterable[FileEntry]) -> AdapterRow | None:
+    """The newest version of `ref`'s name if its file set (path, sha256) equals `files`."""
+    newest: AdapterRow | None = s.scalars(
+        convert.card_query().join(RepoRow)
+        .where(RepoRow.namespace == ref.namespace, RepoRow.name == ref.name, AdapterRow.is_latest == sa.true()).limit(1)
+    ).first()  # fmt: skip
+    if newest is None or {(f.path, f.sha256) for f in newest.files} != {(f.path, f.sha256) for f in files}:
+        return None
+    return newest
 
 
 def _find_base(s: Session, key: str) -> BaseModelRow:

@@ -13,7 +13,7 @@ def test_add_ls_show_search_tag_rm(run, minilm_adapter_dir: Path, minilm_dir: Pa
     code, out = run("add", str(minilm_adapter_dir), "--name", "team/sent", "--task", "sentiment", "--base", str(minilm_dir),
                     "--metric", "sst2/accuracy=0.91", "--metric", "sst2/loss:validation=0.3", "--tag", "en")  # fmt: skip
     assert (code, out.strip()) == (0, "team/sent@1")
-    code, out = run("add", str(minilm_adapter_dir), "--name", "team/sent", "--task", "sentiment", "--json")
+    code, out = run("add", str(minilm_adapter_dir), "--name", "team/sent", "--task", "sentiment", "--force-new", "--json")
     assert code == 0 and json.loads(out)["version"] == 2
     code, out = run("ls")
     assert code == 0 and "team/sent@2" in out and "team/sent@1" not in out

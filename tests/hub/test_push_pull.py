@@ -95,8 +95,10 @@ def test_push_pull_roundtrip_and_hub_registry(source: Registry, hub: HubServer, 
     assert pulled.base_model.name_declared_by == f"pull of me/sentiment from {hub.url}"
     assert target.fsck().clean
     assert [c.ref for c in target.search(SearchQuery(text="english")).items] == ["me/sentiment@1"]
-    # Pulling the same revision (by commit id) again registers a second version; its files are the same blobs.
-    assert pull(f"me/sentiment@{result.commit}", remote=hub.url, registry=target).version == 2
+    # Pulling the same revision (by commit id) again returns the same version; force_new registers a second one,
+    # whose files are the same blobs.
+    assert pull(f"me/sentiment@{result.commit}", remote=hub.url, registry=target).version == 1
+    assert pull(f"me/sentiment@{result.commit}", remote=hub.url, registry=target, force_new=True).version == 2
     assert _no_leftovers(target) == []
 
 
@@ -230,7 +232,9 @@ def test_concurrent_pushes_to_one_repo(hub: HubServer, minilm_adapter_dir: Path,
 
     reg = Registry(home=tmp_path / "src")
     for i in range(4):
-        reg.add(minilm_adapter_dir, "race/a", "sentiment", scores=[EvalScore(dataset="d", metric="m", value=i / 10)])
+        reg.add(
+            minilm_adapter_dir, "race/a", "sentiment", scores=[EvalScore(dataset="d", metric="m", value=i / 10)], force_new=True
+        )
 
     def one(version: int) -> str:
         try:

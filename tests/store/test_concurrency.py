@@ -19,7 +19,7 @@ WORKER = textwrap.dedent(
         time.sleep(0.005)
     reg = Registry(home=home, database_url=url)
     for i in range(int(n)):
-        card = reg.add(folder, "race/shared", "t", description=f"w{worker}-{i}")
+        card = reg.add(folder, "race/shared", "t", description=f"w{worker}-{i}", force_new=True)  # same bytes: force a version
         reg.add(folder, f"race/own-{worker}", "t")
         print(card.version, flush=True)
     """

@@ -67,7 +67,8 @@ def test_versions_increase_and_aliases_move(registry, minilm_adapter_dir: Path, 
     assert registry.get("ns/a").version == 1
     with pytest.raises(AdapterNotFound):
         registry.get("ns/a@prod")
-    assert registry.add(minilm_adapter_dir, "ns/a", "t").version == 3
+    assert registry.add(minilm_adapter_dir, "ns/a", "t").version == 1  # same files as the newest: that version
+    assert registry.add(minilm_adapter_dir, "ns/a", "t", force_new=True).version == 3
     removed = registry.remove("ns/a")
     assert sorted(c.version for c in removed) == [1, 3]
     with pytest.raises(AdapterNotFound):
