@@ -1,9 +1,11 @@
 """`adapterhub deploy` under load, through the unmodified `openai` client, printed as ratios in one run.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_deploy.py [--requests 6] [--max-tokens 32] [--workdir /tmp/bench-deploy]
+    nice -n 10 .venv/bin/python benchmarks/bench_deploy.py [--parts 1234] [--requests 6] [--max-tokens 32]
+    nice -n 10 .venv/bin/python benchmarks/bench_deploy.py --base smollm2 --parts 12 --cold 0 --requests 3 --max-tokens 24
 
-Base: a seeded Llama built from a config (hidden 256, 4 layers, vocab 128, character tokenizer), float32, CPU.
-Adapters: PEFT LoRA r=8 on q/k/v/o/gate/up/down (PEFT writes them), registered in a local registry.
+Base (`--base tiny`): a seeded Llama built from a config (hidden 256, 4 layers, vocab 128, character tokenizer),
+float32, CPU; adapters: PEFT LoRA r=8 on q/k/v/o/gate/up/down. `--base smollm2`: the embedded SmolLM2-135M-Instruct,
+r=8 on q/v. Adapters are written by PEFT and registered in a local registry. Both servers run one torch thread.
 
 1. 8 concurrent clients, each on its own adapter, vs the same 8 clients all on one adapter: aggregate tokens/s ratio
    (target >= 0.8).
