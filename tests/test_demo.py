@@ -15,7 +15,7 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     ctx = run_demo(tmp_path / "demo", echo=lines.append)
     text = "\n".join(lines)
     assert "is not part of this build" not in text, "every demo step must ship"
-    assert len(STEPS) == 5
+    assert len(STEPS) == 6
     reg = ctx.registry
     # trained adapters were registered with the scores the demo measured on held-out examples
     for task, ref in ctx.results["trained"].items():
