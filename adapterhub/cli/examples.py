@@ -36,5 +36,17 @@ EXAMPLES: dict[str, list[str]] = {
     ],
     "push": ["adapterhub push team/sentiment@2 --remote http://127.0.0.1:8000 --token secret"],
     "pull": ["adapterhub pull team/sentiment --remote http://127.0.0.1:8000 --as mirror/sentiment"],
+    "deploy": [
+        "adapterhub deploy ./Llama-3-8B --port 8080 --adapters team/sentiment@prod",
+        "adapterhub deploy ./Llama-3-8B --remote http://hub:8000 --token $TOKEN --cache-bytes 1073741824 --api-key K",
+    ],
+    "tune": [
+        "adapterhub tune --base ./smollm2 --data train.jsonl --eval heldout.jsonl --name team/dates --task dates --rank 8",
+        "adapterhub tune --base ./smollm2 --data chat.jsonl --name team/chat --task chat --max-steps 200 --resume",
+    ],
+    "eval": [
+        "adapterhub eval team/dates@latest --data heldout.jsonl --metric exact_match",
+        "adapterhub eval team/a team/b --base-only --data heldout.jsonl --metric chrf --json",
+    ],
     "import-gguf": ["adapterhub import-gguf", "adapterhub import-gguf model.gguf --out ./model --name my-model"],
 }

@@ -19,7 +19,7 @@ import torch
 from adapterhub.cli import COMMANDS, main
 from tests import factories
 
-PRINTS_NOTHING_TO_PARSE = {"serve", "demo"}  # a server's log; a narrated walk-through
+PRINTS_NOTHING_TO_PARSE = {"serve", "deploy", "demo"}  # servers' logs; a narrated walk-through
 
 
 def _commands() -> dict[str, click.Command]:
