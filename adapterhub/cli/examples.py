@@ -46,7 +46,7 @@ EXAMPLES: dict[str, list[str]] = {
     ],
     "eval": [
         "adapterhub eval team/dates@latest --data heldout.jsonl --metric exact_match",
-        "adapterhub eval team/a team/b --base-only --data heldout.jsonl --metric chrf --json",
+        "adapterhub eval team/a team/b --with-base --data heldout.jsonl --metric chrf --json",
     ],
     "import-gguf": ["adapterhub import-gguf", "adapterhub import-gguf model.gguf --out ./model --name my-model"],
 }
