@@ -5,7 +5,6 @@ The child is the real command, so what runs is exactly what a user runs."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,33 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RemoteError
-from ..hub.server.background import free_port
+from ..hub.server.background import ServerProcess, free_port
 
 
 @dataclass
-class BackgroundDeploy:
-    url: str  # the server root; the OpenAI base_url is url + "/v1"
-    proc: subprocess.Popen[bytes]
-    log: Path
+class BackgroundDeploy(ServerProcess):
+    """`url` is the server root; the OpenAI base_url is `base_url`."""
 
     @property
     def base_url(self) -> str:
         return f"{self.url}/v1"
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-
-    def __enter__(self) -> BackgroundDeploy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def start_deploy(base: Path, home: Path, *, args: list[str] | None = None, log: Path | None = None, timeout: float = 300.0,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from typing_extensions import Self
+
 from ...errors import RemoteError
 
 if TYPE_CHECKING:
@@ -28,17 +30,12 @@ def free_port() -> int:
 
 
 @dataclass
-class BackgroundHub:
+class ServerProcess:
+    """A server command running as a child process: stopped with Ctrl-C (then killed if it lingers) on exit."""
+
     url: str
-    home: Path  # the hub's registry home: blob store and SQLite database
     proc: subprocess.Popen[bytes]
     log: Path
-
-    def registry(self) -> Registry:
-        """The hub's own registry, opened from this process (same database and blob store)."""
-        from ...sources import default_registry
-
-        return default_registry(self.home)
 
     def stop(self, timeout: float = 20.0) -> None:
         """Ctrl-C the server (uvicorn shuts down cleanly on SIGINT), then kill it if it lingers."""
@@ -50,11 +47,22 @@ class BackgroundHub:
                 self.proc.kill()
                 self.proc.wait(timeout)
 
-    def __enter__(self) -> BackgroundHub:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class BackgroundHub(ServerProcess):
+    home: Path  # the hub's registry home: blob store and SQLite database
+
+    def registry(self) -> Registry:
+        """The hub's own registry, opened from this process (same database and blob store)."""
+        from ...sources import default_registry
+
+        return default_registry(self.home)
 
 
 def start_hub(home: Path, *, args: list[str] | None = None, timeout: float = 120.0) -> BackgroundHub:
@@ -69,7 +77,7 @@ def start_hub(home: Path, *, args: list[str] | None = None, timeout: float = 120
     cmd = [sys.executable, "-m", "adapterhub", "serve", "--storage", str(home), "--port", str(port), *(args or [])]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    hub = BackgroundHub(f"http://127.0.0.1:{port}", home, proc, log)
+    hub = BackgroundHub(f"http://127.0.0.1:{port}", proc, log, home)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
