@@ -20,6 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "adapterhub"
 LAYERS: list[tuple[str, list[str]]] = [
     # the command line, the demo that drives everything, and the schema generator (a tool over the cards)
     ("cli", ["adapterhub.cli", "adapterhub.__main__", "adapterhub.demo", "adapterhub.jsonschema"]),
+    # the services built on the operations: deploy (OpenAI server), tune and eval, the vLLM resolver plugin
+    ("services", ["adapterhub.deploy", "adapterhub.tuning", "adapterhub.vllm_plugin"]),
     # what users call: load/attach/merge (lora), one-call loading, and the hub (server and client)
     ("operations", ["adapterhub.loading", "adapterhub.lora", "adapterhub.hub"]),
     # where adapters come from (the one resolver, which opens the default registry) and the verdict on a base

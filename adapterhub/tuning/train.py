@@ -248,7 +248,9 @@ def _wrap(model: Any, settings: TuneSettings) -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
     cfg = LoraConfig(
-        r=settings.rank, lora_alpha=settings.alpha,  # type: ignore[arg-type]  # PEFT hints int; a float alpha scales alike target_modules=settings.target_modules(), lora_dropout=settings.dropout,
+        r=settings.rank,
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]  # PEFT hints int; a float alpha scales alike
+        target_modules=settings.target_modules(), lora_dropout=settings.dropout,
         use_dora=settings.dora, use_rslora=settings.rslora, task_type=TaskType.CAUSAL_LM, bias="none",
     )  # fmt: skip
     try:

@@ -42,13 +42,6 @@ def caller_for(request: Request, secret: str) -> Caller | None:
     return context(request).access.caller(Request(scope))
 
 
-def logged_in(request: Request) -> Caller | None:
-    """The caller the login cookie stands for, or None (no cookie, or a token that no longer works)."""
-    if not request.cookies.get(WEB_TOKEN_COOKIE) or context(request).access.open_hub:
-        return None
-    return context(request).access.caller(request)  # GET pages: the hub's access rules read the cookie themselves
-
-
 async def _form(request: Request) -> dict[str, str]:
     body = bytearray()
     async for chunk in request.stream():

@@ -15,6 +15,8 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ...card import EvalScore
+from ..server.access import WEB_TOKEN_COOKIE, Caller
+from ..server.context import context
 
 HERE = Path(__file__).parent
 
@@ -100,9 +102,14 @@ def environment() -> Environment:
     return env
 
 
+def logged_in(request: Request) -> Caller | None:
+    """The caller the login cookie stands for, or None (no cookie, or a token that no longer works)."""
+    if not request.cookies.get(WEB_TOKEN_COOKIE) or context(request).access.open_hub:
+        return None
+    return context(request).access.caller(request)  # GET pages: the hub's access rules read the cookie themselves
+
+
 def page(request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
     """Render `template` with `values` (plus the request and who is logged in) into an HTML response."""
-    from .auth import logged_in
-
     html = environment().get_template(template).render(request=request, logged_in=logged_in(request), **values)
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
