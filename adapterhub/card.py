@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from .errors import InvalidReference
 
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+MAX_VERSION = 2**31 - 1  # versions are INTEGER columns (32-bit on PostgreSQL)
 # Always used with fullmatch (never `^...$` with match, where `$` also matches before a final newline).
 _REF = re.compile(rf"(?P<ns>{_SEGMENT})/(?P<name>{_SEGMENT})(?:@(?P<sel>[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}))?")
 ALIAS_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
@@ -44,6 +45,8 @@ class AdapterRef(_Model):
         if sel is None:
             return cls(namespace=m.group("ns"), name=m.group("name"))
         if sel.isdigit():
+            if int(sel) > MAX_VERSION:  # beyond the database's INTEGER: an overflow (500) in SQL, never a version
+                raise InvalidReference(text, f"a version is at most {MAX_VERSION}")
             return cls(namespace=m.group("ns"), name=m.group("name"), version=int(sel))
         if not ALIAS_PATTERN.fullmatch(sel):
             raise InvalidReference(text, "an alias starts with a letter")

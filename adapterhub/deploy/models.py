@@ -158,8 +158,11 @@ class ModelResolver:
         self._checked[card.ref] = None
 
     def _combined(self, model: str) -> Resolved:
+        items = model.split("+")
+        if len(items) > MAX_COMBINED:  # before any lookup: nine names must not cost nine pulls from --remote
+            raise UsageError(f"combine at most {MAX_COMBINED} adapters in one model", hint="e.g. ns/a:0.7+ns/b:0.3")
         parts: list[tuple[AdapterCard, float]] = []
-        for item in model.split("+"):
+        for item in items:
             ref, sep, w = item.rpartition(":")
             if not sep:
                 ref, w = item, "1"
