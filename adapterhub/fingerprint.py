@@ -73,6 +73,19 @@ class HashReport(BaseModel):
     cached_files: int  # files whose per-tensor digests came from the cache
 
 
+def search_key(base: str) -> str:
+    """What a search matches for `base`: a base on this machine (folder, file, Hugging Face cache folder or cached Hub
+    id; never a download) becomes its arch hash, from headers only; anything else (a hash prefix, a registered base's
+    name) is passed on as given. Local and remote search both use it, on the caller's side."""
+    from .errors import NotFound
+
+    try:
+        local = resolve_base(base, download=False)
+    except NotFound:
+        return base
+    return arch_hash(local)
+
+
 def arch_hash(path: Path | str) -> str:
     """sha256 over sorted (name, shape, dtype) from the safetensors headers; reads no tensor bytes."""
     return _arch_hash(read_model_headers(path).tensors)

@@ -451,15 +451,15 @@ class _IterReader:
 def remote_search(url: str, query: SearchQuery, *, token: str | None = None) -> SearchResult:
     """Run a registry search on a hub's JSON API (`POST /api/adapterhub/search`).
 
-    A `base` that is a local model path is fingerprinted here and sent as its architecture hash, as local search does.
+    A `base` on this machine is sent as its architecture hash (`fingerprint.search_key`), as local search does.
     """
     from huggingface_hub.utils import build_hf_headers, get_session
 
     endpoint = url.rstrip("/")
-    if query.base and Path(query.base).exists():
-        from ..fingerprint import fingerprint
+    if query.base:
+        from ..fingerprint import search_key
 
-        query = query.model_copy(update={"base": fingerprint(Path(query.base)).arch_hash})
+        query = query.model_copy(update={"base": search_key(query.base)})
     import httpx2
 
     body = query.model_dump(mode="json", exclude=None if query.offset else {"offset"})  # hubs from before `offset` accept it

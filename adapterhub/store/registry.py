@@ -231,12 +231,10 @@ class Registry:
         """Adapters matching `query`. `visibility` (a hub's caller) leaves out adapters of private hub repositories the
         caller may not read, inside the SQL, so `total` is exact; None sees everything. `local_paths=False` (a server
         answering remote callers) never treats `base` as a path on this machine."""
-        local = _local_base(query.base) if local_paths and query.base else None
-        if local is not None:
-            from ..fingerprint import arch_hash
+        if local_paths and query.base:
+            from ..fingerprint import search_key
 
-            # adapters that fit this base: same architecture (headers only, no weights read)
-            query = query.model_copy(update={"base": arch_hash(local)})
+            query = query.model_copy(update={"base": search_key(query.base)})  # adapters of the same architecture
         with self.db.session() as s:
             total, rows = run_search(s, query, visibility)
             return SearchResult(query=query, total=total, items=[convert.card(s, r) for r in rows])
@@ -518,15 +516,3 @@ def _find_base(s: Session, key: str) -> BaseModelRow:
 
 
 __all__ = ["FsckReport", "GcReport", "Registry"]
-
-
-def _local_base(base: str) -> Path | None:
-    """The base on this machine that `base` names (a folder, a file, a Hugging Face cache folder or a cached Hub id
-    `org/name`; never a download), or None: then `base` is a hash prefix or a registered base's name."""
-    from ..errors import NotFound
-    from ..modelfiles import resolve_base
-
-    try:
-        return resolve_base(base, download=False)
-    except NotFound:
-        return None
