@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
@@ -47,6 +47,25 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout)
 
+    def wait_ready(self, probe: str, *, timeout: float, what: str, **request: Any) -> None:
+        """Poll `probe` (a path under `url`) until it answers 200; RemoteError with the log's tail if the process dies
+        or `timeout` passes first (the process is stopped then)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RemoteError(self.url, f"{what} exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}{probe}", timeout=2, **request).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RemoteError(self.url, f"{what} did not answer within {timeout:.0f} s: {self.log.read_text()[-2000:]}")
+            time.sleep(0.2)
+
     def __enter__(self) -> Self:
         return self
 
@@ -67,7 +86,6 @@ class BackgroundHub(ServerProcess):
 
 def start_hub(home: Path, *, args: list[str] | None = None, timeout: float = 120.0) -> BackgroundHub:
     """Start `adapterhub serve` over `home` and wait until it answers; RemoteError (with its log) if it dies first."""
-    import httpx
 
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -78,16 +96,5 @@ def start_hub(home: Path, *, args: list[str] | None = None, timeout: float = 120
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     hub = BackgroundHub(f"http://127.0.0.1:{port}", proc, log, home)
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RemoteError(hub.url, f"adapterhub serve exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{hub.url}/api/models", params={"limit": 1}, timeout=2).status_code == 200:
-                return hub
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            hub.stop()
-            raise RemoteError(hub.url, f"adapterhub serve did not answer within {timeout:.0f} s: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
+    hub.wait_ready("/api/models", timeout=timeout, what="adapterhub serve", params={"limit": 1})
+    return hub
