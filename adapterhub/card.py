@@ -317,6 +317,7 @@ class SearchResult(_Model):
     query: SearchQuery
     total: int  # matches before `limit`
     items: list[AdapterCard]
+    total_exact: bool = True  # False when the search counted only up to a limit and more matched: "total+"
 
 
 class TokenScope(str, Enum):

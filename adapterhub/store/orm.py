@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -207,7 +208,17 @@ class HubRepoRow(Base):
     """A hub repository `namespace/name`; independent of the registry's `repos` so deleting versions never drops history."""
 
     __tablename__ = "hub_repos"
-    __table_args__ = (UniqueConstraint("namespace", "name", name="uq_hub_repos_namespace_name"),)
+    __table_args__ = (
+        UniqueConstraint("namespace", "name", name="uq_hub_repos_namespace_name"),
+        # only the private repositories: what every anonymous page reads first (visibility.hidden_repo_ids)
+        Index(
+            "ix_hub_repos_private",
+            "namespace",
+            "name",
+            sqlite_where=text("private IS 1"),
+            postgresql_where=text("private IS true"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     namespace: Mapped[str] = mapped_column(String(96))

@@ -227,17 +227,27 @@ class Registry:
                 q = q.limit(limit)
             return [convert.card(s, r) for r in s.scalars(q)]
 
-    def search(self, query: SearchQuery, *, visibility: Visibility | None = None, local_paths: bool = True) -> SearchResult:
+    def search(
+        self,
+        query: SearchQuery,
+        *,
+        visibility: Visibility | None = None,
+        local_paths: bool = True,
+        count_limit: int | None = None,
+    ) -> SearchResult:
         """Adapters matching `query`. `visibility` (a hub's caller) leaves out adapters of private hub repositories the
         caller may not read, inside the SQL, so `total` is exact; None sees everything. `local_paths=False` (a server
-        answering remote callers) never treats `base` as a path on this machine."""
+        answering remote callers) never treats `base` as a path on this machine. `count_limit` stops counting after
+        that many matches (a web page shows "1,000+" rather than scan a huge match set): `total_exact` is then False."""
         if local_paths and query.base:
             from ..fingerprint import search_key
 
             query = query.model_copy(update={"base": search_key(query.base)})  # adapters of the same architecture
         with self.db.session() as s:
-            total, rows = run_search(s, query, visibility)
-            return SearchResult(query=query, total=total, items=[convert.card(s, r) for r in rows])
+            total, cards = run_search(s, query, visibility, count_limit)
+            if count_limit is not None and total > count_limit:
+                return SearchResult(query=query, total=count_limit, items=cards, total_exact=False)
+            return SearchResult(query=query, total=total, items=cards)
 
     # --- measured scores ---------------------------------------------------------------------------------
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
-from ..card import SearchQuery
+from ..card import AdapterCard, SearchQuery
 from ..errors import UsageError
 from . import convert
 from .bases import base_named
@@ -94,20 +92,32 @@ def _probes(q: SearchQuery, correlated: bool) -> list[sa.ColumnElement[bool]]:
 
 
 def _count_visible(
-    s: Session, conds: list[sa.ColumnElement[bool]], probing: list[sa.ColumnElement[bool]], visibility: Visibility | None
+    s: Session,
+    conds: list[sa.ColumnElement[bool]],
+    probing: list[sa.ColumnElement[bool]],
+    visibility: Visibility | None,
+    count_limit: int | None = None,
 ) -> tuple[int, sa.ColumnElement[bool] | None]:
     """(the number of matches `visibility` may see, the condition that leaves the hidden ones out of the listing).
 
     `conds` and `probing` are the same filters (tags and scores as IN, and as per-row probes). With a short list of
     hidden repos the count is all matches (from covering indexes) minus the hidden matches, found by primary key and
-    probed: a NOT IN inside the count would read every matching row instead."""
+    probed: a NOT IN inside the count would read every matching row instead. With `count_limit` the count stops
+    after that many visible matches (plus one, so the caller can tell "more")."""
 
     def count(where: list[sa.ColumnElement[bool]]) -> int:
         return s.scalar(sa.select(sa.func.count(AdapterRow.id)).where(*where)) or 0
 
     if visibility is None or visibility.everything:
+        visible = None
+    else:
+        hidden = hidden_repo_ids(s, visibility)
+        visible = adapter_visible(visibility) if hidden is None else AdapterRow.repo_id.not_in(hidden) if hidden else None
+    if count_limit is not None:  # bounded: a page needs "more than N", not the exact size of a huge match set
+        first = sa.select(AdapterRow.id).where(*conds, *([visible] if visible is not None else [])).limit(count_limit + 1)
+        return s.scalar(sa.select(sa.func.count()).select_from(first.subquery())) or 0, visible
+    if visibility is None or visibility.everything:
         return count(conds), None
-    hidden = hidden_repo_ids(s, visibility)
     rows = (
         list(s.scalars(sa.select(AdapterRow.id).where(AdapterRow.repo_id.in_(hidden)).limit(MAX_HIDDEN_ROWS + 1)))
         if hidden
@@ -120,8 +130,12 @@ def _count_visible(
     return total, AdapterRow.repo_id.not_in(hidden) if hidden else None
 
 
-def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None) -> tuple[int, Sequence[AdapterRow]]:
+def run_search(
+    s: Session, q: SearchQuery, visibility: Visibility | None = None, count_limit: int | None = None
+) -> tuple[int, list[AdapterCard]]:
     """(number of matches, `limit` rows in the requested order after skipping the first `offset`).
+
+    With `count_limit`, matches are counted up to `count_limit + 1` only: a total above `count_limit` means "more".
 
     Tag and score filters probe covering indexes; text search scans one pre-lowered column, never a join.
     `visibility` hides adapters of private hub repositories inside the query, so the count never includes them.
@@ -154,7 +168,7 @@ def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None)
     # (EXISTS into a covering index); without one, walking the tag/score index first (IN) touches far fewer rows.
     drive_from_adapters = bool(q.task)
     filters = _probes(q, drive_from_adapters)
-    total, visible = _count_visible(s, conds + filters, conds + _probes(q, True), visibility)
+    total, visible = _count_visible(s, conds + filters, conds + _probes(q, True), visibility, count_limit)
     conds += filters + ([visible] if visible is not None else [])
     if q.sort and not drive_from_adapters:
         ids = _best_scored_first(s, conds, q)
@@ -177,7 +191,5 @@ def run_search(s: Session, q: SearchQuery, visibility: Visibility | None = None)
     else:
         stmt = sa.select(AdapterRow.id).where(*conds).order_by(AdapterRow.created_at.desc(), AdapterRow.id.desc())
         ids = list(s.scalars(stmt.offset(q.offset).limit(q.limit)))
-    if not ids:
-        return total, []
-    rows = {r.id: r for r in s.scalars(convert.card_query().where(AdapterRow.id.in_(ids)))}
-    return total, [rows[i] for i in ids if i in rows]
+    cards = convert.cards_by_id(s, ids)
+    return total, [cards[i] for i in ids if i in cards]

@@ -129,3 +129,30 @@ def test_many_hidden_repos_give_the_same_answer(registry: Registry, label: str, 
         (r.total, [c.full_name for c in r.items]) for r in listed
     ]
     assert all(c.namespace == "pub" for r in many for c in r.items)
+
+
+@pytest.mark.parametrize("label", list(QUERIES))
+@pytest.mark.parametrize("visibility", [None, Visibility.public_only()], ids=["all", "anonymous"])
+def test_a_count_limit_gives_the_same_page_and_an_honest_total(
+    registry: Registry, label: str, visibility: Visibility | None
+) -> None:
+    """With `count_limit` (web pages) the items are the same; the total is exact up to the limit, and past it the
+    result says "more" (total_exact False) without ever counting a hidden adapter towards the bound."""
+    _populate(registry)
+    exact = registry.search(SearchQuery(**QUERIES[label], limit=5), visibility=visibility, local_paths=False)
+    assert exact.total_exact
+    for limit in (3, exact.total - 1, exact.total, exact.total + 10):
+        bounded = registry.search(
+            SearchQuery(**QUERIES[label], limit=5), visibility=visibility, local_paths=False, count_limit=limit
+        )
+        assert [c.full_name for c in bounded.items] == [c.full_name for c in exact.items]
+        assert (bounded.total, bounded.total_exact) == ((exact.total, True) if limit >= exact.total else (limit, False))
+
+
+def test_a_count_limit_does_not_count_hidden_adapters(registry: Registry) -> None:
+    """Every match hidden from the caller: the bounded total is 0 and exact, not "N+" (no existence oracle)."""
+    _populate(registry)
+    hidden_only = SearchQuery(text="adapter 10", limit=5)  # "adapter 10" is the private sec/a10 only
+    assert registry.search(hidden_only, local_paths=False).total == 1
+    r = registry.search(hidden_only, visibility=Visibility.public_only(), local_paths=False, count_limit=0)
+    assert (r.total, r.total_exact, r.items) == (0, True, [])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,24 @@ def test_deep_pages_are_one_sql_page_each(registry: Registry, minilm_adapter_dir
     assert client.get("/", params={"per": "20", "page": last_page(20)}).status_code == 200
     r = client.get("/", params={"per": "20", "page": last_page(20) + 1})
     assert r.status_code == 400 and "page must be between" in r.text
+
+
+def test_a_big_answer_is_counted_up_to_a_bound(
+    registry: Registry, minilm_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `pages.COUNTED` (or ten pages beyond the one shown) the page says "N+" and keeps a next link, instead of
+    counting every match; below it the count is exact."""
+    from adapterhub.hub.web import pages
+
+    for i in range(12):
+        registry.add(minilm_adapter_dir, f"team/c{i:02d}", "sentiment")
+    monkeypatch.setattr(pages, "COUNTED", 5)
+    client = TestClient(create_app(registry))
+    summary = re.compile(r'<p class="summary" id="summary">([^<]*)</p>')
+    first = summary.findall(client.get("/", params={"task": "sentiment", "per": "10"}).text)  # bound max(5, 100): exact
+    assert first == ["12 adapters · page 1 of 2"]
+    monkeypatch.setattr(pages, "COUNTED", 3)
+    r = client.get("/", params={"task": "sentiment", "per": "1"}).text  # counts up to max(3, 0 + 10 * 1) = 10
+    assert summary.findall(r) == ["10+ adapters · page 1 of 10+"] and 'rel="next"' in r
+    last = client.get("/", params={"task": "sentiment", "per": "1", "page": "12"}).text  # bound 11 + 10 > 12: exact
+    assert summary.findall(last) == ["12 adapters · page 12 of 12"]

@@ -31,12 +31,12 @@ def _parse_min_scores(items: list[str]) -> dict[str, float]:
     return out
 
 
-def visible_search(ctx: HubContext, caller: Caller | None, query: SearchQuery) -> SearchResult:
+def visible_search(ctx: HubContext, caller: Caller | None, query: SearchQuery, count_limit: int | None = None) -> SearchResult:
     """Registry search as `caller` (None: anonymous) sees it: adapters of private hub repositories it may not read
     are filtered inside the SQL, so `total` counts only what it could open. `base` is never a path on the server.
-    The one search every remote view (this API, web pages) goes through."""
+    The one search every remote view (this API, web pages) goes through; pages count only up to `count_limit`."""
     visibility = caller.visibility if caller is not None else Visibility.public_only()
-    return ctx.registry.search(query, visibility=visibility, local_paths=False)
+    return ctx.registry.search(query, visibility=visibility, local_paths=False, count_limit=count_limit)
 
 
 def visible_adapter(ctx: HubContext, caller: Caller | None, namespace: str, name: str, selector: str | None = None) -> AdapterRef:

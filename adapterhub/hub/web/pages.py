@@ -52,10 +52,14 @@ def guarded(fn: Callable[..., Response]) -> Callable[..., Response]:
     return wrapper
 
 
+COUNTED = 1_000  # a page counts matches up to this many (or ten pages past its own), then says "1,000+"
+
+
 def search(request: Request, query: SearchQuery) -> SearchResult:
-    """The registry search as this request's caller sees it (hidden adapters filtered in SQL, totals exact)."""
+    """The registry search as this request's caller sees it (hidden adapters filtered in SQL). Matches are counted up to
+    COUNTED or ten pages past this one: counting 100,000 matches exactly costs more than rendering the page."""
     ctx = context(request)
-    return visible_search(ctx, ctx.access.caller(request), query)
+    return visible_search(ctx, ctx.access.caller(request), query, max(COUNTED, query.offset + 10 * query.limit))
 
 
 def visible(request: Request, full_name: str) -> AdapterRef | None:
@@ -159,14 +163,14 @@ def search_page(request: Request) -> Response:
     params = {k: v for k, v in request.query_params.items()}
     query, page_no, per, errors = parse_search(params)
     items: list[AdapterCard] = []
-    total = 0
+    total, exact = 0, True
     if not errors:
         try:
             result = search(request, query)
         except UsageError as exc:
             errors.append(str(exc))
         else:
-            total, items = result.total, result.items
+            total, exact, items = result.total, result.total_exact, result.items
     first = query.sort or next(iter(query.min_scores), None)
     pages = page_count(total, per)
     keep = {k: v for k, v in params.items() if v and k != "page"}
@@ -177,7 +181,7 @@ def search_page(request: Request) -> Response:
     rows = [{"card": c, "scores": best_scores(c, first)} for c in items]
     return page(
         request, "search.html", 400 if errors else 200, title="Search adapters", params=params, errors=errors, rows=rows,
-        total=total, page_no=page_no, pages=pages, per=per, per_choices=PER_PAGE, page_url=page_url, capped=pages * per < total,
+        total=total, exact=exact, page_no=page_no, pages=pages, per=per, per_choices=PER_PAGE, page_url=page_url, capped=pages * per < total,
         methods=[m.value for m in AdapterMethod], first_metric=first,
     )  # fmt: skip
 
@@ -297,7 +301,7 @@ def base_page(fingerprint: str, request: Request) -> Response:
     lineage_links = [(name, weight, visible(request, name) is not None) for name, weight in links]
     pages = page_count(result.total, per)
     return page(request, "base_model.html", title=f"Base {bases[0].name}", bases=bases, groups=groups, total=result.total,
-                key=key, lineage_links=lineage_links, page_no=page_no, pages=pages)  # fmt: skip
+                exact=result.total_exact, key=key, lineage_links=lineage_links, page_no=page_no, pages=pages)  # fmt: skip
 
 
 @router.get("/{namespace}/{name}")
