@@ -157,6 +157,7 @@ class TuneProvenance(_Model):
     wall_time_s: float
     cpu_time_s: float | None = None  # CPU seconds of the training process (all threads): comparable on a busy machine
     peak_rss_bytes: int
+    train_peak_rss_bytes: int | None = None  # peak while training only (model loaded), where the OS can tell (Linux)
     loss_curve: list[tuple[int, float]] = Field(default_factory=list)  # (step, training loss)
     eval_loss: float | None = None
     library_versions: dict[str, str] = Field(default_factory=dict)

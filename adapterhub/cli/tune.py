@@ -50,6 +50,8 @@ def _quiet_libraries() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dora", is_flag=True, help="Weight-decomposed LoRA (DoRA).")
 @click.option("--rslora", is_flag=True, help="Rank-stabilised scaling alpha/sqrt(r).")
+@click.option("--base-dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+              help="dtype of the frozen base while training (bfloat16 halves its memory; adapter weights stay float32).")  # fmt: skip
 @click.option("--max-length", type=int, default=512, show_default=True, help="Tokens per example (prompt + answer).")
 @click.option("--save-steps", type=int, default=50, show_default=True, help="Checkpoint every N steps (for --resume).")
 @click.option(
@@ -60,7 +62,7 @@ def _quiet_libraries() -> None:
 @json_option
 def tune(base: str, data: Path, eval_data: Path | None, name: str, task: str, rank: int, alpha: float, targets: str,
          epochs: float | None, max_steps: int | None, lr: float, batch_size: int, grad_accum: int, seed: int, dora: bool,
-         rslora: bool, max_length: int, save_steps: int, resume: bool, tags: tuple[str, ...], description: str,
+         rslora: bool, base_dtype: str, max_length: int, save_steps: int, resume: bool, tags: tuple[str, ...], description: str,
          as_json: bool) -> None:  # fmt: skip
     """Train a LoRA adapter on a JSONL file (loss on the answers only) and register it with its provenance.
 
@@ -70,7 +72,7 @@ def tune(base: str, data: Path, eval_data: Path | None, name: str, task: str, ra
 
     _quiet_libraries()
     settings = TuneSettings(rank=rank, alpha=alpha, targets=targets, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
-                            grad_accum=grad_accum, seed=seed, dora=dora, rslora=rslora, max_length=max_length, save_steps=save_steps)  # fmt: skip
+                            grad_accum=grad_accum, seed=seed, dora=dora, rslora=rslora, base_dtype=base_dtype, max_length=max_length, save_steps=save_steps)  # fmt: skip
     try:
         card = run_tune(base, data, name=name, task=task, eval_data=eval_data, settings=settings, resume=resume,
                         description=description, tags=tags, progress=show_progress())  # fmt: skip

@@ -52,6 +52,9 @@ class TuneSettings:
     max_length: int = 512
     save_steps: int = 50
     full: bool = False  # full fine-tuning instead of LoRA (benchmarks only: the result is not an adapter)
+    # the frozen base's dtype during LoRA training: bfloat16 halves its memory (PEFT keeps the adapter weights in
+    # float32 either way); full fine-tuning always trains float32 weights
+    base_dtype: str = "float32"
 
     def check(self) -> None:
         if self.epochs is not None and self.max_steps is not None:
@@ -64,6 +67,10 @@ class TuneSettings:
                 raise UsageError(f"--{name} must be positive, got {v}")
         if self.alpha <= 0:
             raise UsageError(f"--alpha must be positive, got {self.alpha}")
+        if self.base_dtype not in ("float32", "bfloat16"):
+            raise UsageError(f"bad --base-dtype {self.base_dtype!r}", hint="float32 or bfloat16")
+        if self.full and self.base_dtype != "float32":
+            raise UsageError("full fine-tuning trains float32 weights", hint="drop --base-dtype")
 
     def target_modules(self) -> str | list[str]:
         if self.targets == "all-linear":
@@ -182,7 +189,9 @@ def train(
         tokenizer.pad_token = tokenizer.eos_token
     train_rows = encode_all(tokenizer, examples, settings.max_length, str(train_set.path))
     eval_rows = encode_all(tokenizer, eval_set.examples, settings.max_length, str(eval_set.path)) if eval_set else None
-    model = model_class(base_dir, None).from_pretrained(str(base_dir), local_files_only=True, dtype=torch.float32)
+    model = model_class(base_dir, None).from_pretrained(
+        str(base_dir), local_files_only=True, dtype=getattr(torch, settings.base_dtype)
+    )
     model = _wrap(model, settings)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -204,9 +213,12 @@ def train(
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
+    load_peak = peak_rss_bytes()
+    measured = reset_peak_rss()
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train(resume_from_checkpoint=str(last) if resume and last else None)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    train_peak = resident_peak() if measured else None
     eval_loss = float(trainer.evaluate()["eval_loss"]) if eval_rows else None
 
     out = run_dir / ("model" if settings.full else "adapter")
@@ -232,7 +244,8 @@ def train(
     prov = TuneProvenance(
         base_name=_base_name(base_dir), base_fingerprint=fp.content_hash, base_arch_hash=fp.arch_hash, data=data_info,
         hyperparameters=hyper, seed=settings.seed, steps=int(trainer.state.global_step), trainable_params=trainable,
-        total_params=total, wall_time_s=round(wall, 3), cpu_time_s=round(cpu, 3), peak_rss_bytes=peak_rss_bytes(),
+        total_params=total, wall_time_s=round(wall, 3), cpu_time_s=round(cpu, 3), peak_rss_bytes=max(load_peak, peak_rss_bytes(), train_peak or 0),
+        train_peak_rss_bytes=train_peak,
         loss_curve=[(int(e["step"]), round(float(e["loss"]), 6)) for e in trainer.state.log_history if "loss" in e],
         eval_loss=eval_loss, library_versions=library_versions(), resumed_from_step=_step_of(last) if resume and last else None,
     )  # fmt: skip
@@ -308,6 +321,27 @@ def peak_rss_bytes() -> int:
     """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def reset_peak_rss() -> bool:
+    """Start this process's peak-RSS mark (Linux VmHWM) again from its current RSS, so the peak of one phase (training,
+    with the model already loaded) can be read apart from loading's transient copies; False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return resident_peak() is not None
+
+
+def resident_peak() -> int | None:
+    """VmHWM from /proc/self/status: the peak RSS since the process started or since `reset_peak_rss`."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def library_versions(names: Sequence[str] = ("torch", "transformers", "peft", "accelerate", "safetensors")) -> dict[str, str]:

@@ -138,3 +138,28 @@ def test_dora_rslora_and_targets_reach_the_card_and_match_peft(chat_llama_dir: P
                                        str(reg.adapter_path(card.ref))).eval()  # fmt: skip
     with torch.no_grad():
         torch.testing.assert_close(ours(input_ids=ids).logits, oracle(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_bfloat16_base_trains_float32_adapter_weights(chat_llama_dir: Path, tmp_path: Path) -> None:
+    """--base-dtype bfloat16 loads the frozen base in bf16 (half its memory) while PEFT keeps the adapter weights in
+    float32: the saved tensors are float32 and the loss still goes down; the training peak is recorded apart."""
+    data = write_jsonl(tmp_path / "train.jsonl", copy_rows(24))
+    reg = Registry(home=tmp_path / "home")
+    card = adapterhub.tune(chat_llama_dir, data, name="t/bf16", task="copy", registry=reg, max_steps=STEPS, lr=2e-2,
+                           batch_size=4, seed=3, rank=4, alpha=8, base_dtype="bfloat16")  # fmt: skip
+    tensors = _adapter_tensors(reg, card.ref)
+    assert tensors and {t.dtype for t in tensors.values()} == {torch.float32}
+    prov = card.tune_provenance
+    assert prov.hyperparameters["base_dtype"] == "bfloat16"
+    curve = [v for _, v in prov.loss_curve]
+    assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3 - 0.05, curve
+    assert prov.train_peak_rss_bytes is not None and 10 * 2**20 < prov.train_peak_rss_bytes <= prov.peak_rss_bytes
+
+
+def test_full_fine_tuning_refuses_a_bfloat16_base() -> None:
+    from adapterhub.tuning.train import TuneSettings
+
+    with pytest.raises(UsageError, match="float32"):
+        TuneSettings(full=True, base_dtype="bfloat16").check()
+    with pytest.raises(UsageError, match="base-dtype"):
+        TuneSettings(base_dtype="float16").check()
