@@ -290,10 +290,9 @@ async def _generate(state: DeployState, req: Any, prompts: list[list[int]], *, c
 
 
 async def _resolve(state: DeployState, model: str) -> Any:
-    """The adapter `model` names, found and checked in a worker thread; its folder is handed to the engine's cache."""
+    """The adapter `model` names, found and checked in a worker thread; its versions' folders go to the engine's cache."""
     resolved = await run_in_threadpool(state.resolver.resolve, model)
-    if resolved.key is not None and resolved.folder is not None:
-        state.engine.cache.known[resolved.key] = resolved.folder
+    state.engine.cache.known.update(resolved.known())
     return resolved
 
 
@@ -397,8 +396,8 @@ def build_state(base: Path, *, registry: Any = None, name: str | None = None, re
     cache = ServingCache(model, cache_bytes, registry)
     engine = Engine(model, tok, cache, max_batch=max_batch, window_s=window_ms / 1000.0, metrics=metrics)
     for p in pinned:
-        if p.key is not None and p.folder is not None:
-            cache.known[p.key] = p.folder
+        if p.key is not None:
+            cache.known.update(p.known())
             engine.call(functools.partial(cache.pin, p.key))
     engine.call(lambda: metrics.cache(cache))
     cfg = model.config

@@ -8,6 +8,8 @@ prefilled between two decode steps and join the running batch; a finished row le
 
 Adapters are made resident by the `ServingCache` (an `AdapterCache` under a byte budget, LRU) from the worker only,
 so the cache and the model are never touched by two threads. Adapters in use by live rows are never evicted.
+Weighted models (`ns/a@1:0.7+ns/b@2:0.3`) are composed in memory when they become resident and count against the
+same budget: nothing is written to disk, and an evicted composition is simply composed again when next asked for.
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ from typing import Any
 import torch
 
 from ..errors import AdapterHubError, CacheFull, UsageError
-from ..lora.cache import AdapterCache
+from ..lora.attach import attach
+from ..lora.cache import AdapterCache, _Entry, resident_nbytes
+from ..lora.compose import compose_adapters
 from ..lora.routing import route
+from ..peft_weights import PeftAdapter, load_adapter
+from ..sources import resolve
 from . import batching
+from .models import composed_parts
 
 log = logging.getLogger("adapterhub.deploy")
 MAX_PENDING = 4096  # rows waiting for a slot; more is a 503, not an unbounded queue
@@ -49,7 +56,35 @@ class ServingCache(AdapterCache):
         folder = self.known.get(str(adapter))
         if folder is not None:
             return str(adapter), folder
+        if composed_parts(str(adapter)) is not None:
+            return str(adapter), Path()  # no folder: composed in memory by `ensure`
         return super()._resolve(adapter, load=load)
+
+    def ensure(self, adapter: str | Path) -> str:
+        """As AdapterCache.ensure; a composed key is built from its versions in memory, under the same budget."""
+        key = str(adapter)
+        parts = composed_parts(key)
+        if parts is None:
+            return super().ensure(adapter)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return key
+        peft = self._compose(parts)
+        self._make_room(peft_nbytes(peft, self._dtype), key)
+        attach(self.model, peft, key, activate=False)
+        self._entries[key] = _Entry(key, resident_nbytes(self.model, key))
+        self.misses += 1
+        return key
+
+    def _compose(self, parts: list[tuple[str, float]]) -> PeftAdapter:
+        device = next((str(p.device) for p in self.model.parameters()), None)
+        loaded = [(load_adapter(self._folder(ref), device=device), w) for ref, w in parts]
+        return compose_adapters(loaded, "cat").adapter
+
+    def _folder(self, ref: str) -> Path:
+        folder = self.known.get(ref)
+        return folder if folder is not None else resolve(ref, self._registry).folder
 
     def ensure_keeping(self, adapter: str | Path, keep: set[str]) -> str:
         held = [e for n, e in self._entries.items() if n in keep and not e.pinned]
@@ -60,6 +95,14 @@ class ServingCache(AdapterCache):
         finally:
             for e in held:
                 e.pinned = False
+
+
+def peft_nbytes(peft: PeftAdapter, dtype: torch.dtype) -> int:
+    """An upper bound on the bytes an in-memory adapter holds once attached to a `dtype` model (as `adapter_nbytes`
+    bounds a folder's): its tensors plus a copy cast to `dtype`."""
+    item = torch.empty((), dtype=dtype).element_size()
+    tensors = [t for m in peft.modules.values() for t in (m.lora_A, m.lora_B, m.magnitude, m.lora_B_bias) if t is not None]
+    return sum(t.nbytes + t.numel() * item for t in [*tensors, *peft.overrides.values()])
 
 
 @dataclass
