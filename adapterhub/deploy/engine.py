@@ -164,6 +164,8 @@ class Engine:
         self.max_batch = max(1, int(max_batch))
         self.window_s = max(0.0, float(window_s))
         self.metrics = metrics
+        # token ids, masks and positions are built on the CPU and moved here per forward; logits come back to sample
+        self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         gen = getattr(model, "generation_config", None)
         eos = getattr(gen, "eos_token_id", None) if gen is not None else None
         if eos is None:
@@ -325,6 +327,7 @@ class Engine:
         """One forward of every row, each with its adapter; `kv` (a DynamicCache) is extended in place."""
         if self.metrics is not None:
             self.metrics.batch(len(names))
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs[self._cache_arg] = kv
         if self._last_only:
             inputs["logits_to_keep"] = 1
@@ -342,7 +345,7 @@ class Engine:
         else:
             self._kv, self._mask = kv, mask
         self._rows.extend(rows)
-        logits = out.logits[:, -1, :]
+        logits = out.logits[:, -1, :].cpu()
         for i, r in enumerate(rows):
             self._push(r, batching.sample(logits[i], r.job.temperature, r.job.top_p, r.generator))
         self._drop_finished()
@@ -354,7 +357,7 @@ class Engine:
         self._mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=self._mask.dtype)], dim=1)
         pos = torch.tensor([[r.pos] for r in rows], dtype=torch.long)
         out = self._forward([r.name for r in rows], self._kv, input_ids=ids, attention_mask=self._mask, position_ids=pos)
-        logits = out.logits[:, -1, :]
+        logits = out.logits[:, -1, :].cpu()
         for i, r in enumerate(rows):
             r.pos += 1
             if not r.done:
@@ -426,8 +429,8 @@ class Engine:
             if self.metrics is not None:
                 self.metrics.batch(len(job.inputs))
             with route(self.model, [name] * len(job.inputs)):
-                out = self.model(input_ids=ids, attention_mask=mask)
-            job.done(mean_pool(out, mask), None)
+                out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+            job.done(mean_pool(out, mask.to(self.device)).cpu(), None)
         except AdapterHubError as exc:
             job.done(None, exc)
         except Exception as exc:  # pragma: no cover - a bug: one line for the caller, the trace in the log
