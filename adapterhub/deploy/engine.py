@@ -8,6 +8,8 @@ prefilled between two decode steps and join the running batch; a finished row le
 
 Adapters are made resident by the `ServingCache` (an `AdapterCache` under a byte budget, LRU) from the worker only,
 so the cache and the model are never touched by two threads. Adapters in use by live rows are never evicted.
+Weighted models (`ns/a@1:0.7+ns/b@2:0.3`) are composed in memory when they become resident and count against the
+same budget: nothing is written to disk, and an evicted composition is simply composed again when next asked for.
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ from typing import Any
 import torch
 
 from ..errors import AdapterHubError, CacheFull, UsageError
-from ..lora.cache import AdapterCache
+from ..lora.attach import attach
+from ..lora.cache import AdapterCache, _Entry, resident_nbytes
+from ..lora.compose import compose_adapters
 from ..lora.routing import route
+from ..peft_weights import PeftAdapter, load_adapter
+from ..sources import resolve
 from . import batching
+from .models import composed_parts
 
 log = logging.getLogger("adapterhub.deploy")
 MAX_PENDING = 4096  # rows waiting for a slot; more is a 503, not an unbounded queue
@@ -49,7 +56,35 @@ class ServingCache(AdapterCache):
         folder = self.known.get(str(adapter))
         if folder is not None:
             return str(adapter), folder
+        if composed_parts(str(adapter)) is not None:
+            return str(adapter), Path()  # no folder: composed in memory by `ensure`
         return super()._resolve(adapter, load=load)
+
+    def ensure(self, adapter: str | Path) -> str:
+        """As AdapterCache.ensure; a composed key is built from its versions in memory, under the same budget."""
+        key = str(adapter)
+        parts = composed_parts(key)
+        if parts is None:
+            return super().ensure(adapter)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return key
+        peft = self._compose(parts)
+        self._make_room(peft_nbytes(peft, self._dtype), key)
+        attach(self.model, peft, key, activate=False)
+        self._entries[key] = _Entry(key, resident_nbytes(self.model, key))
+        self.misses += 1
+        return key
+
+    def _compose(self, parts: list[tuple[str, float]]) -> PeftAdapter:
+        device = next((str(p.device) for p in self.model.parameters()), None)
+        loaded = [(load_adapter(self._folder(ref), device=device), w) for ref, w in parts]
+        return compose_adapters(loaded, "cat").adapter
+
+    def _folder(self, ref: str) -> Path:
+        folder = self.known.get(ref)
+        return folder if folder is not None else resolve(ref, self._registry).folder
 
     def ensure_keeping(self, adapter: str | Path, keep: set[str]) -> str:
         held = [e for n, e in self._entries.items() if n in keep and not e.pinned]
@@ -60,6 +95,14 @@ class ServingCache(AdapterCache):
         finally:
             for e in held:
                 e.pinned = False
+
+
+def peft_nbytes(peft: PeftAdapter, dtype: torch.dtype) -> int:
+    """An upper bound on the bytes an in-memory adapter holds once attached to a `dtype` model (as `adapter_nbytes`
+    bounds a folder's): its tensors plus a copy cast to `dtype`."""
+    item = torch.empty((), dtype=dtype).element_size()
+    tensors = [t for m in peft.modules.values() for t in (m.lora_A, m.lora_B, m.magnitude, m.lora_B_bias) if t is not None]
+    return sum(t.nbytes + t.numel() * item for t in [*tensors, *peft.overrides.values()])
 
 
 @dataclass
@@ -121,6 +164,8 @@ class Engine:
         self.max_batch = max(1, int(max_batch))
         self.window_s = max(0.0, float(window_s))
         self.metrics = metrics
+        # token ids, masks and positions are built on the CPU and moved here per forward; logits come back to sample
+        self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         gen = getattr(model, "generation_config", None)
         eos = getattr(gen, "eos_token_id", None) if gen is not None else None
         if eos is None:
@@ -282,6 +327,7 @@ class Engine:
         """One forward of every row, each with its adapter; `kv` (a DynamicCache) is extended in place."""
         if self.metrics is not None:
             self.metrics.batch(len(names))
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs[self._cache_arg] = kv
         if self._last_only:
             inputs["logits_to_keep"] = 1
@@ -299,7 +345,7 @@ class Engine:
         else:
             self._kv, self._mask = kv, mask
         self._rows.extend(rows)
-        logits = out.logits[:, -1, :]
+        logits = out.logits[:, -1, :].cpu()
         for i, r in enumerate(rows):
             self._push(r, batching.sample(logits[i], r.job.temperature, r.job.top_p, r.generator))
         self._drop_finished()
@@ -311,7 +357,7 @@ class Engine:
         self._mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=self._mask.dtype)], dim=1)
         pos = torch.tensor([[r.pos] for r in rows], dtype=torch.long)
         out = self._forward([r.name for r in rows], self._kv, input_ids=ids, attention_mask=self._mask, position_ids=pos)
-        logits = out.logits[:, -1, :]
+        logits = out.logits[:, -1, :].cpu()
         for i, r in enumerate(rows):
             r.pos += 1
             if not r.done:
@@ -383,8 +429,8 @@ class Engine:
             if self.metrics is not None:
                 self.metrics.batch(len(job.inputs))
             with route(self.model, [name] * len(job.inputs)):
-                out = self.model(input_ids=ids, attention_mask=mask)
-            job.done(mean_pool(out, mask), None)
+                out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+            job.done(mean_pool(out, mask.to(self.device)).cpu(), None)
         except AdapterHubError as exc:
             job.done(None, exc)
         except Exception as exc:  # pragma: no cover - a bug: one line for the caller, the trace in the log

@@ -1,17 +1,19 @@
 """Which adapter a request's `model` names, found, fetched and checked before any row is queued.
 
 `model` is the base's name (the base alone), `ns/name`, `ns/name@version|alias`, or weighted adapters
-`ns/a:0.7+ns/b:0.3` (composed once, exactly, by concatenating the factors: base + 0.7·Δa + 0.3·Δb).
+`ns/a:0.7+ns/b:0.3` (composed exactly, by concatenating the factors: base + 0.7·Δa + 0.3·Δb). A weighted model's
+key names its versions and weights (`composed_key`); the engine's cache composes it in memory when it makes it
+resident and drops it on eviction like any adapter, so no composed folder is ever written.
 An adapter named for the first time comes from the local registry, else is pulled from `--remote` (every byte
 verified by `pull`), and is validated against the served base (headers and the recorded base fingerprint) once per
-version. What leaves here is a cache key the engine's `AdapterCache` understands: `ns/name@version` or a folder.
+version. What leaves here is a cache key the engine's `AdapterCache` understands: `ns/name@version` or a composed key.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -41,9 +43,32 @@ class ModelNotFound(NotFound):
 
 @dataclass(frozen=True)
 class Resolved:
-    key: str | None  # what the engine makes resident: `ns/name@version` or a composed adapter's folder; None: base
+    key: str | None  # what the engine makes resident: `ns/name@version` or a composed key; None: the base
     refs: tuple[str, ...] = ()  # the registry versions behind it
-    folder: Path | None = None  # the key's local folder, found here so the engine thread never queries the registry
+    folders: tuple[Path, ...] = ()  # each ref's local folder, found here so the engine thread never queries the registry
+
+    def known(self) -> dict[str, Path]:
+        """version -> folder, for the engine cache's `known` (a composed key is made from its versions' folders)."""
+        return dict(zip(self.refs, self.folders, strict=True))
+
+
+def composed_key(parts: list[tuple[str, float]]) -> str:
+    """The cache key of versions combined with weights: `ns/a@1:0.7+ns/b@2:0.3` (exact float reprs)."""
+    return "+".join(f"{ref}:{w!r}" for ref, w in parts)
+
+
+def composed_parts(key: str) -> list[tuple[str, float]] | None:
+    """The (version, weight) pairs of a `composed_key`; None for any other key (a version ref or a folder)."""
+    if ":" not in key or Path(key).is_absolute():
+        return None
+    out: list[tuple[str, float]] = []
+    for item in key.split("+"):
+        ref, _, w = item.rpartition(":")
+        try:
+            out.append((ref, float(w)))
+        except ValueError:
+            return None
+    return out
 
 
 class _Known:
@@ -67,13 +92,14 @@ class ModelResolver:
     """Turns `model` strings into cache keys; thread-safe (called from the request threads)."""
 
     def __init__(self, base: Path, base_name: str, registry: Registry, *, remote: str | None = None,
-                 token: str | None = None, scratch: Path | None = None) -> None:  # fmt: skip
+                 token: str | None = None) -> None:  # fmt: skip
         self.base = base
         self.base_name = base_name
         self.registry = registry
         self.remote = remote.rstrip("/") if remote else None
         self.token = token
-        self.scratch = scratch or registry.home / "tmp" / "deploy-combined"
+        # composed folders that servers before this version wrote (one per distinct weight, never removed)
+        shutil.rmtree(registry.home / "tmp" / "deploy-combined", ignore_errors=True)
         self.base_names = {base_name, "base", base.name}
         self._checked: dict[str, None] = {}  # versions validated against the base
         self._folders: dict[str, Path] = {}  # version -> its materialised folder
@@ -94,7 +120,7 @@ class ModelResolver:
         card = self.card(model)
         folder = self.folder(card)
         self.check(card, folder)
-        return Resolved(card.ref, (card.ref,), folder)
+        return Resolved(card.ref, (card.ref,), (folder,))
 
     def card(self, text: str) -> AdapterCard:
         """The registry card `text` names; pulled from the remote the first time when it is not local."""
@@ -179,21 +205,8 @@ class ModelResolver:
             raise UsageError(f"combine at most {MAX_COMBINED} adapters in one model", hint="e.g. ns/a:0.7+ns/b:0.3")
         if len({c.ref for c, _ in parts}) != len(parts):
             raise UsageError(f"an adapter is named twice in {_show(model)}", hint="name each adapter once")
-        refs = tuple(f"{c.ref}:{w!r}" for c, w in parts)
-        folder = self.scratch / hashlib.sha256("+".join(refs).encode()).hexdigest()[:32]
-        with self._lock:
-            if not (folder / "adapter_model.safetensors").is_file():
-                self._compose(parts, folder)
-        return Resolved(str(folder), tuple(c.ref for c, _ in parts), folder)
-
-    def _compose(self, parts: list[tuple[AdapterCard, float]], folder: Path) -> None:
-        from ..lora.compose import compose_adapters
-        from ..peft_weights import load_adapter, save_adapter
-
-        loaded = [(load_adapter(self.folder(c)), w) for c, w in parts]
-        out = compose_adapters(loaded, "cat")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        save_adapter(out.adapter, folder, overwrite=True)  # written beside, read back, renamed into place
+        key = composed_key([(c.ref, w) for c, w in parts])
+        return Resolved(key, tuple(c.ref for c, _ in parts), tuple(self.folder(c) for c, _ in parts))
 
     # --- listing -----------------------------------------------------------------------------------------------
 

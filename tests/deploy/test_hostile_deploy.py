@@ -60,14 +60,15 @@ def test_too_many_weighted_terms_refused_before_any_lookup(deployed: Deployed) -
     assert "at most 8" in r.json()["error"]["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="open hole: every distinct weight writes a new composed adapter folder, kept forever")
 def test_composed_folders_are_bounded(deployed: Deployed) -> None:
+    """Every distinct weight is a new composition: it lives in the adapter cache (under its byte budget), and no
+    folder is written per weight (this wrote five folders, kept forever)."""
     scratch = deployed.home / "tmp" / "deploy-combined"
     before = len(list(scratch.iterdir())) if scratch.is_dir() else 0
     for i in range(5):
         r = post(deployed, "/v1/completions", {"model": f"team/qv:0.{i + 11}+team/mlp:0.5", "prompt": "hi", "max_tokens": 1})
         assert r.status_code == 200, r.text
-    assert len(list(scratch.iterdir())) - before <= 1
+    assert (len(list(scratch.iterdir())) if scratch.is_dir() else 0) - before <= 1
 
 
 def test_stream_disconnect_frees_its_rows(deployed: Deployed) -> None:

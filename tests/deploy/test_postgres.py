@@ -32,4 +32,7 @@ def test_deploy_over_postgres(tmp_path: Path, postgres_url: str, chat_llama_dir:
         assert got.choices[0].token_ids == greedy(model, ids, 8)
         with pytest.raises(openai.NotFoundError):
             client.completions.create(model="pg/none", prompt="x", max_tokens=2)
+        half = client.completions.create(model="pg/qv@prod:0.5", prompt="Hello there", max_tokens=8, temperature=0,
+                                         extra_body={"return_token_ids": True, "ignore_eos": True})  # fmt: skip
+        assert len(half.choices[0].token_ids) == 8  # a weighted model, composed in the engine's cache
     reg.db.dispose()
