@@ -14,6 +14,7 @@ import hashlib
 import os
 import queue
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -25,7 +26,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
-from ..card import AdapterCard, AdapterRef, FileEntry, SearchQuery, SearchResult
+from ..card import LATEST, AdapterCard, AdapterRef, FileEntry, SearchQuery, SearchResult
 from ..errors import (
     EntryNotFound,
     IntegrityError,
@@ -56,6 +57,7 @@ PUSH_BACKOFF_S = (
     2.0,
 )  # first and largest wait before a retry; each wait is drawn at random up to the bound ("full jitter")
 PUSH_RETRY_BUDGET_S = 60.0  # and the waits together stay under this
+_VERSION_TAG = re.compile(r"v[1-9][0-9]{0,8}")
 CHUNK = 1 << 20  # the blob store reads 1 MiB at a time: equal chunks pass through without copies
 
 
@@ -67,6 +69,7 @@ class PushResult(BaseModel):
     commit: str
     url: str
     files: list[FileEntry]
+    tags: list[str] = []  # the hub's tags on the pushed commit: `vN` for the version, then the version's aliases
 
 
 class _RemoteFile(BaseModel):
@@ -156,8 +159,28 @@ def push(
         api.create_repo(repo_id, private=private, exist_ok=True)
         _validate_yaml(api, endpoint, readme)
         info = _commit_on_head(api, repo_id, ops, f"adapterhub push {card.ref}")
+        tags = _tag_pushed(api, repo_id, info.oid, card)
         bar.update(total)
-    return PushResult(ref=card.ref, repo_id=repo_id, commit=info.oid, url=f"{endpoint}/{repo_id}", files=files)
+    return PushResult(ref=card.ref, repo_id=repo_id, commit=info.oid, url=f"{endpoint}/{repo_id}", files=files, tags=tags)
+
+
+def _tag_pushed(api: HfApi, repo_id: str, commit: str, card: AdapterCard) -> list[str]:
+    """Tag the pushed commit: `vN` (an adapterhub hub makes it itself, numbered by the versions it recorded; another
+    hub gets `v<local version>`) and each alias of the version, moved here from wherever it pointed."""
+    refs = api.list_repo_refs(repo_id)
+    where = {t.name: t.target_commit for t in refs.tags}
+    version_tags = [name for name, c in where.items() if c == commit and _VERSION_TAG.fullmatch(name)]
+    if not version_tags:
+        api.create_tag(repo_id, tag=f"v{card.version}", revision=commit, exist_ok=True)
+        version_tags = [f"v{card.version}"]
+    aliases = [a for a in card.aliases if a != LATEST]  # `latest` is the hub's `main`, never a tag
+    for alias in aliases:
+        if where.get(alias) == commit:
+            continue
+        if alias in where:
+            api.delete_tag(repo_id, tag=alias)
+        api.create_tag(repo_id, tag=alias, revision=commit)
+    return [*version_tags, *aliases]
 
 
 def _commit_on_head(api: HfApi, repo_id: str, ops: list[Any], message: str) -> Any:
@@ -222,7 +245,7 @@ def pull(
     from ..peft_format import CONFIG_NAME, WEIGHTS_NAME, config_json
 
     repo_id, _, revision = spec.partition("@")
-    repo_id, revision = _check_repo_id(repo_id), revision or "main"
+    repo_id, revision = _check_repo_id(repo_id), hub_revision(revision)
     target = AdapterRef.parse(name or repo_id)  # checked before any download
     if target.version is not None or target.alias is not None:
         raise UsageError(f"pull registers a new version of a name; drop the @ from {name!r}")
@@ -263,6 +286,14 @@ def pull(
             return record_adapter(s, folder, target.full_name, files, fields, declared_by=f"pull of {repo_id} from {endpoint}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def hub_revision(selector: str) -> str:
+    """What `REPO@SELECTOR` asks the hub for: `@3` is tag `v3` (each push tags its version), `@latest` or nothing
+    is `main`, anything else (`prod`, `v3`, a branch, a commit id) is a revision as it is."""
+    if not selector or selector == "latest":
+        return "main"
+    return f"v{int(selector)}" if re.fullmatch(r"[0-9]{1,9}", selector) else selector
 
 
 def _expected_files(
