@@ -36,6 +36,7 @@ from ..errors import (
     RemoteError,
     RepoNotFound,
     RevisionNotFound,
+    Unauthenticated,
     UsageError,
 )
 from ..fsutil import check_relative_path, check_segment
@@ -92,9 +93,36 @@ def _api(endpoint: str, token: str | None) -> HfApi:
     return HfApi(endpoint=endpoint, token=token)
 
 
+def server_message(response: Any) -> str:
+    """The hub's own one-line message for a failed request: `X-Error-Message` (adapterhub and huggingface.co send
+    it), else the JSON body's `error`, else the body's first line, else the HTTP reason."""
+    msg = response.headers.get("X-Error-Message") or ""
+    if not msg:
+        try:
+            body = response.json()
+            msg = str(body.get("error") or "") if isinstance(body, dict) else ""
+        except Exception:  # noqa: BLE001 - any body that is not JSON (an HTML error page, a stream)
+            msg = ""
+    if not msg:
+        with contextlib.suppress(Exception):
+            msg = (response.text or "").strip()
+        msg = "" if msg.startswith("<") else msg  # an HTML page says nothing useful in one line
+    msg = " ".join((msg.splitlines() or [""])[0].split())[:300]
+    msg = msg[len("permission denied: ") :] if msg.startswith("permission denied: ") else msg  # said once, by PermissionDenied
+    return msg or str(getattr(response, "reason_phrase", "") or "no message")
+
+
+# What to do after each kind of failure, for the one line a push or pull error prints.
+_FIX_401 = "pass --token or set HF_TOKEN to a valid token (write scope for push; `adapterhub token create` on the hub)"
+_FIX_403 = "use a token with {scope} scope for namespace {namespace!r}"
+_FIX_413 = "the hub refuses bodies this large: push smaller files, or ask its operator to raise `serve --max-upload-bytes`"
+_FIX_5XX = "the hub failed on its side: retry{later}, or ask its operator to check the server's log"
+
+
 @contextlib.contextmanager
-def _remote_errors(endpoint: str, repo_id: str, revision: str = "main") -> Iterator[None]:
-    """huggingface_hub's and the transport's exceptions -> adapterhub's, each naming what was not found or why."""
+def _remote_errors(endpoint: str, repo_id: str, revision: str = "main", *, write: bool = False) -> Iterator[None]:
+    """huggingface_hub's and the transport's exceptions -> adapterhub's: one line each, with the hub's own message
+    and what to do (the CLI prints it and exits 1, no traceback)."""
     import httpx2
     from huggingface_hub import errors as hf
 
@@ -108,15 +136,31 @@ def _remote_errors(endpoint: str, repo_id: str, revision: str = "main") -> Itera
         raise EntryNotFound(repo_id, revision, str(exc.response.url).rsplit("/", 1)[-1] if exc.response else "?") from None
     except hf.HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
-        if status in (401, 403):
-            raise PermissionDenied(f"{repo_id} on {endpoint}") from None
+        said = server_message(exc.response) if exc.response is not None else str(exc).splitlines()[0]
+        namespace = repo_id.partition("/")[0]
+        if status == 401:
+            raise Unauthenticated(f"{repo_id} on {endpoint}: {said} (HTTP 401)", hint=_FIX_401) from None
+        if status == 403:
+            scope = "write" if write else "read"
+            raise PermissionDenied(f"{repo_id} on {endpoint}: {said} (HTTP 403)",
+                                   hint=_FIX_403.format(scope=scope, namespace=namespace)) from None  # fmt: skip
+        if status == 404:
+            raise RemoteError(endpoint, f"{said} (HTTP 404)", hint="check the --remote URL and the repository name") from None
         if status == 409:
-            raise RemoteError(
-                endpoint, f"{repo_id} changed while pushing (HTTP 409)", hint="push again on top of the new head"
-            ) from None
-        raise RemoteError(endpoint, f"HTTP {status}: {str(exc).splitlines()[0]}") from None
+            raise RemoteError(endpoint, f"{repo_id}: {said} (HTTP 409)", hint="push again on top of the new head") from None
+        if status == 413:
+            raise RemoteError(endpoint, f"{repo_id}: {said} (HTTP 413)", hint=_FIX_413) from None
+        if status is not None and status >= 500:
+            after = exc.response.headers.get("Retry-After") if exc.response is not None else None
+            later = f" in {after} s" if after and after.isdigit() else " later"
+            raise RemoteError(endpoint, f"{repo_id}: {said} (HTTP {status})", hint=_FIX_5XX.format(later=later)) from None
+        raise RemoteError(endpoint, f"{repo_id}: {said} (HTTP {status})") from None
     except (httpx2.TransportError, ConnectionError) as exc:
-        raise RemoteError(endpoint, f"cannot reach the hub ({type(exc).__name__}: {exc})") from None
+        why = "connection refused" if isinstance(exc, (httpx2.ConnectError, ConnectionRefusedError)) else type(exc).__name__
+        raise RemoteError(endpoint, f"cannot reach the hub ({why}: {' '.join(str(exc).split())[:200]})",
+                          hint="is the hub running at that URL? check --remote / $HF_ENDPOINT, then retry") from None  # fmt: skip
+    except hf.HfUriError as exc:  # huggingface_hub could not parse a URL the hub sent back
+        raise RemoteError(endpoint, f"unexpected answer from the hub ({str(exc).splitlines()[0][:200]})") from None
 
 
 # --- push --------------------------------------------------------------------------------------------------
@@ -155,8 +199,8 @@ def push(
     ops.append(CommitOperationAdd(path_in_repo=README_FILE, path_or_fileobj=readme.encode()))
     api = _api(endpoint, token)
     total = sum(f.size for f in files)
-    with _remote_errors(endpoint, repo_id), progress_bar(total, f"push {card.ref}", enabled=progress) as bar:
-        api.create_repo(repo_id, private=private, exist_ok=True)
+    with _remote_errors(endpoint, repo_id, write=True), progress_bar(total, f"push {card.ref}", enabled=progress) as bar:
+        _ensure_repo(api, repo_id, private)
         _validate_yaml(api, endpoint, readme)
         info = _commit_on_head(api, repo_id, ops, f"adapterhub push {card.ref}")
         tags = _tag_pushed(api, repo_id, info.oid, card)
@@ -183,6 +227,27 @@ def _tag_pushed(api: HfApi, repo_id: str, commit: str, card: AdapterCard) -> lis
     return [*version_tags, *aliases]
 
 
+def _ensure_repo(api: HfApi, repo_id: str, private: bool) -> None:
+    """Create the repository unless it exists. huggingface_hub's `create_repo(exist_ok=True)` answers a 401/403 on
+    an existing repository with a URL it cannot parse off huggingface.co (HfUriError, 80 lines); here a refusal on
+    an existing repository goes on to the commit, whose own 401/403 carries the hub's real message."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        api.create_repo(repo_id, private=private)
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 409:
+            return  # it exists
+        if status in (401, 402, 403):
+            try:
+                api.repo_info(repo_id)
+            except HfHubHTTPError:
+                raise exc from None
+            return
+        raise
+
+
 def _commit_on_head(api: HfApi, repo_id: str, ops: list[Any], message: str) -> Any:
     """Commit on top of the current head; when another push lands first (HTTP 409), read the new head and retry.
 
@@ -199,6 +264,8 @@ def _commit_on_head(api: HfApi, repo_id: str, ops: list[Any], message: str) -> A
         except HfHubHTTPError as exc:
             if exc.response is None or exc.response.status_code != 409 or attempt == PUSH_ATTEMPTS - 1:
                 raise
+            if api.model_info(repo_id).sha == parent:
+                raise  # the head did not move: a conflict no retry resolves
             delay = _backoff(attempt)
             if waited + delay > PUSH_RETRY_BUDGET_S:
                 raise
@@ -221,7 +288,9 @@ def _validate_yaml(api: HfApi, endpoint: str, readme: str) -> None:
         f"{endpoint}/api/validate-yaml", json={"content": readme, "repoType": "model"}, headers=build_hf_headers(token=api.token)
     )
     if r.status_code == 400:
-        raise UsageError(f"the hub rejected the model card: {r.json().get('error', r.text)}")
+        raise RemoteError(
+            endpoint, f"the hub rejected the model card: {server_message(r)}", hint="fix the card's fields and push again"
+        )
     hf_raise_for_status(r)
 
 
@@ -501,7 +570,7 @@ def remote_search(url: str, query: SearchQuery, *, token: str | None = None) -> 
     if r.status_code == 404:
         raise RemoteError(endpoint, "no adapterhub search API here", hint="point --remote at an `adapterhub serve` hub")
     if r.status_code >= 400:
-        raise RemoteError(endpoint, f"HTTP {r.status_code}: {r.text[:200]}")
+        raise RemoteError(endpoint, f"HTTP {r.status_code}: {server_message(r)}")
     return SearchResult.model_validate(r.json())
 
 
