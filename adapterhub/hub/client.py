@@ -210,7 +210,19 @@ def push(
 
 def _tag_pushed(api: HfApi, repo_id: str, commit: str, card: AdapterCard) -> list[str]:
     """Tag the pushed commit: `vN` (an adapterhub hub makes it itself, numbered by the versions it recorded; another
-    hub gets `v<local version>`) and each alias of the version, moved here from wherever it pointed."""
+    hub gets `v<local version>`) and each alias of the version, moved here from wherever it pointed. A hub without
+    tag routes (404/405: an adapterhub hub from before tags) keeps the pushed commit untagged."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return _apply_tags(api, repo_id, commit, card)
+    except HfHubHTTPError as exc:
+        if exc.response is not None and exc.response.status_code in (404, 405):
+            return []
+        raise
+
+
+def _apply_tags(api: HfApi, repo_id: str, commit: str, card: AdapterCard) -> list[str]:
     refs = api.list_repo_refs(repo_id)
     where = {t.name: t.target_commit for t in refs.tags}
     version_tags = [name for name, c in where.items() if c == commit and _VERSION_TAG.fullmatch(name)]

@@ -214,6 +214,8 @@ class HubStore:
 
     def _resolve_in(self, s: Session, row: HubRepoRow, revision: str) -> str:
         """A branch, then a tag (`v3`, `prod`: see `tags`), then a full commit id of this repository -> commit id."""
+        if len(revision) > tags.MAX_REVISION:
+            raise RevisionNotFound(f"{row.namespace}/{row.name}", revision[:80] + "...")
         cid = self._ref(s, row.id, revision) or tags.tag_commit(s, row, revision)
         if cid is None and _is_commit_id(revision):
             cid = s.scalar(sa.select(HubCommitRow.id).where(HubCommitRow.id == revision, HubCommitRow.repo_id == row.id))
@@ -227,7 +229,9 @@ class HubStore:
         """(branches, tags) of a repository, each a list of (name, commit id)."""
         with self.db.session() as s:
             row = tags.find_repo(s, namespace, name)
-            return tags.list_branches(s, row), tags.list_tags(s, row)
+            branches = tags.list_branches(s, row)
+            names = {b for b, _ in branches}  # an alias named like a branch is hidden by it, as in `resolve`
+            return branches, [(t, c) for t, c in tags.list_tags(s, row) if t not in names]
 
     def create_tag(self, namespace: str, name: str, tag: str, revision: str) -> None:
         self._write_ref(namespace, name, lambda s, row: tags.create_tag(s, row, tag, self._resolve_in(s, row, revision)))

@@ -22,6 +22,7 @@ from ..store.orm import AdapterRow, AliasRow, HubCommitFileRow, HubCommitRow, Hu
 
 VERSION_TAG = re.compile(r"v([1-9][0-9]{0,8})")  # v1, v2, ...: the hub's own tag for each recorded version
 MAX_REF_NAME = 64
+MAX_REVISION = 255  # the longest branch name `hub_refs` holds; a longer revision is no ref and no commit id
 MAIN = "main"
 
 

@@ -147,6 +147,15 @@ def test_create_and_delete_tags_and_branches(hub: Hub, source: Registry) -> None
     with pytest.raises(HfHubHTTPError) as exc:
         api.create_tag("team/refs", tag="dev")
     assert exc.value.response.status_code == 409
+    reg = hub.registry()
+    reg.tag("team/refs@1", "dev")  # an alias set on the hub's registry behind the branch's back: the branch wins
+    reg.db.dispose()
+    assert "dev" not in _tags(api, "team/refs") and api.model_info("team/refs", revision="dev").sha == initial
+    reg = hub.registry()
+    reg.untag("team/refs", "dev")
+    reg.db.dispose()
+    with pytest.raises(RevisionNotFoundError):
+        api.model_info("team/refs", revision="x" * 300)
     api.delete_branch("team/refs", branch="dev")
     with pytest.raises(RevisionNotFoundError):
         api.delete_branch("team/refs", branch="dev")
