@@ -147,7 +147,8 @@ def _remote_errors(endpoint: str, repo_id: str, revision: str = "main", *, write
         if status == 404:
             raise RemoteError(endpoint, f"{said} (HTTP 404)", hint="check the --remote URL and the repository name") from None
         if status == 409:
-            raise RemoteError(endpoint, f"{repo_id}: {said} (HTTP 409)", hint="push again on top of the new head") from None
+            fix = "push again on top of the new head" if write else "retry: the repository changed while reading it"
+            raise RemoteError(endpoint, f"{repo_id}: {said} (HTTP 409)", hint=fix) from None
         if status == 413:
             raise RemoteError(endpoint, f"{repo_id}: {said} (HTTP 413)", hint=_FIX_413) from None
         if status is not None and status >= 500:

@@ -190,6 +190,7 @@ def test_pull_of_a_second_version_fails_in_one_line(setup: Setup, tmp_path: Path
     for status, message, needles in [
         (401, "invalid token", ["invalid token", "HTTP 401", "HF_TOKEN"]),
         (403, "the token may not read namespace 'team'", ["may not read", "HTTP 403", "read scope"]),
+        (409, "conflict", ["conflict", "HTTP 409", "retry"]),
         (413, "too large", ["too large", "HTTP 413"]),
         *[(s, m, n) for s, m, n in INJECTED if s >= 500],
     ]:
