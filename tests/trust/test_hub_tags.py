@@ -253,3 +253,16 @@ def _one(source: Registry, name: str) -> Registry:
     if not reg.list():
         reg.add(source.adapter_path("team/qv@1"), name, "sentiment")
     return reg
+
+
+def test_refs_routes_are_in_the_openapi_schema_the_fuzzer_reads(hub: Hub) -> None:
+    """test_openapi_fuzz.py fuzzes every operation of this schema: the refs routes are there, with their bodies."""
+    paths = httpx.get(f"{hub.server.url}/api/adapterhub/openapi.json").json()["paths"]
+    base = "/api/models/{namespace}/{name}"
+    for path, method, body in [
+        (f"{base}/refs", "get", False), (f"{base}/tag/{{revision}}", "post", True), (f"{base}/tag/{{tag}}", "delete", False),
+        (f"{base}/branch/{{branch}}", "post", True), (f"{base}/branch/{{branch}}", "delete", False),
+        ("/api/repos/delete", "delete", True), ("/api/repos/move", "post", True),
+    ]:  # fmt: skip
+        assert method in paths.get(path, {}), (path, method)
+        assert ("requestBody" in paths[path][method]) == body, (path, method)
