@@ -224,7 +224,8 @@ class RevisionNotFound(NotFound):
         self.repo = repo
         self.revision = revision
         super().__init__(
-            f"revision {revision!r} not found in {repo}", hint="use a branch name such as main or a full 40-hex commit id"
+            f"revision {revision!r} not found in {repo}",
+            hint="use a branch (main), a tag (v1, v2, ... or an alias such as prod) or a full 40-hex commit id",
         )
 
 

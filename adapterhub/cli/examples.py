@@ -35,7 +35,10 @@ EXAMPLES: dict[str, list[str]] = {
         "HF_ENDPOINT=http://127.0.0.1:8000 huggingface-cli download team/sentiment",
     ],
     "push": ["adapterhub push team/sentiment@2 --remote http://127.0.0.1:8000 --token secret"],
-    "pull": ["adapterhub pull team/sentiment --remote http://127.0.0.1:8000 --as mirror/sentiment"],
+    "pull": [
+        "adapterhub pull team/sentiment --remote http://127.0.0.1:8000 --as mirror/sentiment",
+        "adapterhub pull team/sentiment@prod --remote http://127.0.0.1:8000   # @2 is tag v2, @prod the alias tag",
+    ],
     "deploy": [
         "adapterhub deploy ./Llama-3-8B --port 8080 --adapters team/sentiment@prod",
         "adapterhub deploy ./Llama-3-8B --remote http://hub:8000 --token $TOKEN --cache-bytes 1073741824 --api-key K",

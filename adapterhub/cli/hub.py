@@ -83,7 +83,8 @@ def push(ref: str, remote: str | None, repo: str | None, private: bool, token: s
     from ..hub.client import push as run
 
     result = run(ref, remote=remote, repo=repo, private=private, token=token, progress=show_progress() and not as_json)
-    print_json(result) if as_json else click.echo(f"{result.ref} -> {result.url} (commit {result.commit})")
+    tags = f", tags {', '.join(result.tags)}" if result.tags else ""
+    print_json(result) if as_json else click.echo(f"{result.ref} -> {result.url} (commit {result.commit}{tags})")
 
 
 @click.command()
@@ -95,7 +96,7 @@ def push(ref: str, remote: str | None, repo: str | None, private: bool, token: s
 @quiet_option
 @json_option
 def pull(spec: str, remote: str | None, name: str | None, token: str | None, force_new: bool, quiet: bool, as_json: bool) -> None:
-    """Download REPO at REV (default main), verify every file, and register it as a new local version.
+    """Download REPO at REV (default main; @2 is tag v2, @prod an alias tag), verify every file, and register it.
 
     When the newest local version already has exactly these files, that version is returned (and said so)."""
     from ..hub.client import pull as run

@@ -14,6 +14,7 @@ import hashlib
 import os
 import queue
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -25,16 +26,12 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
-from ..card import AdapterCard, AdapterRef, FileEntry, SearchQuery, SearchResult
+from ..card import LATEST, AdapterCard, AdapterRef, FileEntry, SearchQuery, SearchResult
 from ..errors import (
-    EntryNotFound,
     IntegrityError,
     InvalidAdapter,
-    PermissionDenied,
     PickleRefused,
     RemoteError,
-    RepoNotFound,
-    RevisionNotFound,
     UsageError,
 )
 from ..fsutil import check_relative_path, check_segment
@@ -43,6 +40,8 @@ from ..sources import registry_or_default
 from ..tensorfile import is_pickle_name
 from . import modelcard
 from .adapters import CARD_FILE, README_FILE, describe_adapter, record_adapter, stage_files
+from .remote import remote_errors as _remote_errors
+from .remote import server_message
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -56,6 +55,7 @@ PUSH_BACKOFF_S = (
     2.0,
 )  # first and largest wait before a retry; each wait is drawn at random up to the bound ("full jitter")
 PUSH_RETRY_BUDGET_S = 60.0  # and the waits together stay under this
+_VERSION_TAG = re.compile(r"v[1-9][0-9]{0,8}")
 CHUNK = 1 << 20  # the blob store reads 1 MiB at a time: equal chunks pass through without copies
 
 
@@ -67,6 +67,7 @@ class PushResult(BaseModel):
     commit: str
     url: str
     files: list[FileEntry]
+    tags: list[str] = []  # the hub's tags on the pushed commit: `vN` for the version, then the version's aliases
 
 
 class _RemoteFile(BaseModel):
@@ -87,33 +88,6 @@ def _api(endpoint: str, token: str | None) -> HfApi:
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=endpoint, token=token)
-
-
-@contextlib.contextmanager
-def _remote_errors(endpoint: str, repo_id: str, revision: str = "main") -> Iterator[None]:
-    """huggingface_hub's and the transport's exceptions -> adapterhub's, each naming what was not found or why."""
-    import httpx2
-    from huggingface_hub import errors as hf
-
-    try:
-        yield
-    except hf.RepositoryNotFoundError:
-        raise RepoNotFound(repo_id) from None
-    except hf.RevisionNotFoundError:
-        raise RevisionNotFound(repo_id, revision) from None
-    except hf.RemoteEntryNotFoundError as exc:
-        raise EntryNotFound(repo_id, revision, str(exc.response.url).rsplit("/", 1)[-1] if exc.response else "?") from None
-    except hf.HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        if status in (401, 403):
-            raise PermissionDenied(f"{repo_id} on {endpoint}") from None
-        if status == 409:
-            raise RemoteError(
-                endpoint, f"{repo_id} changed while pushing (HTTP 409)", hint="push again on top of the new head"
-            ) from None
-        raise RemoteError(endpoint, f"HTTP {status}: {str(exc).splitlines()[0]}") from None
-    except (httpx2.TransportError, ConnectionError) as exc:
-        raise RemoteError(endpoint, f"cannot reach the hub ({type(exc).__name__}: {exc})") from None
 
 
 # --- push --------------------------------------------------------------------------------------------------
@@ -152,12 +126,65 @@ def push(
     ops.append(CommitOperationAdd(path_in_repo=README_FILE, path_or_fileobj=readme.encode()))
     api = _api(endpoint, token)
     total = sum(f.size for f in files)
-    with _remote_errors(endpoint, repo_id), progress_bar(total, f"push {card.ref}", enabled=progress) as bar:
-        api.create_repo(repo_id, private=private, exist_ok=True)
+    with _remote_errors(endpoint, repo_id, write=True), progress_bar(total, f"push {card.ref}", enabled=progress) as bar:
+        _ensure_repo(api, repo_id, private)
         _validate_yaml(api, endpoint, readme)
         info = _commit_on_head(api, repo_id, ops, f"adapterhub push {card.ref}")
+        tags = _tag_pushed(api, repo_id, info.oid, card)
         bar.update(total)
-    return PushResult(ref=card.ref, repo_id=repo_id, commit=info.oid, url=f"{endpoint}/{repo_id}", files=files)
+    return PushResult(ref=card.ref, repo_id=repo_id, commit=info.oid, url=f"{endpoint}/{repo_id}", files=files, tags=tags)
+
+
+def _tag_pushed(api: HfApi, repo_id: str, commit: str, card: AdapterCard) -> list[str]:
+    """Tag the pushed commit: `vN` (an adapterhub hub makes it itself, numbered by the versions it recorded; another
+    hub gets `v<local version>`) and each alias of the version, moved here from wherever it pointed. A hub without
+    tag routes (404/405: an adapterhub hub from before tags) keeps the pushed commit untagged."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return _apply_tags(api, repo_id, commit, card)
+    except HfHubHTTPError as exc:
+        if exc.response is not None and exc.response.status_code in (404, 405):
+            return []
+        raise
+
+
+def _apply_tags(api: HfApi, repo_id: str, commit: str, card: AdapterCard) -> list[str]:
+    refs = api.list_repo_refs(repo_id)
+    where = {t.name: t.target_commit for t in refs.tags}
+    version_tags = [name for name, c in where.items() if c == commit and _VERSION_TAG.fullmatch(name)]
+    if not version_tags:
+        api.create_tag(repo_id, tag=f"v{card.version}", revision=commit, exist_ok=True)
+        version_tags = [f"v{card.version}"]
+    aliases = [a for a in card.aliases if a != LATEST]  # `latest` is the hub's `main`, never a tag
+    for alias in aliases:
+        if where.get(alias) == commit:
+            continue
+        if alias in where:
+            api.delete_tag(repo_id, tag=alias)
+        api.create_tag(repo_id, tag=alias, revision=commit)
+    return [*version_tags, *aliases]
+
+
+def _ensure_repo(api: HfApi, repo_id: str, private: bool) -> None:
+    """Create the repository unless it exists. huggingface_hub's `create_repo(exist_ok=True)` answers a 401/403 on
+    an existing repository with a URL it cannot parse off huggingface.co (HfUriError, 80 lines); here a refusal on
+    an existing repository goes on to the commit, whose own 401/403 carries the hub's real message."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        api.create_repo(repo_id, private=private)
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 409:
+            return  # it exists
+        if status in (401, 402, 403):
+            try:
+                api.repo_info(repo_id)
+            except HfHubHTTPError:
+                raise exc from None
+            return
+        raise
 
 
 def _commit_on_head(api: HfApi, repo_id: str, ops: list[Any], message: str) -> Any:
@@ -176,6 +203,8 @@ def _commit_on_head(api: HfApi, repo_id: str, ops: list[Any], message: str) -> A
         except HfHubHTTPError as exc:
             if exc.response is None or exc.response.status_code != 409 or attempt == PUSH_ATTEMPTS - 1:
                 raise
+            if api.model_info(repo_id).sha == parent:
+                raise  # the head did not move: a conflict no retry resolves
             delay = _backoff(attempt)
             if waited + delay > PUSH_RETRY_BUDGET_S:
                 raise
@@ -198,7 +227,9 @@ def _validate_yaml(api: HfApi, endpoint: str, readme: str) -> None:
         f"{endpoint}/api/validate-yaml", json={"content": readme, "repoType": "model"}, headers=build_hf_headers(token=api.token)
     )
     if r.status_code == 400:
-        raise UsageError(f"the hub rejected the model card: {r.json().get('error', r.text)}")
+        raise RemoteError(
+            endpoint, f"the hub rejected the model card: {server_message(r)}", hint="fix the card's fields and push again"
+        )
     hf_raise_for_status(r)
 
 
@@ -222,7 +253,7 @@ def pull(
     from ..peft_format import CONFIG_NAME, WEIGHTS_NAME, config_json
 
     repo_id, _, revision = spec.partition("@")
-    repo_id, revision = _check_repo_id(repo_id), revision or "main"
+    repo_id, revision = _check_repo_id(repo_id), hub_revision(revision)
     target = AdapterRef.parse(name or repo_id)  # checked before any download
     if target.version is not None or target.alias is not None:
         raise UsageError(f"pull registers a new version of a name; drop the @ from {name!r}")
@@ -263,6 +294,14 @@ def pull(
             return record_adapter(s, folder, target.full_name, files, fields, declared_by=f"pull of {repo_id} from {endpoint}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def hub_revision(selector: str) -> str:
+    """What `REPO@SELECTOR` asks the hub for: `@3` is tag `v3` (each push tags its version), `@latest` or nothing
+    is `main`, anything else (`prod`, `v3`, a branch, a commit id) is a revision as it is."""
+    if not selector or selector == "latest":
+        return "main"
+    return f"v{int(selector)}" if re.fullmatch(r"[0-9]{1,9}", selector) else selector
 
 
 def _expected_files(
@@ -470,7 +509,7 @@ def remote_search(url: str, query: SearchQuery, *, token: str | None = None) -> 
     if r.status_code == 404:
         raise RemoteError(endpoint, "no adapterhub search API here", hint="point --remote at an `adapterhub serve` hub")
     if r.status_code >= 400:
-        raise RemoteError(endpoint, f"HTTP {r.status_code}: {r.text[:200]}")
+        raise RemoteError(endpoint, f"HTTP {r.status_code}: {server_message(r)}")
     return SearchResult.model_validate(r.json())
 
 

@@ -7,16 +7,21 @@ PEFT repo's README, not only ours: a plain repo still yields its base model, tas
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..card import AdapterCard, EvalScore
 
+if TYPE_CHECKING:
+    from huggingface_hub import EvalResult, ModelCardData
+
 ADAPTERHUB_TAG = "adapterhub"
+BASE_ADAPTER_TAG = "base_model:adapter:"  # + the base's Hub id: how the Hub's model tree finds a base's adapters
 # A README larger than this has its front matter ignored when read (the body is never needed whole), and is refused
 # by validate-yaml: a few KiB is typical, and YAML parsing is slow and memory-hungry.
 MAX_CARD_BYTES = 1 << 20
@@ -45,21 +50,17 @@ class CardInfo(BaseModel):
 
 
 def render(card: AdapterCard, *, repo_id: str | None = None) -> str:
-    """README.md for an adapter: Hub-style front matter, then a short human-readable body."""
+    """README.md for an adapter: the Hub's standard front matter, built by huggingface_hub's `ModelCardData` and
+    `EvalResult` (so `ModelCard.load` reads it back as written), then a short human-readable body.
+
+    Only fields the Hub knows go in the front matter; what only adapterhub needs (each score's direction, the base's
+    hashes, the file list) lives in `adapterhub.json`."""
+    from huggingface_hub import ModelCard
+
     repo_id = repo_id or card.full_name
-    meta: dict[str, Any] = {}
     base_name = hub_base_model(card)
-    if base_name:
-        meta["base_model"] = base_name
-        meta["base_model_relation"] = "adapter"
-    meta["library_name"] = "peft"
-    if card.license:
-        meta["license"] = card.license
-    meta["tags"] = _dedupe([card.task, ADAPTERHUB_TAG, card.method.value, *card.tags])
-    if card.scores:
-        meta["model-index"] = [{"name": repo_id, "results": [_result(card.task, s) for s in card.scores]}]
-    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-    lines = [f"---\n{front}---", "", f"# {repo_id}", ""]
+    front = card_data(card, repo_id).to_yaml()
+    lines = [f"---\n{front}\n---", "", f"# {repo_id}", ""]
     if card.description:
         lines += [card.description, ""]
     lines += [
@@ -81,7 +82,27 @@ def render(card: AdapterCard, *, repo_id: str | None = None) -> str:
         f'model = PeftModel.from_pretrained(base_model, "{repo_id}")', "```", "",
         f"`adapterhub pull {repo_id}` registers it locally after checking every file's size and sha256 against `adapterhub.json`.", "",
     ]  # fmt: skip
-    return "\n".join(lines)
+    return str(ModelCard("\n".join(lines)))  # parsed once here: a card the Hub's own parser refuses is never pushed
+
+
+def card_data(card: AdapterCard, repo_id: str) -> ModelCardData:
+    """The front matter as huggingface_hub's `ModelCardData`: base model (with `base_model_relation: adapter` and the
+    `base_model:adapter:<base>` tag the Hub's model tree filters on), `library_name: peft`, license, tags (the task
+    first) and one `EvalResult` per score (task, dataset, split, metric, value)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    base_name = hub_base_model(card)
+    tags = _dedupe(
+        [card.task, ADAPTERHUB_TAG, card.method.value, *card.tags, f"{BASE_ADAPTER_TAG}{base_name}" if base_name else ""]
+    )
+    results = [
+        EvalResult(task_type=card.task, dataset_type=s.dataset, dataset_name=s.dataset, dataset_split=s.split,
+                   metric_type=s.metric, metric_name=s.metric, metric_value=s.value)
+        for s in card.scores
+    ]  # fmt: skip
+    extra: dict[str, Any] = {"base_model_relation": "adapter"} if base_name else {}  # a field ModelCardData keeps as is
+    return ModelCardData(base_model=base_name, library_name="peft", license=card.license, tags=tags,
+                         model_name=repo_id if results else None, eval_results=results or None, **extra)  # fmt: skip
 
 
 def hub_base_model(card: AdapterCard) -> str | None:
@@ -135,12 +156,19 @@ def body(text: str) -> str:
 
 
 def card_info(readme: str | None, adapter_config: dict[str, Any] | None = None) -> CardInfo:
-    """Base model, task, tags, license and scores from a README's front matter, falling back to the adapter config."""
+    """Base model, task, tags, license and scores from a README's front matter, falling back to the adapter config.
+
+    The front matter is parsed by `front_matter` (size cap, no YAML anchors or aliases), then read through
+    huggingface_hub's `ModelCardData`: scores are its `eval_results`, as the Hub reads them. A score's direction is
+    not part of the Hub's card: losses, errors and perplexities count as lower-is-better (`adapterhub.json`, when a
+    repository has one, says it exactly)."""
     meta = front_matter(readme) if readme else {}
     cfg = adapter_config or {}
-    tags = [str(t) for t in _as_list(meta.get("tags"))]
-    scores = _scores(meta.get("model-index"))
-    task = _task(meta, tags, cfg)
+    data = _card_data(meta)
+    tags = [str(t) for t in _as_list(meta.get("tags")) if isinstance(t, (str, int, float))]
+    results = list(data.eval_results or []) if data is not None else []
+    scores = [s for s in (_score(r) for r in results) if s is not None]
+    task = _task(meta, tags, cfg, results[0].task_type if results else None)
     base = meta.get("base_model")
     if isinstance(base, list):
         base = base[0] if base else None
@@ -151,44 +179,36 @@ def card_info(readme: str | None, adapter_config: dict[str, Any] | None = None) 
                     description=_first_paragraph(body(readme)) if readme else "")  # fmt: skip
 
 
-def _result(task: str, s: EvalScore) -> dict[str, Any]:
-    return {
-        "task": {"type": task},
-        "dataset": {"name": s.dataset, "type": s.dataset, "split": s.split},
-        "metrics": [{"type": s.metric, "name": s.metric, "value": s.value, "higher_is_better": s.higher_is_better}],
-    }
+def _card_data(meta: dict[str, Any]) -> ModelCardData | None:
+    """The front matter's model-index as huggingface_hub's `ModelCardData` (None when it cannot read it). Only the
+    model-index is handed over: other keys of a hostile card never become attributes of the object."""
+    from huggingface_hub import ModelCardData
+
+    index = meta.get("model-index")
+    if not index:
+        return None
+    try:
+        return ModelCardData(ignore_metadata_errors=True, **{"model-index": index})
+    except Exception:  # noqa: BLE001 - any shape huggingface_hub trips over is "no scores", never a failed pull
+        return None
 
 
-def _scores(model_index: Any) -> list[EvalScore]:
-    out: list[EvalScore] = []
-    for entry in _as_list(model_index):
-        for res in _as_list(entry.get("results") if isinstance(entry, dict) else None):
-            if not isinstance(res, dict):
-                continue
-            ds = res.get("dataset") or {}
-            ds_name = str(ds.get("type") or ds.get("name") or "unknown") if isinstance(ds, dict) else str(ds)
-            split = str(ds.get("split") or "test") if isinstance(ds, dict) else "test"
-            for m in _as_list(res.get("metrics")):
-                if not isinstance(m, dict) or "value" not in m:
-                    continue
-                try:
-                    value = float(m["value"])
-                except (TypeError, ValueError):
-                    continue  # "N/A" and friends are not scores
-                metric = str(m.get("type") or m.get("name") or "score")
-                hib = m.get("higher_is_better")
-                out.append(EvalScore(dataset=ds_name, metric=metric, value=value, split=split,
-                                     higher_is_better=bool(hib) if hib is not None else not _lower_is_better(metric)))  # fmt: skip
-    return out
+def _score(r: EvalResult) -> EvalScore | None:
+    """One EvalResult as a score; values that are not finite numbers ("N/A") are not scores."""
+    try:
+        value = float(r.metric_value)
+        if not math.isfinite(value):
+            return None
+        return EvalScore(dataset=str(r.dataset_type or r.dataset_name), metric=str(r.metric_type), value=value,
+                         split=str(r.dataset_split or "test"), higher_is_better=not _lower_is_better(str(r.metric_type)))  # fmt: skip
+    except (TypeError, ValueError):
+        return None
 
 
-def _task(meta: dict[str, Any], tags: list[str], cfg: dict[str, Any]) -> str:
+def _task(meta: dict[str, Any], tags: list[str], cfg: dict[str, Any], result_task: str | None) -> str:
     # Our own cards put the task first in `tags` and in model-index; other repos have pipeline_tag or the PEFT task type.
-    for entry in _as_list(meta.get("model-index")):
-        for res in _as_list(entry.get("results") if isinstance(entry, dict) else None):
-            t = res.get("task") if isinstance(res, dict) else None
-            if isinstance(t, dict) and t.get("type"):
-                return str(t["type"])
+    if result_task:
+        return str(result_task)
     if ADAPTERHUB_TAG in tags:
         first = next((t for t in tags if t not in _GENERIC_TAGS and ":" not in t), None)
         if first:

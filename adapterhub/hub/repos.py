@@ -24,6 +24,7 @@ from ..store.blobs import BlobStore
 from ..store.db import Database
 from ..store.orm import HubCommitFileRow, HubCommitRow, HubRefRow, HubRepoRow
 from ..store.visibility import Visibility, hub_repo_visible
+from . import tags
 from .oids import GITATTRIBUTES, commit_id, git_blob_sha1, is_lfs
 from .types import FileAddition, HubCommit, HubFile, HubRepo, check_namespace_allowed
 
@@ -206,14 +207,65 @@ class HubStore:
             if row is None:
                 raise RepoNotFound(f"{namespace}/{name}")
             head = self._ref(s, row.id, DEFAULT_BRANCH)
-            cid = self._ref(s, row.id, revision)
-            if cid is None and _is_commit_id(revision):
-                cid = s.scalar(sa.select(HubCommitRow.id).where(HubCommitRow.id == revision, HubCommitRow.repo_id == row.id))
-            if cid is None:
-                raise RevisionNotFound(f"{namespace}/{name}", revision)
+            cid = self._resolve_in(s, row, revision)
             commit = s.get(HubCommitRow, cid)
             assert commit is not None  # a ref always points at an existing commit (foreign key)
             return self._to_repo(row, head), self._to_commit(commit)
+
+    def _resolve_in(self, s: Session, row: HubRepoRow, revision: str) -> str:
+        """A branch, then a tag (`v3`, `prod`: see `tags`), then a full commit id of this repository -> commit id."""
+        if len(revision) > tags.MAX_REVISION:
+            raise RevisionNotFound(f"{row.namespace}/{row.name}", revision[:80] + "...")
+        cid = self._ref(s, row.id, revision) or tags.tag_commit(s, row, revision)
+        if cid is None and _is_commit_id(revision):
+            cid = s.scalar(sa.select(HubCommitRow.id).where(HubCommitRow.id == revision, HubCommitRow.repo_id == row.id))
+        if cid is None:
+            raise RevisionNotFound(f"{row.namespace}/{row.name}", revision)
+        return cid
+
+    # --- refs: tags, branches, delete and move (the rules are in `tags`) ----------------------------------------
+
+    def refs(self, namespace: str, name: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(branches, tags) of a repository, each a list of (name, commit id)."""
+        with self.db.session() as s:
+            row = tags.find_repo(s, namespace, name)
+            branches = tags.list_branches(s, row)
+            names = {b for b, _ in branches}  # an alias named like a branch is hidden by it, as in `resolve`
+            return branches, [(t, c) for t, c in tags.list_tags(s, row) if t not in names]
+
+    def create_tag(self, namespace: str, name: str, tag: str, revision: str) -> None:
+        self._write_ref(namespace, name, lambda s, row: tags.create_tag(s, row, tag, self._resolve_in(s, row, revision)))
+
+    def delete_tag(self, namespace: str, name: str, tag: str) -> None:
+        self._write_ref(namespace, name, lambda s, row: tags.delete_tag(s, row, tag))
+
+    def create_branch(self, namespace: str, name: str, branch: str, revision: str) -> None:
+        self._write_ref(namespace, name, lambda s, row: tags.create_branch(s, row, branch, self._resolve_in(s, row, revision)))
+
+    def delete_branch(self, namespace: str, name: str, branch: str) -> None:
+        self._write_ref(namespace, name, lambda s, row: tags.delete_branch(s, row, branch))
+
+    def delete_repo(self, namespace: str, name: str) -> None:
+        self._write_ref(namespace, name, tags.delete_repo)
+
+    def move_repo(self, namespace: str, name: str, to_namespace: str, to_name: str) -> None:
+        check_segment(to_namespace, "namespace")
+        check_segment(to_name, "repository name")
+        check_namespace_allowed(to_namespace)
+        self._write_ref(namespace, name, lambda s, row: tags.move_repo(s, row, to_namespace, to_name))
+
+    def _write_ref(self, namespace: str, name: str, change: Callable[[Session, HubRepoRow], None]) -> None:
+        """Run one ref change in a write transaction; a concurrent writer winning a unique constraint is a 409."""
+        try:
+            with self.db.write() as s:
+                row = s.scalar(
+                    sa.select(HubRepoRow).where(HubRepoRow.namespace == namespace, HubRepoRow.name == name).with_for_update()
+                )
+                if row is None:
+                    raise RepoNotFound(f"{namespace}/{name}")
+                change(s, row)
+        except sa.exc.IntegrityError:
+            raise AlreadyExists(f"a ref or name of {namespace}/{name}", hint="it changed concurrently; list refs again") from None
 
     def files(self, commit: str) -> list[HubFile]:
         """All files of a commit, sorted by path."""

@@ -221,14 +221,6 @@ def _paths_entries(files: list[HubFile], paths: list[str]) -> list[dict[str, Any
     return out
 
 
-@router.get("/api/models/{namespace}/{name}/refs")
-def refs(namespace: str, name: str, request: Request) -> dict[str, Any]:
-    ctx = context(request)
-    repo, commit = ctx.resolve(request, namespace, name, "main")
-    main = {"name": "main", "ref": "refs/heads/main", "targetCommit": commit.id}
-    return {"branches": [main], "converts": [], "tags": [], "pullRequests": []}
-
-
 @router.get("/api/models/{namespace}/{name}/commits/{revision}")
 def commits(namespace: str, name: str, revision: str, request: Request) -> JSONResponse:
     ctx = context(request)

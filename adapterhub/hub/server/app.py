@@ -78,7 +78,7 @@ def create_app(
 
     Anonymous callers may only read public repositories unless `open_hub` (announced on stderr here) lets them do
     everything. Temp files a killed server left (upload scratch, blob-store temp files) are removed before it serves."""
-    from . import api, commits, registry_api, resolve
+    from . import api, commits, refs, registry_api, resolve
     from .openapi import describe_raw_bodies
 
     app = FastAPI(title="adapterhub", docs_url="/api/adapterhub/docs", openapi_url="/api/adapterhub/openapi.json", redoc_url=None)
@@ -131,6 +131,7 @@ def create_app(
 
     app.include_router(registry_api.router)
     app.include_router(api.router)
+    app.include_router(refs.router)
     app.include_router(commits.router)
     app.include_router(resolve.router)  # last: its /{ns}/{name}/resolve/... pattern is the most general
     from ..web import router as web_router  # the HTML pages: included after every API route, so those win

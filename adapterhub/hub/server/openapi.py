@@ -86,6 +86,18 @@ RAW_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "content": {"application/x-ndjson": {"schema": _COMMIT_LINES}},
         "description": "One JSON object per line: a header, then files (inline base64), LFS references and deletions.",
     },  # fmt: skip
+    ("/api/models/{namespace}/{name}/tag/{revision}", "post"): _json(
+        {"type": "object", "required": ["tag"], "properties": {"tag": {"type": "string", "maxLength": 80}, "message": _STR}}
+    ),
+    ("/api/models/{namespace}/{name}/branch/{branch}", "post"): _json(
+        {"type": "object", "properties": {"startingPoint": {"type": "string", "maxLength": 80}}}
+    ),
+    ("/api/repos/delete", "delete"): _json(
+        {"type": "object", "required": ["name"], "properties": {"name": _SEGMENT, "organization": _SEGMENT, "type": _STR}}
+    ),
+    ("/api/repos/move", "post"): _json(
+        {"type": "object", "required": ["fromRepo", "toRepo"], "properties": {"fromRepo": _STR, "toRepo": _STR, "type": _STR}}
+    ),
     ("/api/models/{namespace}/{name}/paths-info/{revision}", "post"): {
         "required": True,
         "content": {
