@@ -71,9 +71,12 @@ C=(-c "$D/ceph.conf")
 monmaptool --create --addv a "[v1:127.0.0.1:$MON_PORT]" --fsid "$FSID" "$D/monmap" >/dev/null
 ceph-mon "${C[@]}" -i a --mkfs --monmap "$D/monmap" || fail "ceph-mon --mkfs failed"
 ceph-mon "${C[@]}" -i a || fail "ceph-mon did not start"
-timeout 30 ceph "${C[@]}" osd create "$OSD_UUID" >/dev/null || fail "the monitor did not answer"
+# a client that talks to a monitor still starting up can get EPERM ("fsid 0000..."): ask again until it answers
+for _ in $(seq 30); do timeout 20 ceph "${C[@]}" osd create "$OSD_UUID" >/dev/null 2>&1 && break; sleep 1; done
+timeout 20 ceph "${C[@]}" osd create "$OSD_UUID" >/dev/null || fail "the monitor did not answer"
 ceph-osd "${C[@]}" -i 0 --mkfs --osd-uuid "$OSD_UUID" >"$D/log/osd-mkfs.out" 2>&1 || fail "ceph-osd --mkfs failed"
-ceph-osd "${C[@]}" -i 0 >"$D/log/osd-start.out" 2>&1 || fail "ceph-osd did not start"
+for _ in $(seq 5); do ceph-osd "${C[@]}" -i 0 >"$D/log/osd-start.out" 2>&1 && break; sleep 1; done
+pgrep -F "$D/run/osd.0.pid" >/dev/null 2>&1 || fail "ceph-osd did not start"
 radosgw "${C[@]}" -n client.rgw || fail "radosgw did not start"
 for _ in $(seq 150); do curl -sf -m 2 "http://127.0.0.1:$RGW_PORT/" >/dev/null && break; sleep 0.2; done
 curl -sf -m 2 "http://127.0.0.1:$RGW_PORT/" >/dev/null || fail "radosgw did not answer on :$RGW_PORT"
