@@ -41,7 +41,8 @@ def write_raw(blobs: Any, sha256: str, data: bytes) -> None:
     """Overwrite a stored blob behind the store's back (a damaged disk, a tampered object)."""
     if hasattr(blobs, "path"):
         p = blobs.path(sha256)
-        p.chmod(0o644)
+        if p.exists():
+            p.chmod(0o644)
         p.write_bytes(data)
         p.chmod(0o444)
     else:

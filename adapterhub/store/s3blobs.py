@@ -56,6 +56,7 @@ def make_client() -> S3Client:
         response_checksum_validation="when_required",
         retries={"max_attempts": 5, "mode": "standard"},
         max_pool_connections=64,
+        signature_version="s3v4",  # presigned URLs too (boto3 would sign them with the legacy v2 otherwise)
     )
     return boto3.session.Session().client("s3", config=config)
 

@@ -111,7 +111,8 @@ def test_corrupted_blob_on_server_fails_pull_and_registers_nothing(source: Regis
     write_raw(blobs, weights.sha256, bytes(data))
     try:
         target = Registry(home=tmp_path / "target")
-        with pytest.raises(IntegrityError) as err:
+        # The puller's own sha256 check, or (blobs on S3, verified on read) the hub refusing to send damaged bytes
+        with pytest.raises(IntegrityError if not hub.blobs else RemoteError) as err:
             pull("me/corrupt", remote=hub.url, registry=target)
         assert "adapter_model.safetensors" in str(err.value)
         assert target.list(all_versions=True) == []

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from ...errors import RepoNotFound, StoreError
+from ...errors import IntegrityError, RepoNotFound, StoreError
 from ...fsutil import check_relative_path
 from ..types import RESERVED_NAMESPACES, HubFile
 from .context import context
@@ -117,6 +117,9 @@ def resolve_file(namespace: str, name: str, revision: str, path: str, request: R
         fh = open(local, "rb")
     except FileNotFoundError:
         raise StoreError(f"the bytes of {repo.repo_id}/{path} are missing from the hub's blob store",
+                         hint="run `adapterhub fsck` on the hub and push the file again") from None  # fmt: skip
+    except IntegrityError:  # verified on read (a remote store): a damaged object is the hub's fault, never sent
+        raise StoreError(f"the bytes of {repo.repo_id}/{path} are damaged in the hub's blob store (sha256 mismatch)",
                          hint="run `adapterhub fsck` on the hub and push the file again") from None  # fmt: skip
     return StreamingResponse(_read(fh, start, length), status_code=status, headers=headers)
 
