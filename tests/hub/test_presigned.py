@@ -14,6 +14,7 @@ from huggingface_hub import HfApi, hf_hub_download
 
 from adapterhub.errors import IntegrityError
 from adapterhub.hub.client import pull, push
+from adapterhub.hub.server.background import start_hub
 from adapterhub.hub.server.resolve import REDIRECT_MIN_BYTES
 from adapterhub.store.registry import Registry
 from tests import factories
@@ -86,3 +87,21 @@ def test_pull_through_redirect_checks_every_sha256(hub: HubServer, big_source: R
     finally:
         raw[len(raw) // 2] ^= 0xFF
         write_raw(blobs, weights.sha256, bytes(raw))
+
+
+def test_private_file_gets_no_presigned_url_without_a_token(tmp_path: Path) -> None:
+    """The redirect comes after the access check: anonymous callers get the same 404 as for a missing repository."""
+    from tests.s3 import fresh_prefix
+
+    with fresh_prefix("private") as blobs, start_hub(tmp_path / "home", args=["--token", "alice:s3cret"], blobs=blobs) as hub:
+        api = HfApi(endpoint=hub.url, token="s3cret")
+        api.create_repo("alice/secret", private=True)
+        api.upload_file(
+            path_or_fileobj=_payload(REDIRECT_MIN_BYTES * 2, b"p"), path_in_repo="w.safetensors", repo_id="alice/secret"
+        )
+        url = f"{hub.url}/alice/secret/resolve/main/w.safetensors"
+        anon = httpx.head(url, follow_redirects=False)
+        assert anon.status_code == 404 and "location" not in anon.headers
+        assert httpx.get(url, follow_redirects=False).status_code == 404
+        authed = httpx.head(url, follow_redirects=False, headers={"Authorization": "Bearer s3cret"})
+        assert authed.status_code == 302 and "X-Amz-Signature=" in authed.headers["location"]

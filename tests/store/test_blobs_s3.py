@@ -57,9 +57,12 @@ def test_keys_are_content_addressed_and_written_once(store: S3BlobStore) -> None
     assert again["ETag"] == first["ETag"] and again["LastModified"] == first["LastModified"]
     assert store.has(sha) and store.size(sha) == 11 and store.read_bytes(sha) == b"hello blobs"
     assert store.local_path(sha) is None and [b.digest for b in store.iter_blobs()] == [sha]
+    assert store.read_bytes(sha, limit=5) == b"hello"
     with pytest.raises(IntegrityError):
         store.put_bytes(b"other", expected_sha256=sha)  # a wrong expected sha256 stores nothing
     assert len(_keys(store)) == 1
+    empty, _ = store.put_bytes(b"")
+    assert store.read_bytes(empty) == b"" and store.read_bytes(empty, limit=10) == b"" and store.size(empty) == 0
 
 
 def test_large_object_goes_multipart_and_reads_back_verified(store: S3BlobStore, tmp_path: Path) -> None:
