@@ -8,7 +8,7 @@ pull-redirect: one LFS file (`--pull-mb`, default 200 MB of random bytes) downlo
 whose blobs are on S3 (a 302 to a presigned URL: the bytes come from the Ceph gateway) against the same file from a
 hub serving it directly from its local blob folder. Target: redirect >= 0.9x direct.
 pull-replicas: `--clients` concurrent pullers (threads), each pull = the repo's info (GET /api/models/{repo}) and its
-two files (config directly, weights through the redirect, hashed), `--rounds` each, against one replica and against
+two files (config.json directly, a 4 MiB model.safetensors through the redirect, both hashed), `--rounds` each, against one replica and against
 two replicas on one PostgreSQL database and one bucket (pullers alternate). p50/p95 latency and errors printed.
 Targets: errors = 0 (p95 printed). Needs ADAPTERHUB_TEST_S3_URL + AWS_* (with-ceph.sh) and, for pull-replicas,
 ADAPTERHUB_TEST_POSTGRES_URL (with-postgres.sh); `--blobs` and `--database-url` name others.
@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -84,8 +86,15 @@ def _download(client: Any, url: str) -> tuple[int, str]:
 
 
 def _random_file(path: Path, mb: int) -> str:
+    """A valid safetensors file (one U8 tensor of `mb` MiB of random bytes: the hub checks headers); its sha256."""
+    n = mb * MiB
+    header = json.dumps({"weight": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}})
+    header += " " * (-len(header) % 8)
     h = hashlib.sha256()
     with open(path, "wb") as fh:
+        head = struct.pack("<Q", len(header)) + header.encode()
+        fh.write(head)
+        h.update(head)
         for _ in range(mb):
             chunk = os.urandom(MiB)
             fh.write(chunk)
@@ -155,10 +164,9 @@ def bench_pull_replicas(args: argparse.Namespace) -> dict[str, dict[str, float]]
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     results: dict[str, dict[str, float]] = {}
     try:
-        weights = work / "adapter_model.safetensors"
-        want = {"adapter_config.json": "", "adapter_model.safetensors": _random_file(weights, args.replica_mb)}
-        config = b'{"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}'
-        want["adapter_config.json"] = hashlib.sha256(config).hexdigest()
+        weights = work / "model.safetensors"
+        config = b'{"model_type": "bench", "architectures": ["Bench"]}'
+        want = {"config.json": hashlib.sha256(config).hexdigest(), "model.safetensors": _random_file(weights, args.replica_mb)}
         db_base = args.database_url or os.environ.get("ADAPTERHUB_TEST_POSTGRES_URL")
         with _fresh_database(db_base) as db_url, ExitStack() as stack:
             blobs = _blobs_url(args)
@@ -169,7 +177,7 @@ def bench_pull_replicas(args: argparse.Namespace) -> dict[str, dict[str, float]]
                 hubs.append(hub)
             repos = [f"bench/a{i}" for i in range(10)]
             for i, repo in enumerate(repos):
-                _upload(hubs[i % 2].url, repo, {"adapter_config.json": config, "adapter_model.safetensors": weights})
+                _upload(hubs[i % 2].url, repo, {"config.json": config, "model.safetensors": weights})
             limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
             for label, bases in (("1 replica", [hubs[0].url]), ("2 replicas", [h.url for h in hubs])):
                 latencies: list[float] = []
