@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-pg test-vllm bench lint clean
+.PHONY: install demo test test-pg test-full test-vllm bench lint clean
 
 # torch first, from the CPU wheel on this machine's disk: anything that pulls torch in before it would fetch a
 # multi-GB CUDA build.
@@ -28,6 +28,10 @@ test: $(STAMP)
 # The same suite with a throwaway PostgreSQL server started for it (what CI runs).
 test-pg: $(STAMP)
 	scripts/with-postgres.sh $(MAKE) test
+
+# ... and a throwaway one-node Ceph S3 gateway, so the blob tests also run on S3 (what CI runs).
+test-full: $(STAMP)
+	scripts/with-postgres.sh scripts/with-ceph.sh $(MAKE) test
 
 # ruff (lint + format check) and mypy --strict on adapterhub/; the tools come with the `lint` extra.
 LINT_STAMP := $(VENV)/.lint-stamp

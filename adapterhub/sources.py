@@ -53,12 +53,15 @@ class ResolvedAdapter:
 AdapterSpec = str | Path | ResolvedAdapter
 
 
-def default_registry(home: Path | str | None = None, database_url: str | None = None, *, auto_migrate: bool = True) -> Registry:
-    """The registry at `home` / `database_url`, each defaulting to ADAPTERHUB_HOME / ADAPTERHUB_DATABASE_URL (migrated
-    on first use unless told not to): the one place a registry is opened for callers that were given none."""
+def default_registry(
+    home: Path | str | None = None, database_url: str | None = None, *, blobs: str | None = None, auto_migrate: bool = True
+) -> Registry:
+    """The registry at `home` / `database_url` / `blobs`, each defaulting to ADAPTERHUB_HOME / ADAPTERHUB_DATABASE_URL /
+    ADAPTERHUB_BLOBS (migrated on first use unless told not to): the one place a registry is opened for callers that
+    were given none."""
     from .store.registry import Registry
 
-    return Registry(home, database_url, auto_migrate=auto_migrate)
+    return Registry(home, database_url, blobs=blobs, auto_migrate=auto_migrate)
 
 
 def registry_or_default(registry: Registry | None) -> Registry:

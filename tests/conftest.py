@@ -107,10 +107,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'registry.db'}"
 
 
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def blobs_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Each blob-touching test runs twice: on the local folder (None) and on S3 (a fresh prefix in the Ceph bucket)."""
+    if request.param == "local":
+        yield None
+        return
+    from tests.s3 import fresh_prefix
+
+    with fresh_prefix() as url:
+        yield url
+
+
 @pytest.fixture
-def registry(database_url: str, tmp_path: Path) -> Iterator[object]:
+def registry(database_url: str, blobs_url: str | None, tmp_path: Path) -> Iterator[object]:
     from adapterhub.store.registry import Registry
 
-    reg = Registry(home=tmp_path / "registry-home", database_url=database_url)
+    reg = Registry(home=tmp_path / "registry-home", database_url=database_url, blobs=blobs_url or "")
     yield reg
     reg.db.dispose()

@@ -33,6 +33,7 @@ EXAMPLES: dict[str, list[str]] = {
     "serve": [
         "adapterhub serve --port 8000 --token me:secret",
         "HF_ENDPOINT=http://127.0.0.1:8000 huggingface-cli download team/sentiment",
+        "AWS_ENDPOINT_URL=http://ceph:7480 adapterhub serve --database-url postgresql+psycopg://hub@db/hub --blobs s3://models/hub",
     ],
     "push": ["adapterhub push team/sentiment@2 --remote http://127.0.0.1:8000 --token secret"],
     "pull": [

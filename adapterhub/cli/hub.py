@@ -15,6 +15,9 @@ from ._common import json_option, print_json, quiet_option, show_progress
 @click.option("--database-url", default=None, help="SQLAlchemy URL of the registry database (default: the one in --storage).")
 @click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Registry home holding the blob store (default: $ADAPTERHUB_HOME).")  # fmt: skip
+@click.option("--blobs", default=None, envvar="ADAPTERHUB_BLOBS", metavar="URL",
+              help="Where blobs live: s3://BUCKET/PREFIX (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) "
+                   "or a folder (default: blobs/ in --storage). Replicas share one database and one bucket.")  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
 @click.option("--token", "tokens", multiple=True, metavar="[USER:]TOKEN",
@@ -37,7 +40,7 @@ from ._common import json_option, print_json, quiet_option, show_progress
               help="Close a connection idle for this long between requests.")  # fmt: skip
 @click.option("--max-connections", default=1000, show_default=True, type=click.IntRange(1),
               help="Answer 503 to requests while this many connections or requests are open.")  # fmt: skip
-def serve(database_url: str | None, storage: Path | None, host: str, port: int, tokens: tuple[str, ...], open_hub: bool,
+def serve(database_url: str | None, storage: Path | None, blobs: str | None, host: str, port: int, tokens: tuple[str, ...], open_hub: bool,
           page_size: int, max_upload_bytes: int, head_timeout: float, body_timeout: float, keep_alive: float,
           max_connections: int) -> None:  # fmt: skip
     """Serve the registry over the Hugging Face Hub HTTP API (HF_ENDPOINT=http://HOST:PORT) and its own JSON API.
@@ -51,7 +54,7 @@ def serve(database_url: str | None, storage: Path | None, host: str, port: int, 
     limits = ConnectionLimits(
         head_timeout=head_timeout, body_timeout=body_timeout, keep_alive=keep_alive, max_connections=max_connections
     )
-    run(home=storage, database_url=database_url, host=host, port=port, tokens=users, page_size=page_size, max_upload_bytes=max_upload_bytes,
+    run(home=storage, database_url=database_url, blobs=blobs, host=host, port=port, tokens=users, page_size=page_size, max_upload_bytes=max_upload_bytes,
         limits=limits, open_hub=open_hub, on_ready=lambda url: click.echo(f"adapterhub hub on {url} (Ctrl-C stops)", err=True))  # fmt: skip
 
 

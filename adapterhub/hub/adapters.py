@@ -19,7 +19,7 @@ from ..card import AdapterCard, FileEntry
 from ..errors import IntegrityError, InvalidAdapter, PickleRefused
 from ..fsutil import check_relative_path
 from ..peft_format import CONFIG_NAME, WEIGHTS_NAME, AdapterLayout, load_config_json, nonfinite_tensors, read_layout
-from ..store.blobs import BlobStore
+from ..store.blobs import Blobs, link_or_copy
 from ..store.records import VersionFields, record_version
 from ..tensorfile import is_pickle_name
 from .modelcard import card_info, read_card
@@ -56,15 +56,13 @@ def describe_adapter(
     )
 
 
-def stage_files(blobs: BlobStore, files: dict[str, FileEntry], folder: Path) -> None:
-    """Lay the blobs out as an adapter folder: hard links (blobs are read-only and immutable), copies across devices."""
+def stage_files(blobs: Blobs, files: dict[str, FileEntry], folder: Path) -> None:
+    """Lay the blobs out as an adapter folder: hard links (blobs are read-only and immutable), verified copies across
+    devices or from a remote store."""
     for path, f in files.items():
         target = folder / check_relative_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(blobs.path(f.sha256), target)
-        except OSError:
-            blobs.copy_to(f.sha256, target, expected_size=f.size)
+        link_or_copy(blobs, f.sha256, target, expected_size=f.size)
 
 
 def check_staged(folder: Path, name: str) -> AdapterLayout:

@@ -379,8 +379,8 @@ class _Fetcher:
         """Stream a file into the blob store; its sha256 must be the card's (or the listing's LFS sha256)."""
         sha = want.sha256 if want is not None else f.sha256
         size = want.size if want is not None else f.size
-        if sha is not None and self.reg.blobs.has(sha):
-            return FileEntry(path=f.path, sha256=sha, size=self.reg.blobs.path(sha).stat().st_size)  # verified when stored
+        if sha is not None and (stored := self.reg.blobs.size(sha)) is not None:
+            return FileEntry(path=f.path, sha256=sha, size=stored)  # verified when stored
         bar = progress_bar(size, f.path, enabled=self.progress)
         git = hashlib.sha1(b"blob %d\0" % size) if sha is None and f.blob_id and size is not None else None
         try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +19,7 @@ from sqlalchemy.orm import Session, aliased
 
 from ..errors import AlreadyExists, CommitConflict, EntryNotFound, RepoNotFound, RevisionNotFound, UsageError
 from ..fsutil import check_relative_path, check_segment
-from ..store.blobs import BlobStore
+from ..store.blobs import Blobs
 from ..store.db import Database
 from ..store.orm import HubCommitFileRow, HubCommitRow, HubRefRow, HubRepoRow
 from ..store.visibility import Visibility, hub_repo_visible
@@ -72,7 +71,7 @@ def _is_commit_id(rev: str) -> bool:
 class HubStore:
     """Hub repositories over the registry's database and blob store."""
 
-    def __init__(self, db: Database, blobs: BlobStore) -> None:
+    def __init__(self, db: Database, blobs: Blobs) -> None:
         self.db = db
         self.blobs = blobs
 
@@ -384,8 +383,9 @@ class HubStore:
                 s.flush()
             return self._to_commit(row)
 
-    def blob_path(self, f: HubFile) -> Path:
-        return self.blobs.path(f.sha256)
+    def blob_bytes(self, f: HubFile, *, limit: int | None = None) -> bytes:
+        """A small file's bytes (cards, configs; at most `limit`), from whichever store keeps the blobs."""
+        return self.blobs.read_bytes(f.sha256, limit=limit)
 
     # --- rows -> domain types ----------------------------------------------------------------------------------
 

@@ -1,4 +1,8 @@
-"""Content-addressed file storage: each file kept once under its sha256, written via temp file + fsync + rename."""
+"""Content-addressed file storage: each file kept once under its sha256.
+
+`Blobs` is what callers may rely on; `BlobStore` keeps blobs in a local folder (the default: temp file + fsync +
+rename), `s3blobs.S3BlobStore` in an S3 bucket; `blobstores.open_blobs` picks one from a URL (`--blobs`, ADAPTERHUB_BLOBS).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 from ..errors import IntegrityError, StorageFull
 from ..fsutil import TMP_PREFIX, fsync_dir
@@ -28,23 +32,114 @@ CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch only
 
 
+class BlobInfo(NamedTuple):
+    """One stored blob as a listing sees it: gc's grace period reads `mtime` (seconds since the epoch)."""
+
+    digest: str
+    size: int
+    mtime: float
+
+
+class Blobs(Protocol):
+    """A content-addressed blob store: what the registry, the hub and gc/fsck use, whatever keeps the bytes."""
+
+    location: str  # where the blobs live, for messages and cache keys (a folder, or s3://bucket/prefix)
+    tmp: Path  # this process's local scratch for blobs being written (only scratch lives on a replica's disk)
+
+    def has(self, sha256: str) -> bool: ...
+    def size(self, sha256: str) -> int | None: ...
+    def local_path(self, sha256: str) -> Path | None: ...
+    def open(self, sha256: str) -> BinaryIO: ...
+    def read_bytes(self, sha256: str, *, limit: int | None = None) -> bytes: ...
+    def presigned_url(self, sha256: str, expires_s: int) -> str | None: ...
+    def put_stream(self, stream: Readable, *, expected_sha256: str | None = None, what: str = "upload") -> tuple[str, int]: ...
+    def put_file(self, src: Path | str, *, expected_sha256: str | None = None) -> tuple[str, int]: ...
+    def put_bytes(self, data: bytes, *, expected_sha256: str | None = None) -> tuple[str, int]: ...
+    def adopt(self, src: Path, sha256: str) -> None: ...
+    def copy_to(self, sha256: str, dest: Path, *, expected_size: int | None = None) -> None: ...
+    def verify(self, sha256: str) -> bool: ...
+    def iter_blobs(self) -> Iterator[BlobInfo]: ...
+    def iter_digests(self) -> Iterator[str]: ...
+    def delete(self, digests: Iterable[str], *, older_than_s: float = 0.0) -> list[str]: ...
+
+
+def link_or_copy(blobs: Blobs, sha256: str, target: Path, *, expected_size: int | None = None) -> None:
+    """Put a blob at `target`: a hard link when it is a local file (blobs are read-only, so sharing is safe and costs
+    no space), else a verified copy (another device, or a remote store)."""
+    src = blobs.local_path(sha256)
+    if src is not None:
+        try:
+            os.link(src, target)
+            return
+        except OSError:
+            pass
+    blobs.copy_to(sha256, target, expected_size=expected_size)
+
+
+def local_file(blobs: Blobs, sha256: str, folder: Path) -> Path:
+    """A local file with the blob's bytes: the blob itself in a local store, else a verified copy in `folder`
+    (scratch the caller removes). FileNotFoundError if the blob is not stored."""
+    src = blobs.local_path(sha256)
+    if src is not None:
+        return src
+    target = folder / sha256
+    if not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        part = folder / f"{TMP_PREFIX}{sha256}"
+        blobs.copy_to(sha256, part)
+        os.replace(part, target)
+    return target
+
+
+def check_sha256(sha256: str) -> str:
+    """`sha256` if it is a lowercase hex digest; ValueError otherwise (it becomes a file name or an object key)."""
+    if not _SHA256.fullmatch(sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    return sha256
+
+
 class BlobStore:
     """Files by sha256 under `root/sha256/ab/cdef...`; read-only once written, deduplicated."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._tmp = self.root / "tmp"
+        self.tmp = self.root / "tmp"
+        self.location = str(self.root)
 
     def path(self, sha256: str) -> Path:
-        if not _SHA256.fullmatch(sha256):
-            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        check_sha256(sha256)
         return self.root / "sha256" / sha256[:2] / sha256[2:]
 
     def has(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
+    def size(self, sha256: str) -> int | None:
+        try:
+            return self.path(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, sha256: str) -> Path | None:
+        """The blob's file (to hard-link or serve with seek), or None when it is not stored."""
+        p = self.path(sha256)
+        return p if p.is_file() else None
+
     def open(self, sha256: str) -> BinaryIO:
         return open(self.path(sha256), "rb")
+
+    def read_bytes(self, sha256: str, *, limit: int | None = None) -> bytes:
+        """The blob's bytes (at most `limit` of them): for small files such as cards and configs."""
+        with self.open(sha256) as fh:
+            return fh.read(-1 if limit is None else limit)
+
+    def presigned_url(self, sha256: str, expires_s: int) -> str | None:
+        return None  # a local folder has no URL of its own: the server sends the bytes
+
+    def iter_blobs(self) -> Iterator[BlobInfo]:
+        for d in self.iter_digests():
+            with contextlib.suppress(FileNotFoundError):
+                st = self.path(d).stat()
+                yield BlobInfo(d, st.st_size, st.st_mtime)
 
     def put_file(self, src: Path | str, *, expected_sha256: str | None = None) -> tuple[str, int]:
         with open(src, "rb") as fh:
@@ -57,10 +152,10 @@ class BlobStore:
 
     def put_stream(self, stream: Readable, *, expected_sha256: str | None = None, what: str = "upload") -> tuple[str, int]:
         """Copy a stream into the store while hashing it; an `expected_sha256` mismatch stores nothing."""
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()
         size = 0
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self._tmp)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.tmp)
         try:
             with os.fdopen(fd, "wb") as out:
                 while chunk := stream.read(CHUNK):
@@ -155,8 +250,8 @@ class BlobStore:
                 if now - p.stat().st_mtime >= older_than_s:
                     p.unlink()
                     removed.append(d)
-        if self._tmp.is_dir():
-            for t in self._tmp.iterdir():
+        if self.tmp.is_dir():
+            for t in self.tmp.iterdir():
                 with contextlib.suppress(FileNotFoundError):
                     if now - t.stat().st_mtime >= older_than_s:
                         shutil.rmtree(t) if t.is_dir() else t.unlink()

@@ -35,7 +35,8 @@ from ..paths import adapterhub_home
 from ..tensorfile import is_pickle_name
 from . import convert
 from .bases import base_named, verified_base
-from .blobs import BlobStore
+from .blobs import Blobs, link_or_copy
+from .blobstores import BLOBS_ENV, open_blobs
 from .db import Database, default_database_url
 from .orm import AdapterRow, AliasRow, BaseEvalScoreRow, BaseModelRow, FileRow, RepoRow
 from .records import VersionFields, record_version, score_row, set_alias
@@ -69,11 +70,19 @@ class FsckReport:
 class Registry:
     """A local adapter registry: a metadata database plus a content-addressed blob store under one home folder."""
 
-    def __init__(self, home: Path | str | None = None, database_url: str | None = None, *, auto_migrate: bool = True) -> None:
+    def __init__(
+        self,
+        home: Path | str | None = None,
+        database_url: str | None = None,
+        *,
+        blobs: str | None = None,
+        auto_migrate: bool = True,
+    ) -> None:
+        """`blobs`: where the blobs live (s3://bucket/prefix or a folder; default ADAPTERHUB_BLOBS, else home/blobs)."""
         self.home = Path(home) if home is not None else adapterhub_home()
         _check_home(self.home, sqlite_here=database_url is None)
         self.db = Database(database_url or default_database_url(self.home), lock_dir=self.home, auto_migrate=auto_migrate)
-        self.blobs = BlobStore(self.home / "blobs")
+        self.blobs: Blobs = open_blobs(blobs if blobs is not None else os.environ.get(BLOBS_ENV), self.home)
 
     def __repr__(self) -> str:
         return f"Registry(home={str(self.home)!r}, database={self.db.engine.url.render_as_string(hide_password=True)!r})"
@@ -358,10 +367,7 @@ class Registry:
                 with atomic_directory(folder) as tmp:
                     for f in card.files:
                         target = tmp / check_relative_path(f.path)
-                        try:  # a hard link costs no space; blobs are read-only so sharing them is safe
-                            os.link(self.blobs.path(f.sha256), target)
-                        except OSError:
-                            self.blobs.copy_to(f.sha256, target, expected_size=f.size)
+                        link_or_copy(self.blobs, f.sha256, target, expected_size=f.size)
             except FileExistsError:
                 pass  # another process materialised it first
         return folder
@@ -372,18 +378,18 @@ class Registry:
         import time
 
         referenced = self._referenced_digests()
-        orphans = [d for d in self.blobs.iter_digests() if d not in referenced]
+        stats = {b.digest: b for b in self.blobs.iter_blobs() if b.digest not in referenced}
+        orphans = list(stats)
         report = GcReport(kept=len(referenced))
-        stats = {d: self.blobs.path(d).stat() for d in orphans}
         if dry_run:
             now = time.time()
-            report.removed = [d for d in orphans if now - stats[d].st_mtime >= grace_seconds]
+            report.removed = [d for d in orphans if now - stats[d].mtime >= grace_seconds]
             report.young = len(orphans) - len(report.removed)
-            report.freed_bytes = sum(stats[d].st_size for d in report.removed)
+            report.freed_bytes = sum(stats[d].size for d in report.removed)
             return report
         report.removed = self.blobs.delete(orphans, older_than_s=grace_seconds)
         report.young = len(orphans) - len(report.removed)
-        report.freed_bytes = sum(stats[d].st_size for d in report.removed)
+        report.freed_bytes = sum(stats[d].size for d in report.removed)
         report.stale_staging = _remove_stale(self.home / "tmp", grace_seconds)  # e.g. a pull killed part-way
         return report
 
@@ -400,10 +406,10 @@ class Registry:
         for ns, nm, v, path, sha, size in rows:
             report.checked += 1
             label = f"{ns}/{nm}@{v} {path} {sha[:12]}"
-            p = self.blobs.path(sha)
-            if not p.is_file():
+            stored = self.blobs.size(sha)
+            if stored is None:
                 report.missing.append(label)
-            elif p.stat().st_size != size or (verify_hashes and not checked.setdefault(sha, self.blobs.verify(sha))):
+            elif stored != size or (verify_hashes and not checked.setdefault(sha, self.blobs.verify(sha))):
                 report.corrupt.append(label)
         referenced = self._referenced_digests()
         report.orphans = [d for d in self.blobs.iter_digests() if d not in referenced]

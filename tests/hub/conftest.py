@@ -16,18 +16,25 @@ HubServer = BackgroundHub
 PAGE_SIZE = 3  # small pages so every listing of a real adapter repo spans several Link-paginated pages
 
 
-def start_hub(home: Path) -> BackgroundHub:
+def start_hub(home: Path, blobs: str | None = None) -> BackgroundHub:
     """An open hub (`--open`): these tests push and read without tokens; tests/trust covers the closed hub."""
-    return _start(home, args=["--open", "--page-size", str(PAGE_SIZE)])
+    return _start(home, args=["--open", "--page-size", str(PAGE_SIZE)], blobs=blobs)
 
 
 def stop_hub(server: BackgroundHub) -> None:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundHub]:
-    server = start_hub(tmp_path_factory.mktemp("hub") / "home")
+@pytest.fixture(scope="module", params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundHub]:
+    """One hub per module and blob store: the local folder, and S3 (a fresh prefix in the Ceph bucket)."""
+    if request.param == "local":
+        server = start_hub(tmp_path_factory.mktemp("hub") / "home")
+    else:
+        from tests.s3 import fresh_prefix
+
+        with fresh_prefix("hub") as url:
+            server = start_hub(tmp_path_factory.mktemp("hub") / "home", blobs=url)
     yield server
     server.stop()
     shutil.rmtree(server.home, ignore_errors=True)

@@ -20,6 +20,7 @@ from adapterhub.errors import (
 )
 from adapterhub.store import orm
 from tests import factories
+from tests.s3 import read_raw, remove_raw, write_raw
 
 
 def count_rows(reg) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -216,12 +217,10 @@ def test_fsck_finds_missing_and_corrupt_blobs(registry, minilm_adapter_dir: Path
     card = registry.add(minilm_adapter_dir, "ns/a", "t")
     weights = next(f for f in card.files if f.path == "adapter_model.safetensors")
     config = next(f for f in card.files if f.path == "adapter_config.json")
-    p = registry.blobs.path(weights.sha256)
-    p.chmod(0o644)
-    raw = bytearray(p.read_bytes())
+    raw = bytearray(read_raw(registry.blobs, weights.sha256))
     raw[-1] ^= 0xFF
-    p.write_bytes(bytes(raw))
-    registry.blobs.path(config.sha256).unlink()
+    write_raw(registry.blobs, weights.sha256, bytes(raw))
+    remove_raw(registry.blobs, config.sha256)
     report = registry.fsck()
     assert not report.clean
     assert any("adapter_model.safetensors" in x for x in report.corrupt)

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from ...errors import EntryNotFound, UsageError
 from ...fsutil import check_relative_path
 from ..adapters import CARD_FILE, README_FILE
-from ..modelcard import front_matter, read_card
+from ..modelcard import MAX_CARD_BYTES, front_matter
 from ..repos import HubStore
 from ..types import HubCommit, HubFile, HubRepo
 from .context import context, read_body
@@ -42,7 +42,7 @@ def repo_meta(hub: HubStore, files: list[HubFile]) -> dict[str, Any]:
     kinds of files exist), so a listing page does not re-read and re-parse the same cards on every request."""
     by_path = {f.path: f for f in files}
     key = (
-        str(hub.blobs.root),
+        hub.blobs.location,
         by_path[README_FILE].sha256 if README_FILE in by_path else None,
         by_path[CARD_FILE].sha256 if CARD_FILE in by_path else None,
         "adapter_config.json" in by_path,
@@ -64,7 +64,8 @@ def _read_meta(hub: HubStore, by_path: dict[str, HubFile]) -> dict[str, Any]:
     card: dict[str, Any] = {}
     if README_FILE in by_path:
         try:
-            text = read_card(hub.blob_path(by_path[README_FILE]))
+            data = hub.blob_bytes(by_path[README_FILE], limit=MAX_CARD_BYTES + 1)
+            text = None if len(data) > MAX_CARD_BYTES else data.decode("utf-8", "replace")  # as read_card: none if too big
             card = front_matter(text) if text is not None else {}
         except (ValueError, OSError):
             card = {}  # a broken README does not hide the repository
@@ -77,7 +78,7 @@ def _read_meta(hub: HubStore, by_path: dict[str, HubFile]) -> dict[str, Any]:
     task = None
     if CARD_FILE in by_path:
         try:
-            task = json.loads(hub.blob_path(by_path[CARD_FILE]).read_bytes()).get("task")
+            task = json.loads(hub.blob_bytes(by_path[CARD_FILE])).get("task")
         except (ValueError, OSError, AttributeError):
             task = None
     return {

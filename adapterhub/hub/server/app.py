@@ -83,7 +83,7 @@ def create_app(
 
     app = FastAPI(title="adapterhub", docs_url="/api/adapterhub/docs", openapi_url="/api/adapterhub/openapi.json", redoc_url=None)
     scratch = claim_scratch(registry.home / UPLOADS_DIR)
-    remove_stale_temp([registry.blobs.root / "tmp"], before=STARTED_AT)
+    remove_stale_temp([registry.blobs.tmp], before=STARTED_AT)
     access = Access(registry.db, tokens, open_hub=open_hub)
     if open_hub:
         print(OPEN_HUB_NOTICE, file=sys.stderr, flush=True)
@@ -279,6 +279,7 @@ def serve(
     *,
     home: Path | None = None,
     database_url: str | None = None,
+    blobs: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     tokens: dict[str, str] | None = None,
@@ -289,7 +290,8 @@ def serve(
     limits: ConnectionLimits | None = None,
     open_hub: bool = False,
 ) -> None:
-    """Run the hub with uvicorn until interrupted, over the registry at `home` (blob store) and `database_url`."""
+    """Run the hub with uvicorn until interrupted, over the registry at `home`, `database_url` and `blobs` (a blob
+    store URL; see Registry)."""
     import gc
 
     import uvicorn
@@ -297,7 +299,7 @@ def serve(
     from .protocol import MAX_HEAD_BYTES, guarded_protocol
 
     lim = limits or ConnectionLimits()
-    app = create_app(default_registry(home, database_url), tokens=tokens, page_size=page_size,
+    app = create_app(default_registry(home, database_url, blobs=blobs), tokens=tokens, page_size=page_size,
                      max_upload_bytes=max_upload_bytes, open_hub=open_hub)  # fmt: skip
     if on_ready is not None:
         on_ready(f"http://{host}:{port}")

@@ -75,26 +75,31 @@ class ServerProcess:
 
 @dataclass
 class BackgroundHub(ServerProcess):
-    home: Path  # the hub's registry home: blob store and SQLite database
+    home: Path  # the hub's registry home: blob store and SQLite database (or only scratch, with --blobs and PostgreSQL)
+    blobs: str | None = None  # the --blobs URL it was started with
 
-    def registry(self) -> Registry:
+    def registry(self, database_url: str | None = None) -> Registry:
         """The hub's own registry, opened from this process (same database and blob store)."""
         from ...sources import default_registry
 
-        return default_registry(self.home)
+        return default_registry(self.home, database_url, blobs=self.blobs)
 
 
-def start_hub(home: Path, *, args: list[str] | None = None, timeout: float = 120.0) -> BackgroundHub:
-    """Start `adapterhub serve` over `home` and wait until it answers; RemoteError (with its log) if it dies first."""
+def start_hub(home: Path, *, args: list[str] | None = None, timeout: float = 120.0, blobs: str | None = None) -> BackgroundHub:
+    """Start `adapterhub serve` over `home` (and the blob store `blobs`, when given) and wait until it answers;
+    RemoteError (with its log) if it dies first."""
 
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = home / "server.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "ADAPTERHUB_HOME": str(home)}
     env.pop("ADAPTERHUB_DATABASE_URL", None)
+    env.pop("ADAPTERHUB_BLOBS", None)
     cmd = [sys.executable, "-m", "adapterhub", "serve", "--storage", str(home), "--port", str(port), *(args or [])]
+    if blobs:
+        cmd += ["--blobs", blobs]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    hub = BackgroundHub(f"http://127.0.0.1:{port}", proc, log, home)
+    hub = BackgroundHub(f"http://127.0.0.1:{port}", proc, log, home, blobs)
     hub.wait_ready("/api/models", timeout=timeout, what="adapterhub serve", params={"limit": 1})
     return hub

@@ -11,6 +11,8 @@ and the registry version its adapter becomes. A refused commit leaves the blob s
 from __future__ import annotations
 
 import re
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from ...card import AdapterCard
 from ...errors import AlreadyExists, CommitConflict, IntegrityError, PayloadTooLarge, UsageError
 from ...fsutil import check_relative_path, check_segment
+from ...store.blobs import local_file
 from ..adapters import CARD_FILE, prepare_adapter
 from ..modelcard import front_matter
 from ..oids import git_blob_sha1_file
@@ -148,6 +151,15 @@ def _check_declared(payload: CommitPayload) -> None:
 
 
 def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPayload) -> Any:
+    """`_apply_with` and a scratch folder for the stored blobs it must read locally (a remote blob store), removed after."""
+    fetched = ctx.scratch / f"fetched-{secrets.token_hex(8)}"
+    try:
+        return _apply_with(ctx, namespace, name, revision, payload, fetched)
+    finally:
+        shutil.rmtree(fetched, ignore_errors=True)
+
+
+def _apply_with(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPayload, fetched: Path) -> Any:
     """Check everything against the current head, move the uploads into the blob store, record; if the head moved
     in between (another writer), check again on the new head."""
     header = payload.header
@@ -173,7 +185,11 @@ def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPa
 
     def path_of(sha256: str) -> Path:
         tmp = uploaded.get(sha256)
-        return tmp if tmp is not None and tmp.exists() else blobs.path(sha256)
+        return tmp if tmp is not None and tmp.exists() else local_file(blobs, sha256, fetched)
+
+    def present(sha256: str) -> bool:
+        tmp = uploaded.get(sha256)
+        return (tmp is not None and tmp.exists()) or blobs.has(sha256)
 
     oids = {_lfs_oid(item) for item in payload.lfs_files}
     known = ctx.hub.referenced_blobs(namespace, name, oids - uploaded.keys()) | uploaded.keys()
@@ -182,7 +198,7 @@ def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPa
     ]
     for item in payload.lfs_files:
         oid = _lfs_oid(item)
-        if oid not in known or not path_of(oid).is_file():  # unknown and foreign answer alike
+        if oid not in known or not present(oid):  # unknown and foreign answer alike
             raise UsageError(_LFS_REFUSED.format(path=item.get("path")), hint="upload it as a regular file")
         src = path_of(oid)
         additions.append(FileAddition(path=item["path"], sha256=oid, git_sha1=git_blob_sha1_file(src), size=src.stat().st_size))

@@ -128,7 +128,7 @@ UPLOADS_DIR = "hub-uploads"  # under the registry home: one scratch folder per s
 def server_paths_pattern(registry: Registry, scratch: Path) -> re.Pattern[str]:
     """Matches a path inside the server's storage, blob store or upload scratch (as given and resolved)."""
     roots: set[str] = set()
-    for root in (registry.home, registry.home / UPLOADS_DIR, scratch, registry.blobs.root):
+    for root in (registry.home, registry.home / UPLOADS_DIR, scratch, registry.blobs.tmp.parent):
         roots.add(str(root.absolute()).rstrip("/"))  # absolute only: a relative "hub" would match ordinary words
         with contextlib.suppress(OSError):
             roots.add(str(root.resolve()).rstrip("/"))

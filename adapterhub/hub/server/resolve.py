@@ -2,7 +2,9 @@
 
 `X-Repo-Commit` names the commit the revision resolved to; `ETag` is the git blob id (small files) or the sha256
 (LFS-size files, also sent as `X-Linked-Etag` with `X-Linked-Size`, as the Hub does); one byte range is honoured
-(206 + Content-Range), so interrupted downloads resume.
+(206 + Content-Range), so interrupted downloads resume. When the blob store can presign URLs (S3), LFS files over
+REDIRECT_MIN_BYTES are answered with a 302 to a short-lived presigned GET (the Hub's CDN pattern: the bytes do not pass
+through this server; the metadata headers ride on the 302, which is what `hf_hub_download` reads).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from ...errors import RepoNotFound, StoreError
+from ...errors import IntegrityError, RepoNotFound, StoreError
 from ...fsutil import check_relative_path
 from ..types import RESERVED_NAMESPACES, HubFile
 from .context import context
 
 router = APIRouter()
 CHUNK = 4 << 20  # large reads keep a localhost transfer bound by the socket, not by Python per-chunk overhead
+REDIRECT_MIN_BYTES = 1 << 20  # LFS files above this go to a presigned URL when the blob store can sign one
+DIRECT_MAX_BYTES = 16 << 20  # from a remote store, files up to this are read whole (and verified) before sending
+PRESIGNED_EXPIRES_S = 300  # short-lived: long enough to start a download, which then runs to its end
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")  # longer numbers: not a range we honour, send it all
 
 
@@ -65,7 +70,8 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
 
 def _read(fh: BinaryIO, start: int, length: int) -> Iterator[bytes]:
     with fh:
-        fh.seek(start)
+        if start:
+            fh.seek(start)
         while length > 0:
             chunk = fh.read(min(CHUNK, length))
             if not chunk:
@@ -85,6 +91,10 @@ def resolve_file(namespace: str, name: str, revision: str, path: str, request: R
     repo, commit = ctx.resolve(request, namespace, name, revision)
     f = ctx.hub.file(repo.repo_id, commit.id, path)
     headers = _headers(f, commit.id)
+    if f.lfs and f.size > REDIRECT_MIN_BYTES:
+        url = ctx.hub.blobs.presigned_url(f.sha256, PRESIGNED_EXPIRES_S)
+        if url is not None:
+            return Response(status_code=302, headers={**headers, "Location": url, "Content-Length": "0"})
     rng = _byte_range(request.headers.get("range"), f.size)
     if rng == "unsatisfiable":
         return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{f.size}"})
@@ -96,9 +106,27 @@ def resolve_file(namespace: str, name: str, revision: str, path: str, request: R
         headers["Content-Range"] = f"bytes {start}-{end}/{f.size}"
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
+    blobs = ctx.hub.blobs
     try:  # opened before the status line goes out, so a lost blob is a clear 500, not a cut connection
-        fh = open(ctx.hub.blob_path(f), "rb")
+        local = blobs.local_path(f.sha256)
+        if local is None:  # a remote store: small files whole and verified, others streamed (verified when whole)
+            if f.size <= DIRECT_MAX_BYTES:
+                data = blobs.read_bytes(f.sha256)
+                return Response(data[start : start + length], status_code=status, headers=headers)
+            return StreamingResponse(_skip(blobs.open(f.sha256), start, length), status_code=status, headers=headers)
+        fh = open(local, "rb")
     except FileNotFoundError:
         raise StoreError(f"the bytes of {repo.repo_id}/{path} are missing from the hub's blob store",
                          hint="run `adapterhub fsck` on the hub and push the file again") from None  # fmt: skip
+    except IntegrityError:  # verified on read (a remote store): a damaged object is the hub's fault, never sent
+        raise StoreError(f"the bytes of {repo.repo_id}/{path} are damaged in the hub's blob store (sha256 mismatch)",
+                         hint="run `adapterhub fsck` on the hub and push the file again") from None  # fmt: skip
     return StreamingResponse(_read(fh, start, length), status_code=status, headers=headers)
+
+
+def _skip(fh: BinaryIO, start: int, length: int) -> Iterator[bytes]:
+    """`_read` for a stream that cannot seek: the bytes before `start` are read and dropped."""
+    with fh:
+        while start > 0:
+            start -= len(fh.read(min(CHUNK, start))) or start
+        yield from _read(fh, 0, length)

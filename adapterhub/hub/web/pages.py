@@ -201,7 +201,7 @@ def _readme(request: Request, namespace: str, name: str, card: AdapterCard) -> s
         _, commit = hub.resolve(namespace, name, "main")
         entry = next((f for f in hub.files(commit.id) if f.path == README), None)
         if entry is not None and entry.size <= MAX_README_BYTES:
-            return card_body(hub.blob_path(entry).read_text("utf-8", "replace"))
+            return card_body(hub.blob_bytes(entry).decode("utf-8", "replace"))
     except (AdapterHubError, OSError):
         pass
     return card.description
