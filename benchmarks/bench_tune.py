@@ -249,7 +249,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--limits", default="32,64,128,256", help="training-set sizes for the less-data table")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: main,hand,less (or less-lora, less-full)")
+    ap.add_argument(
+        "--skip", default="", help="comma list of parts to skip: main,hand,less (or main-lora, main-full, less-lora, less-full)"
+    )
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads per run (1: no spinning OpenMP barriers on a busy machine)"
     )
@@ -292,7 +294,7 @@ def main() -> None:
         runs = {**more, **runs}
     runs["steps"] = args.steps
     cmd = "nice -n 10 python benchmarks/bench_tune.py " + " ".join(sys.argv[1:])
-    plan = [("lora", "lora", None), ("full", "full", None)] if "main" not in skip else []
+    plan = [(k, k, None) for k in ("lora", "full") if "main" not in skip and f"main-{k}" not in skip]
     plan += [("hand", "hand", None)] if "hand" not in skip else []
     if "less" not in skip:
         kinds = [k for k in ("lora", "full") if f"less-{k}" not in skip]
