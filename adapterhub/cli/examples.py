@@ -34,7 +34,10 @@ EXAMPLES: dict[str, list[str]] = {
         "adapterhub serve --port 8000 --token me:secret",
         "HF_ENDPOINT=http://127.0.0.1:8000 huggingface-cli download team/sentiment",
     ],
-    "push": ["adapterhub push team/sentiment@2 --remote http://127.0.0.1:8000 --token secret"],
+    "push": [
+        "adapterhub push team/sentiment@2 --remote http://127.0.0.1:8000 --token secret",
+        "adapterhub push ./merged --repo team/merged-model --remote http://127.0.0.1:8000",
+    ],
     "pull": ["adapterhub pull team/sentiment --remote http://127.0.0.1:8000 --as mirror/sentiment"],
     "deploy": [
         "adapterhub deploy ./Llama-3-8B --port 8080 --adapters team/sentiment@prod",

@@ -10,6 +10,8 @@ and the registry version its adapter becomes. A refused commit leaves the blob s
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -26,14 +28,17 @@ from ..modelcard import front_matter
 from ..oids import git_blob_sha1_file
 from ..repos import DEFAULT_BRANCH, HeadMoved, apply_changes
 from ..types import FileAddition
+from .access import Caller
 from .context import context, json_object
 from .ndjson import CommitPayload, read_commit_payload
+from .uploads import StagedFile, StagedUploads, staged_uploads
 
 router = APIRouter()
 
 
 MAX_COMMIT_FILES = 1000  # additions, copies and deletions in one commit; an adapter repo holds a handful
-_LFS_REFUSED = "file {path}: an lfsFile may only name the sha256 of a file this repository holds or this commit uploads"
+_LFS_REFUSED = ("file {path}: an lfsFile may only name the sha256 of a file this repository holds or this commit uploads"
+                " (or that you uploaded to it)")  # fmt: skip
 
 
 def _lfs_oid(item: dict[str, Any]) -> str:
@@ -106,7 +111,7 @@ async def preupload(namespace: str, name: str, revision: str, request: Request) 
 @router.post("/api/models/{namespace}/{name}/commit/{revision}")
 async def commit(namespace: str, name: str, revision: str, request: Request) -> JSONResponse:
     ctx = context(request)
-    ctx.access.require_write(request, namespace)
+    caller = ctx.access.require_write(request, namespace)
     if request.query_params.get("create_pr") in ("1", "true", "True"):
         raise UsageError("this hub has no pull requests", hint="commit to main")
     await run_in_threadpool(ctx.hub.repo, namespace, name)  # 404 before reading a large body
@@ -118,7 +123,7 @@ async def commit(namespace: str, name: str, revision: str, request: Request) -> 
         )
     payload: CommitPayload = await read_commit_payload(request.stream(), ctx.scratch, max_bytes=limit)
     try:
-        info = await run_in_threadpool(_apply, ctx, namespace, name, revision, payload)
+        info = await run_in_threadpool(_apply, ctx, namespace, name, revision, payload, caller, staged_uploads(request))
     finally:
         payload.cleanup()
     base = str(request.base_url).rstrip("/")
@@ -147,9 +152,14 @@ def _check_declared(payload: CommitPayload) -> None:
             )
 
 
-def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPayload) -> Any:
+def _apply(
+    ctx: Any, namespace: str, name: str, revision: str, payload: CommitPayload, caller: Caller, staging: StagedUploads
+) -> Any:
     """Check everything against the current head, move the uploads into the blob store, record; if the head moved
-    in between (another writer), check again on the new head."""
+    in between (another writer), check again on the new head.
+
+    An `lfsFile` may name a blob of this repository, a file of this commit, or a file this caller staged for this
+    repository (`uploads.upload`); never another caller's staged file, nor another repository's blob."""
     header = payload.header
     parent = header.get("parentCommit")
     if parent is not None and not isinstance(parent, str):
@@ -171,12 +181,14 @@ def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPa
     blobs, repo_id = ctx.registry.blobs, f"{namespace}/{name}"
     uploaded = {f.sha256: f.tmp for f in payload.files}
 
+    oids = {_lfs_oid(item) for item in payload.lfs_files}
+    staged = staging.find(repo_id, caller, oids - uploaded.keys())
+    known = ctx.hub.referenced_blobs(namespace, name, oids - uploaded.keys() - staged.keys()) | uploaded.keys() | staged.keys()
+
     def path_of(sha256: str) -> Path:
-        tmp = uploaded.get(sha256)
+        tmp = uploaded.get(sha256) or (staged[sha256].path if sha256 in staged else None)
         return tmp if tmp is not None and tmp.exists() else blobs.path(sha256)
 
-    oids = {_lfs_oid(item) for item in payload.lfs_files}
-    known = ctx.hub.referenced_blobs(namespace, name, oids - uploaded.keys()) | uploaded.keys()
     additions = [
         FileAddition(path=f.path, sha256=f.sha256, git_sha1=git_blob_sha1_file(f.tmp, f.size), size=f.size) for f in payload.files
     ]
@@ -185,7 +197,11 @@ def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPa
         if oid not in known or not path_of(oid).is_file():  # unknown and foreign answer alike
             raise UsageError(_LFS_REFUSED.format(path=item.get("path")), hint="upload it as a regular file")
         src = path_of(oid)
-        additions.append(FileAddition(path=item["path"], sha256=oid, git_sha1=git_blob_sha1_file(src), size=src.stat().st_size))
+        if oid in staged:  # hashed while it was received
+            git_sha1, size = staged[oid].git_sha1, staged[oid].size
+        else:
+            git_sha1, size = git_blob_sha1_file(src), src.stat().st_size
+        additions.append(FileAddition(path=item["path"], sha256=oid, git_sha1=git_sha1, size=size))
     stored = False
     for _ in range(10):
         head, tree = ctx.hub.head_tree(namespace, name, revision)
@@ -196,6 +212,8 @@ def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPa
         if not stored:  # accepted: from here on the bytes belong to the blob store
             for f in payload.files:
                 blobs.adopt(f.tmp, f.sha256)
+            for s in staged.values():
+                _adopt_staged(blobs, s)
             stored = True
         try:
             return ctx.hub.commit(
@@ -206,3 +224,16 @@ def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPa
         except HeadMoved:
             continue
     raise CommitConflict(repo_id, "a stable head", None)
+
+
+def _adopt_staged(blobs: Any, f: StagedFile) -> None:
+    """Move a staged upload into the blob store (fresh mtime: gc's grace period counts from now, not the upload)."""
+    if not blobs.has(f.sha256):
+        try:
+            os.utime(f.path)
+            blobs.adopt(f.path, f.sha256)
+        except FileNotFoundError:  # a concurrent commit of the same caller adopted it first
+            if not blobs.has(f.sha256):
+                raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f.path)  # already stored: the staged copy is not needed

@@ -1,0 +1,166 @@
+"""Issue 15's scale benchmarks: big files pushed streamed (this file's `push` row) and pulled through redirects.
+
+    .venv/bin/python benchmarks/bench_scale.py --only push [--mb 1000] [--repeat 2]
+
+push: a model folder (a small `config.json` and a ~1 GB `model.safetensors` holding one U8 tensor of random bytes)
+pushed with `adapterhub.hub.models.push_model` (sha256 of every file on the client, Git LFS batch, one raw PUT per
+file, commit) against a raw HTTP PUT of the same bytes with plain httpx to the same server. The anchor is the hub's
+own upload route (`PUT /api/models/{ns}/{name}/uploads/{sha256}`), so it includes what the server does for any PUT
+of a file it keeps (hash sha256 and git's blob id while writing to scratch, then stage it); there is no sink route.
+Each push goes to a fresh repository, so nothing is skipped as already held. The server's RSS is sampled every
+20 ms (psutil on its pid) and the peak growth over its RSS before the push is printed. Targets: push >= 0.5x the
+raw PUT; RSS growth <= 64 MiB (also for `--mb 2000`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import struct
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MiB = 1 << 20
+
+
+def build_model_folder(folder: Path, mb: int) -> tuple[Path, str, int]:
+    """A loadable-looking model folder: config.json and model.safetensors with one U8 tensor of `mb` MB of random
+    bytes; (weights path, sha256, size)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = mb * 1_000_000
+    header = json.dumps({"weight": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}, "__metadata__": {"format": "pt"}})
+    header += " " * (-len(header) % 8)
+    path = folder / "model.safetensors"
+    h = hashlib.sha256()
+    with open(path, "wb") as fh:
+        head = struct.pack("<Q", len(header)) + header.encode()
+        fh.write(head)
+        h.update(head)
+        left = n
+        while left:
+            chunk = os.urandom(min(left, 8 * MiB))
+            fh.write(chunk)
+            h.update(chunk)
+            left -= len(chunk)
+    (folder / "config.json").write_text(json.dumps({"model_type": "bench", "architectures": ["Bench"]}))
+    return path, h.hexdigest(), path.stat().st_size
+
+
+class PeakRss:
+    """Samples a process's RSS on a thread; `growth` is the peak over the RSS when sampling started."""
+
+    def __init__(self, pid: int, every_s: float = 0.02) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.every_s = every_s
+        self.start = self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.every_s)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def raw_put(url: str, path: Path, size: int, headers: dict[str, str]) -> None:
+    """PUT the file's bytes with plain httpx, read in 1 MiB pieces (what any HTTP client would do)."""
+    import httpx
+
+    def chunks() -> Any:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(MiB):
+                yield chunk
+
+    with httpx.Client(timeout=600) as client:
+        r = client.put(url, content=chunks(), headers={**headers, "Content-Length": str(size)})
+        r.raise_for_status()
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_push(mb: int = 1000, repeat: int = 2) -> dict[str, float]:
+    """Streamed push of a `mb` MB model file vs a raw PUT of the same bytes to the same hub; prints and returns
+    throughputs (MB/s), their ratio and the server's peak RSS growth (MiB) during the pushes."""
+    os.environ["HF_HUB_OFFLINE"] = "0"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from huggingface_hub import HfApi
+
+    from adapterhub.hub.models import push_model
+    from adapterhub.hub.server.background import start_hub
+
+    work = Path(tempfile.mkdtemp(prefix="bench-push-"))
+    try:
+        weights, sha256, size = build_model_folder(work / "model", mb)
+        print(f"push: model.safetensors {size / 1e6:.1f} MB")
+        with start_hub(work / "hub", args=["--open"]) as hub:
+            api = HfApi(endpoint=hub.url)
+            put_times, push_times, growth = [], [], 0
+            for i in range(repeat):  # interleaved, so a busy neighbour slows both alike
+                api.create_repo(f"bench/raw-{i}")
+                url = f"{hub.url}/api/models/bench/raw-{i}/uploads/{sha256}"
+                put_times.append(_timed(lambda url=url: raw_put(url, weights, size, {})))
+                with PeakRss(hub.proc.pid) as rss:
+                    push_times.append(_timed(lambda i=i: push_model(work / "model", repo=f"bench/push-{i}", remote=hub.url)))
+                growth = max(growth, rss.growth)
+        put, push = size / statistics.median(put_times) / 1e6, size / statistics.median(push_times) / 1e6
+        ratio = push / put
+        for label, times in (("raw PUT", put_times), ("push (streamed)", push_times)):
+            med = statistics.median(times)
+            print(
+                f"  {label:<16} median {med:6.2f} s  {size / med / 1e6:7.1f} MB/s   runs {', '.join(f'{t:.2f}' for t in times)}"
+            )
+        print(f"  push / raw PUT: {ratio:.2f}x (target >= 0.5x: {'OK' if ratio >= 0.5 else 'BELOW TARGET'})")
+        print(f"  server peak RSS growth during push: {growth / MiB:.1f} MiB (target <= 64 MiB: "
+              f"{'OK' if growth <= 64 * MiB else 'OVER'})")  # fmt: skip
+        return {"put_mb_s": put, "push_mb_s": push, "ratio": ratio, "rss_growth_mib": growth / MiB}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+BENCHES: dict[str, Callable[[argparse.Namespace], Any]] = {
+    "push": lambda a: bench_push(a.mb, a.repeat),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these rows (repeatable)")
+    ap.add_argument("--mb", type=int, default=1000, help="push: file size in MB (2000 for the 2 GB memory check)")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each measurement (median reported)")
+    args = ap.parse_args()
+    for name in args.only or sorted(BENCHES):
+        BENCHES[name](args)
+
+
+if __name__ == "__main__":
+    main()
