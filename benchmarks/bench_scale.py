@@ -4,9 +4,11 @@
 
 push: a model folder (a small `config.json` and a ~1 GB `model.safetensors` holding one U8 tensor of random bytes)
 pushed with `adapterhub.hub.models.push_model` (sha256 of every file on the client, Git LFS batch, one raw PUT per
-file, commit) against a raw HTTP PUT of the same bytes with plain httpx to the same server. The anchor is the hub's
-own upload route (`PUT /api/models/{ns}/{name}/uploads/{sha256}`), so it includes what the server does for any PUT
-of a file it keeps (hash sha256 and git's blob id while writing to scratch, then stage it); there is no sink route.
+file, commit) against raw HTTP PUTs of the same bytes with plain httpx to the same server process, two anchors:
+- "raw PUT (sink)": a route that only reads the body and drops it, added to the hub's app in this benchmark's own
+  server process (`serve_with_sink`: the app `adapterhub serve` runs, same uvicorn settings, plus that route);
+- "raw PUT (upload route)": the hub's own upload route (`PUT /api/models/{ns}/{name}/uploads/{sha256}`), which also
+  hashes sha256 and git's blob id while writing to scratch, then stages the file.
 Each push goes to a fresh repository, so nothing is skipped as already held. The server's RSS is sampled every
 20 ms (psutil on its pid) and the peak growth over its RSS before the push is printed. Targets: push >= 0.5x the
 raw PUT; RSS growth <= 64 MiB (also for `--mb 2000`).
@@ -108,41 +110,90 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+SINK_PATH = "/api/models/bench/sink/uploads/{oid}"  # matches the upload route's body limit (--max-upload-bytes)
+
+
+def serve_with_sink(home: Path, port: int) -> None:
+    """Run the hub `adapterhub serve` runs (open, same uvicorn settings) plus a PUT route that drops the body."""
+    import uvicorn
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    from starlette.routing import Route
+
+    from adapterhub.hub.server.app import ConnectionLimits, create_app
+    from adapterhub.hub.server.protocol import MAX_HEAD_BYTES, guarded_protocol
+    from adapterhub.sources import default_registry
+
+    app = create_app(default_registry(home), open_hub=True)
+
+    async def sink(request: Request) -> JSONResponse:
+        n = 0
+        async for chunk in request.stream():
+            n += len(chunk)
+        return JSONResponse({"received": n})
+
+    app.router.routes.insert(0, Route(SINK_PATH, sink, methods=["PUT"]))  # before the hub's own upload route
+    lim = ConnectionLimits()
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                http=guarded_protocol(lim.head_timeout, lim.body_timeout), timeout_keep_alive=5,
+                limit_concurrency=lim.max_connections, h11_max_incomplete_event_size=MAX_HEAD_BYTES)  # fmt: skip
+
+
+def start_sink_hub(home: Path) -> Any:
+    """This file's `serve_with_sink` in a child process (a ServerProcess: stopped on exit)."""
+    import subprocess
+
+    from adapterhub.hub.server.background import ServerProcess, free_port
+
+    home.mkdir(parents=True, exist_ok=True)
+    port, log = free_port(), home / "server.log"
+    env = {**os.environ, "ADAPTERHUB_HOME": str(home), "HF_HUB_OFFLINE": "0"}
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, __file__, "--serve-with-sink", str(home), str(port)], stdout=fh,
+                                stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    server = ServerProcess(f"http://127.0.0.1:{port}", proc, log)
+    server.wait_ready("/api/models", timeout=120, what="hub with a sink", params={"limit": 1})
+    return server
+
+
 def bench_push(mb: int = 1000, repeat: int = 2) -> dict[str, float]:
-    """Streamed push of a `mb` MB model file vs a raw PUT of the same bytes to the same hub; prints and returns
-    throughputs (MB/s), their ratio and the server's peak RSS growth (MiB) during the pushes."""
+    """Streamed push of a `mb` MB model file vs raw PUTs of the same bytes to the same hub process; prints and returns
+    throughputs (MB/s), the ratios and the server's peak RSS growth (MiB) during the pushes."""
     os.environ["HF_HUB_OFFLINE"] = "0"
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from huggingface_hub import HfApi
 
     from adapterhub.hub.models import push_model
-    from adapterhub.hub.server.background import start_hub
 
     work = Path(tempfile.mkdtemp(prefix="bench-push-"))
     try:
         weights, sha256, size = build_model_folder(work / "model", mb)
         print(f"push: model.safetensors {size / 1e6:.1f} MB")
-        with start_hub(work / "hub", args=["--open"]) as hub:
+        with start_sink_hub(work / "hub") as hub:
             api = HfApi(endpoint=hub.url)
-            put_times, push_times, growth = [], [], 0
-            for i in range(repeat):  # interleaved, so a busy neighbour slows both alike
+            sink_times, put_times, push_times, growth = [], [], [], 0
+            for i in range(repeat):  # interleaved, so a busy neighbour slows all three alike
+                sink_times.append(_timed(lambda: raw_put(hub.url + SINK_PATH.format(oid=sha256), weights, size, {})))
                 api.create_repo(f"bench/raw-{i}")
                 url = f"{hub.url}/api/models/bench/raw-{i}/uploads/{sha256}"
                 put_times.append(_timed(lambda url=url: raw_put(url, weights, size, {})))
                 with PeakRss(hub.proc.pid) as rss:
                     push_times.append(_timed(lambda i=i: push_model(work / "model", repo=f"bench/push-{i}", remote=hub.url)))
                 growth = max(growth, rss.growth)
-        put, push = size / statistics.median(put_times) / 1e6, size / statistics.median(push_times) / 1e6
-        ratio = push / put
-        for label, times in (("raw PUT", put_times), ("push (streamed)", push_times)):
+        mbs = {k: size / statistics.median(t) / 1e6 for k, t in (("sink", sink_times), ("put", put_times), ("push", push_times))}
+        rows = (("raw PUT (sink)", sink_times), ("raw PUT (upload)", put_times), ("push (streamed)", push_times))
+        for label, times in rows:
             med = statistics.median(times)
             print(
-                f"  {label:<16} median {med:6.2f} s  {size / med / 1e6:7.1f} MB/s   runs {', '.join(f'{t:.2f}' for t in times)}"
+                f"  {label:<17} median {med:6.2f} s  {size / med / 1e6:7.1f} MB/s   runs {', '.join(f'{t:.2f}' for t in times)}"
             )
-        print(f"  push / raw PUT: {ratio:.2f}x (target >= 0.5x: {'OK' if ratio >= 0.5 else 'BELOW TARGET'})")
+        ratio, ratio_route = mbs["push"] / mbs["sink"], mbs["push"] / mbs["put"]
+        print(f"  push / raw PUT (sink): {ratio:.2f}x (target >= 0.5x: {'OK' if ratio >= 0.5 else 'BELOW TARGET'}); "
+              f"push / raw PUT (upload route): {ratio_route:.2f}x")  # fmt: skip
         print(f"  server peak RSS growth during push: {growth / MiB:.1f} MiB (target <= 64 MiB: "
               f"{'OK' if growth <= 64 * MiB else 'OVER'})")  # fmt: skip
-        return {"put_mb_s": put, "push_mb_s": push, "ratio": ratio, "rss_growth_mib": growth / MiB}
+        return {"sink_mb_s": mbs["sink"], "put_mb_s": mbs["put"], "push_mb_s": mbs["push"], "ratio": ratio,
+                "ratio_upload_route": ratio_route, "rss_growth_mib": growth / MiB}  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -157,7 +208,11 @@ def main() -> None:
     ap.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these rows (repeatable)")
     ap.add_argument("--mb", type=int, default=1000, help="push: file size in MB (2000 for the 2 GB memory check)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each measurement (median reported)")
+    ap.add_argument("--serve-with-sink", nargs=2, metavar=("HOME", "PORT"), help=argparse.SUPPRESS)  # the child process
     args = ap.parse_args()
+    if args.serve_with_sink:
+        serve_with_sink(Path(args.serve_with_sink[0]), int(args.serve_with_sink[1]))
+        return
     for name in args.only or sorted(BENCHES):
         BENCHES[name](args)
 

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
@@ -149,8 +150,8 @@ def push(
     readme = modelcard.render(pushed, repo_id=repo_id)
     local = [LocalFile(check_relative_path(f.path), folder / f.path, f.sha256, f.size) for f in files]
     inline = {CARD_FILE: pushed.model_dump_json(indent=2).encode(), README_FILE: readme.encode()}
-    commit = upload_commit(endpoint, repo_id, token, local, inline, f"adapterhub push {card.ref}", private=private,
-                           label=f"push {card.ref}", progress=progress)  # fmt: skip
+    commit, _ = upload_commit(endpoint, repo_id, token, local, inline, f"adapterhub push {card.ref}", private=private,
+                              label=f"push {card.ref}", progress=progress)  # fmt: skip
     return PushResult(ref=card.ref, repo_id=repo_id, commit=commit, url=f"{endpoint}/{repo_id}", files=files)
 
 
@@ -165,10 +166,12 @@ def upload_commit(
     private: bool = False,
     label: str = "push",
     progress: bool | None = None,
-) -> str:
+    on_hashed: Callable[[LocalFile], Any] | None = None,
+) -> tuple[str, list[LocalFile]]:
     """Create the repository if needed and commit `files` (from disk) and `inline` (small generated files) on top of
-    its head; the commit id. An adapterhub hub gets the bytes streamed, one `PUT` per file it does not hold yet;
-    any other hub one `huggingface_hub` commit. A README in `inline` is checked by the hub's validate-yaml first."""
+    its head; the commit id and `files` with every sha256 known. An adapterhub hub gets the bytes streamed, one `PUT`
+    per file it does not hold yet (a file without a sha256 is hashed while it is sent, `on_hashed` told); any other
+    hub one `huggingface_hub` commit. A README in `inline` is checked by the hub's validate-yaml first."""
     from huggingface_hub import CommitOperationAdd
 
     api = _api(endpoint, token)
@@ -177,20 +180,27 @@ def upload_commit(
         api.create_repo(repo_id, private=private, exist_ok=True)
         if README_FILE in inline:
             _validate_yaml(api, endpoint, inline[README_FILE].decode())
-        if endpoint != DEFAULT_ENDPOINT and streamed.upload_files(endpoint, repo_id, token, files, bar.update):
+        sent = (
+            streamed.upload_files(endpoint, repo_id, token, files, bar.update, on_hashed)
+            if endpoint != DEFAULT_ENDPOINT
+            else None
+        )
+        if sent is not None:
             info = api.model_info(repo_id, files_metadata=True)
-            if info.sha and streamed.unchanged(info.siblings or [], files, inline):
-                return info.sha  # as huggingface_hub does: pushing the same files again commits nothing
-            return _commit_on_head(
+            if info.sha and streamed.unchanged(info.siblings or [], sent, inline):
+                return info.sha, sent  # as huggingface_hub does: pushing the same files again commits nothing
+            commit = _commit_on_head(
                 api, repo_id, lambda parent: streamed.post_commit(
-                    endpoint, repo_id, token, streamed.commit_body(files, inline, message, parent))
+                    endpoint, repo_id, token, streamed.commit_body(sent, inline, message, parent))
             )  # fmt: skip
+            return commit, sent
+        files = [f if f.sha256 is not None else replace(f, sha256=streamed.hash_file(f.local)) for f in files]
         ops = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local)) for f in files]
         ops += [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data) for path, data in inline.items()]
         oid = _commit_on_head(api, repo_id, lambda parent: api.create_commit(repo_id, ops, commit_message=message,
                                                                                parent_commit=parent).oid)  # fmt: skip
         bar.update(total)
-        return oid
+        return oid, files
 
 
 def _commit_on_head(api: HfApi, repo_id: str, commit: Callable[[str | None], str]) -> str:

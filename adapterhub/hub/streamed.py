@@ -11,10 +11,13 @@ older adapterhub hubs) is told apart by the batch answer, and `push` falls back 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import queue
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,7 @@ class LocalFile:
 
     path_in_repo: str
     local: Path
-    sha256: str
+    sha256: str | None  # None: not known yet; hashed while it is sent (`PUT .../uploads` answers the hub's sha256)
     size: int
 
 
@@ -47,20 +50,29 @@ def _same_origin(a: str, b: str) -> bool:
     return (x.scheme, x.netloc) == (y.scheme, y.netloc)
 
 
-def upload_files(endpoint: str, repo_id: str, token: str | None, files: list[LocalFile], on_bytes: Callable[[int], Any]) -> bool:
-    """Send the hub the files it does not hold yet; False when it has no streamed upload API (nothing was sent).
+def upload_files(
+    endpoint: str,
+    repo_id: str,
+    token: str | None,
+    files: list[LocalFile],
+    on_bytes: Callable[[int], Any],
+    on_hashed: Callable[[LocalFile], Any] | None = None,
+) -> list[LocalFile] | None:
+    """Send the hub the files it does not hold yet; `files` with every sha256 filled in, or None when the hub has no
+    streamed upload API (nothing was sent then).
 
-    `on_bytes(n)` is called as bytes go out (and once per file the hub already holds, with its size)."""
+    `on_bytes(n)` is called as bytes go out (and once per file the hub already holds, with its size); `on_hashed(f)`
+    for each file whose sha256 was computed while sending it, once the hub confirmed the same sha256."""
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
     session = get_session()
-    unique = {f.sha256: f for f in files}
+    unique = {f.sha256: f for f in files if f.sha256 is not None}
     body = {"operation": "upload", "transfers": ["basic"], "hash_algo": "sha256",
-            "objects": [{"oid": f.sha256, "size": f.size} for f in unique.values()]}  # fmt: skip
+            "objects": [{"oid": sha, "size": f.size} for sha, f in unique.items()]}  # fmt: skip
     headers = {**_headers(token), "Accept": LFS_MEDIA_TYPE, "Content-Type": LFS_MEDIA_TYPE}
     r = session.post(f"{endpoint}/{repo_id}.git/info/lfs/objects/batch", content=json.dumps(body), headers=headers)
     if r.status_code in (404, 405, 501) or (r.status_code < 400 and UPLOADS_HEADER.lower() not in r.headers):
-        return False
+        return None
     hf_raise_for_status(r)
     answer = {o.get("oid"): o for o in r.json().get("objects", []) if isinstance(o, dict)}
     for sha, f in unique.items():
@@ -72,18 +84,84 @@ def upload_files(endpoint: str, repo_id: str, token: str | None, files: list[Loc
         put_headers = {str(k): str(v) for k, v in (action.get("header") or {}).items()}
         if _same_origin(href, endpoint):  # the token goes to the hub only, never to a URL it names elsewhere
             put_headers = {**_headers(token), **put_headers}
-        put_headers["Content-Length"] = str(f.size)
-        put_headers["Content-Type"] = "application/octet-stream"
-        r = session.put(href, content=_read(f.local, on_bytes), headers=put_headers, timeout=_PUT_TIMEOUT_S)
+        r = session.put(href, content=_read(f.local, on_bytes), headers=_put_headers(put_headers, f.size), timeout=_PUT_TIMEOUT_S)
         hf_raise_for_status(r)
-    return True
+    out = []
+    for f in files:
+        if f.sha256 is None:
+            f = _put_hashing(endpoint, repo_id, token, f, on_bytes)
+            if on_hashed is not None:
+                on_hashed(f)
+        out.append(f)
+    return out
 
 
-def _read(path: Path, on_bytes: Callable[[int], Any]) -> Iterator[bytes]:
+def _put_headers(headers: dict[str, str], size: int) -> dict[str, str]:
+    return {**headers, "Content-Length": str(size), "Content-Type": "application/octet-stream"}
+
+
+def _put_hashing(endpoint: str, repo_id: str, token: str | None, f: LocalFile, on_bytes: Callable[[int], Any]) -> LocalFile:
+    """PUT a file whose sha256 is not known yet, hashing it on the way; the hub's sha256 must be the same."""
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    from ..errors import IntegrityError
+
+    h = hashlib.sha256()
+    url = f"{endpoint}/api/models/{repo_id}/uploads"
+    r = get_session().put(
+        url, content=_read(f.local, on_bytes, h), headers=_put_headers(_headers(token), f.size), timeout=_PUT_TIMEOUT_S
+    )
+    hf_raise_for_status(r)
+    theirs = str(r.json().get("oid"))
+    if theirs != h.hexdigest():
+        raise IntegrityError(
+            f"{repo_id}/{f.path_in_repo}", f"sha256 {h.hexdigest()} (sent)", f"sha256 {theirs} (received by the hub)"
+        )
+    return replace(f, sha256=theirs)
+
+
+def _read(path: Path, on_bytes: Callable[[int], Any], h: Any = None) -> Iterator[bytes]:
+    """The file's chunks, read (and hashed into `h`, if given) on a thread a few MiB ahead of the sender, so disk
+    reads and the sha256 cost no time on the thread that writes to the socket (both release the GIL)."""
+    q: queue.Queue[bytes | BaseException | None] = queue.Queue(8)
+    stop = threading.Event()
+
+    def put(item: bytes | BaseException | None) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                q.put(item, timeout=0.1)
+                return
+
+    def run() -> None:
+        try:
+            with open(path, "rb") as fh:
+                while not stop.is_set() and (chunk := fh.read(CHUNK)):
+                    if h is not None:
+                        h.update(chunk)
+                    put(chunk)
+            put(None)
+        except BaseException as exc:  # handed to the sending thread
+            put(exc)
+
+    reader = threading.Thread(target=run, name="adapterhub-push-read", daemon=True)
+    reader.start()
+    try:
+        while (item := q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            on_bytes(len(item))
+    finally:
+        stop.set()
+        reader.join(timeout=10)
+
+
+def hash_file(path: Path) -> str:
+    h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
-            yield chunk
-            on_bytes(len(chunk))
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def commit_body(files: list[LocalFile], inline: dict[str, bytes], summary: str, parent: str | None) -> bytes:
@@ -106,7 +184,7 @@ def unchanged(siblings: list[Any], files: list[LocalFile], inline: dict[str, byt
 
     remote = {s.rfilename: s for s in siblings}
 
-    def same(path: str, sha256: str, git_id: Callable[[], str]) -> bool:
+    def same(path: str, sha256: str | None, git_id: Callable[[], str]) -> bool:
         s = remote.get(path)
         if s is None:
             return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -53,10 +54,10 @@ class Sent:
         self.bodies: list[bytes] = []
         read, body = streamed._read, streamed.commit_body
 
-        def spy_read(path: Path, on_bytes: Any) -> Iterator[bytes]:
+        def spy_read(path: Path, on_bytes: Any, h: Any = None) -> Iterator[bytes]:
             self.files.append(path.name)
             sent = 0
-            for chunk in read(path, on_bytes):
+            for chunk in read(path, on_bytes, h):
                 if fail_after is not None and sent + len(chunk) > fail_after:
                     raise ConnectionError("the network went away mid-file")
                 sent += len(chunk)
@@ -174,3 +175,29 @@ def test_a_base_folder_pushes_and_a_folder_that_is_no_model_is_refused(
     adapter = CliRunner().invoke(cli, ["push", str(llama_adapter_dir), "--repo", "me/not-a-model"], env=env)
     assert adapter.exit_code == 1 and "adapter" in adapter.output and "Traceback" not in adapter.output
     assert len(adapter.output.strip().splitlines()) == 1
+
+
+def test_an_interrupted_model_push_resends_only_the_files_the_hub_does_not_hold(
+    hub: BackgroundHub, tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from adapterhub.hub.models import push_model
+
+    monkeypatch.setenv("ADAPTERHUB_HOME", str(tmp_path / "client"))  # the sha256 cache lives there
+    folder = tmp_path / "base"
+    shutil.copytree(tiny_llama_dir, folder)
+    (folder / "tokenizer.json").write_text("{}")
+    for p in folder.iterdir():  # older than the 2 s "racy" window: their sha256 may be cached
+        os.utime(p, (p.stat().st_mtime - 3600, p.stat().st_mtime - 3600))
+    big = "model.safetensors"
+    with monkeypatch.context() as m:
+        first = Sent(m, fail_after=(folder / big).stat().st_size // 2)
+        with pytest.raises((RemoteError, ConnectionError)):
+            push_model(folder, repo="me/base-resumed", remote=hub.url)
+    assert first.files == ["config.json", "generation_config.json", big] and first.bodies == []
+    again = Sent(monkeypatch)
+    result = push_model(folder, repo="me/base-resumed", remote=hub.url)
+    assert again.files == [big, "tokenizer.json"]  # the two configs were sent whole before the cut
+    files = HfApi(endpoint=hub.url).list_repo_files("me/base-resumed")
+    assert {f.path for f in result.files} == {"config.json", "generation_config.json", big, "tokenizer.json"} <= set(files)
+    got = hf_hub_download("me/base-resumed", big, endpoint=hub.url, cache_dir=tmp_path / "hf")
+    assert Path(got).read_bytes() == (folder / big).read_bytes()

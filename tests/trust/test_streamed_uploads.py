@@ -174,3 +174,18 @@ def test_the_unmodified_client_still_commits_inline(hub: Hub, tmp_path: Path) ->
     api.upload_file(path_or_fileobj=data, path_in_repo="big.safetensors", repo_id="alice/plain")
     got = hf_hub_download("alice/plain", "big.safetensors", endpoint=hub.server.url, token=hub.alice, cache_dir=tmp_path)
     assert Path(got).read_bytes() == data
+
+
+def test_a_commit_refused_for_a_moved_head_can_be_retried_without_uploading_again(hub: Hub) -> None:
+    data = b"bytes for a racing commit " + hub.server.url.encode()
+    assert put(hub, hub.alice, "alice/other", data).status_code == 200
+    line = {
+        "key": "lfsFile",
+        "value": {"path": "r.bin", "algo": "sha256", "oid": hashlib.sha256(data).hexdigest(), "size": len(data)},
+    }
+    stale = [{"key": "header", "value": {"summary": "t", "parentCommit": "0" * 40}}, line]
+    with hub.client(hub.alice) as c:
+        r = c.post("/api/models/alice/other/commit/main", content=b"".join(json.dumps(x).encode() + b"\n" for x in stale))
+    one_line_error(r, 409)
+    assert commit_lfs(hub, hub.alice, "alice/other", "r.bin", data).status_code == 200
+    assert "r.bin" in HfApi(endpoint=hub.server.url, token=hub.alice).list_repo_files("alice/other")

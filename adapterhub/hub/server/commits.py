@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -213,27 +215,42 @@ def _apply(
             for f in payload.files:
                 blobs.adopt(f.tmp, f.sha256)
             for s in staged.values():
-                _adopt_staged(blobs, s)
+                _adopt_staged(blobs, s, ctx.scratch)
             stored = True
         try:
-            return ctx.hub.commit(
+            info = ctx.hub.commit(
                 namespace, name, additions=additions, deletions=payload.deletions, branch=revision,
                 summary=str(header.get("summary") or "Upload"), description=str(header.get("description") or ""),
                 parent=parent or None, hook=prepared.hook if prepared is not None else None, checked_head=head,
             )  # fmt: skip
         except HeadMoved:
             continue
+        for s in staged.values():  # committed: the staged copies are no longer needed
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(s.path)
+        return info
     raise CommitConflict(repo_id, "a stable head", None)
 
 
-def _adopt_staged(blobs: Any, f: StagedFile) -> None:
-    """Move a staged upload into the blob store (fresh mtime: gc's grace period counts from now, not the upload)."""
-    if not blobs.has(f.sha256):
+def _adopt_staged(blobs: Any, f: StagedFile, scratch: Path) -> None:
+    """Store a staged upload in the blob store, keeping the staged file until the commit is recorded (a commit that
+    still loses the race for the head, 409, is retried by the client without uploading again). The store adopts a
+    hard link (a copy across filesystems) with a fresh mtime, so gc's grace period counts from now."""
+    if blobs.has(f.sha256):
+        return
+    scratch.mkdir(parents=True, exist_ok=True)
+    link = scratch / f"adopt-{f.sha256}-{os.getpid()}-{threading.get_ident()}"
+    try:
         try:
-            os.utime(f.path)
-            blobs.adopt(f.path, f.sha256)
-        except FileNotFoundError:  # a concurrent commit of the same caller adopted it first
-            if not blobs.has(f.sha256):
-                raise
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(f.path)  # already stored: the staged copy is not needed
+            os.link(f.path, link)
+        except FileNotFoundError:  # a concurrent commit of the same caller stored it and removed the staged file
+            if blobs.has(f.sha256):
+                return
+            raise
+        except OSError:
+            shutil.copyfile(f.path, link)
+        os.utime(link)
+        blobs.adopt(link, f.sha256)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)

@@ -117,6 +117,11 @@ RAW_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         "description": "The file's raw bytes; {oid} is their sha256 and Content-Length their size.",
     },
+    ("/api/models/{namespace}/{name}/uploads", "put"): {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "A file's raw bytes; the answer names their sha256.",
+    },
     ("/api/models/{namespace}/{name}/paths-info/{revision}", "post"): {
         "required": True,
         "content": {

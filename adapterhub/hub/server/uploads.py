@@ -4,7 +4,8 @@ their own bytes instead of base64 inside one commit body.
 `POST /{ns}/{name}.git/info/lfs/objects/batch` answers, per object, whether the caller still has to send it: a file
 this repository holds (any revision) or this caller already staged for it needs nothing (an interrupted push
 resumes per file), anything else gets an upload action, `PUT /api/models/{ns}/{name}/uploads/{sha256}` with the raw
-bytes. The server hashes them while they arrive into its scratch folder (sha256 and git's blob id, never the whole
+bytes (or `PUT .../uploads` without the sha256, for a file the client hashes while sending it; the answer names
+the sha256). The server hashes them while they arrive into its scratch folder (sha256 and git's blob id, never the whole
 body in memory), refuses a sha256 or size mismatch, and stages the file per repository and per caller
 (`StagedUploads`). A commit may then name it in an `lfsFile`; only that caller, in that repository, can
 (`commits._apply`), and only an accepted commit moves it into the blob store (`BlobStore.adopt`). Staged files
@@ -39,7 +40,7 @@ router = APIRouter()
 STAGED_DIR = "hub-staged"  # under the registry home: <repo key>/<caller key>/<sha256>.<git blob id>
 STAGED_TTL_S = 24 * 3600.0  # a staged upload nobody committed is removed after this long
 MAX_BATCH_OBJECTS = 1000  # objects in one batch request: the commit's own file limit
-UPLOAD_ROUTE = re.compile(r"/api/models/[^/]+/[^/]+/uploads/[^/]+")  # for BodyLimit: bodies up to --max-upload-bytes
+UPLOAD_ROUTE = re.compile(r"/api/models/[^/]+/[^/]+/uploads(?:/[^/]+)?")  # for BodyLimit: bodies up to --max-upload-bytes
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _BATCH_BYTES = 1 << 20  # received bytes handed to the hashing thread at a time
@@ -151,11 +152,21 @@ async def lfs_batch(namespace: str, name: str, request: Request) -> JSONResponse
 
 @router.put("/api/models/{namespace}/{name}/uploads/{oid}")
 async def upload(namespace: str, name: str, oid: str, request: Request) -> JSONResponse:
-    """The raw bytes of one file: hashed while received into scratch, refused on a sha256 or size mismatch, then
-    staged for this caller and repository (never in the blob store before a commit accepts it)."""
+    """The raw bytes of one file named by its sha256: hashed while received into scratch, refused on a sha256 or
+    size mismatch, then staged for this caller and repository (never in the blob store before a commit accepts it)."""
+    return await _receive(namespace, name, _check_oid(oid), request)
+
+
+@router.put("/api/models/{namespace}/{name}/uploads")
+async def upload_unnamed(namespace: str, name: str, request: Request) -> JSONResponse:
+    """The same for bytes whose sha256 the client computes while sending them: the answer names the sha256 this
+    server computed, which the client checks against its own before a commit names it."""
+    return await _receive(namespace, name, None, request)
+
+
+async def _receive(namespace: str, name: str, oid: str | None, request: Request) -> JSONResponse:
     ctx = context(request)
     caller = ctx.access.require_write(request, namespace)
-    _check_oid(oid)
     await run_in_threadpool(ctx.hub.repo, namespace, name)
     declared = request.headers.get("content-length", "")
     if not declared.isdigit():
@@ -165,17 +176,19 @@ async def upload(namespace: str, name: str, oid: str, request: Request) -> JSONR
         raise PayloadTooLarge(f"upload of {size} bytes is over this hub's limit of {limit} bytes")
     tmp, sha256, git_sha1, got = await receive_file(request.stream(), ctx.scratch, size)
     try:
-        if (sha256, got) != (oid, size):
-            raise IntegrityError(f"upload {oid[:12]}", f"sha256 {oid}, {size} bytes", f"sha256 {sha256}, {got} bytes received")
+        if (sha256, got) != (oid or sha256, size):
+            want = f"sha256 {oid}, {size} bytes" if oid else f"{size} bytes"
+            raise IntegrityError(f"upload {(oid or sha256)[:12]}", want, f"sha256 {sha256}, {got} bytes received")
         await run_in_threadpool(staged_uploads(request).stage, f"{namespace}/{name}", caller, tmp, sha256, git_sha1)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    return JSONResponse({"oid": oid, "size": size})
+    return JSONResponse({"oid": sha256, "size": size})
 
 
 class _HashingWriter:
-    """Writes received bytes to a file while computing their sha256 and git blob id (on a worker thread)."""
+    """Writes received bytes to a file while computing their sha256 and git blob id: the sha256 on one worker thread,
+    the git id and the write on another (hashlib and file writes release the GIL, so the two run side by side)."""
 
     def __init__(self, fh: BinaryIO, size: int) -> None:
         self.fh = fh
@@ -183,11 +196,16 @@ class _HashingWriter:
         self.git = hashlib.sha1(b"blob %d\0" % size)
         self.size = 0
 
-    def write(self, data: bytes) -> None:
+    def hash256(self, data: bytes) -> None:
         self.sha256.update(data)
+
+    def write(self, data: bytes) -> None:
         self.git.update(data)
         self.fh.write(data)
         self.size += len(data)
+
+    def submit(self, loop: asyncio.AbstractEventLoop, data: bytes) -> asyncio.Future[Any]:
+        return asyncio.gather(loop.run_in_executor(None, self.hash256, data), loop.run_in_executor(None, self.write, data))
 
 
 async def receive_file(chunks: AsyncIterator[bytes], scratch: Path, size: int) -> tuple[Path, str, str, int]:
@@ -199,7 +217,7 @@ async def receive_file(chunks: AsyncIterator[bytes], scratch: Path, size: int) -
     fd, name = tempfile.mkstemp(prefix="put-", dir=scratch)
     path = Path(name)
     loop = asyncio.get_running_loop()
-    pending: asyncio.Future[None] | None = None
+    pending: asyncio.Future[Any] | None = None
     try:
         with os.fdopen(fd, "wb") as fh:
             writer = _HashingWriter(fh, size)
@@ -210,11 +228,12 @@ async def receive_file(chunks: AsyncIterator[bytes], scratch: Path, size: int) -
                     if len(batch) >= _BATCH_BYTES:
                         if pending is not None:
                             await pending
-                        pending, batch = loop.run_in_executor(None, writer.write, bytes(batch)), bytearray()
+                        pending, batch = writer.submit(loop, bytes(batch)), bytearray()
             finally:
                 if pending is not None:
                     await pending  # the thread is done with the file before it is closed (or removed)
             if batch:
+                writer.hash256(bytes(batch))
                 writer.write(bytes(batch))
         return path, writer.sha256.hexdigest(), writer.git.hexdigest(), writer.size
     except BaseException:
