@@ -1,6 +1,6 @@
 """Issue 15's scale benchmarks: big files pushed streamed (this file's `push` row) and pulled through redirects.
 
-    .venv/bin/python benchmarks/bench_scale.py --only push [--mb 1000] [--repeat 2]
+    .venv/bin/python benchmarks/bench_scale.py --only push [--mb 1000] [--repeat 2] [--with-base64]
 
 push: a model folder (a small `config.json` and a ~1 GB `model.safetensors` holding one U8 tensor of random bytes)
 pushed with `adapterhub.hub.models.push_model` (sha256 of every file on the client, Git LFS batch, one raw PUT per
@@ -157,9 +157,10 @@ def start_sink_hub(home: Path) -> Any:
     return server
 
 
-def bench_push(mb: int = 1000, repeat: int = 2) -> dict[str, float]:
+def bench_push(mb: int = 1000, repeat: int = 2, *, with_base64: bool = False) -> dict[str, float]:
     """Streamed push of a `mb` MB model file vs raw PUTs of the same bytes to the same hub process; prints and returns
-    throughputs (MB/s), the ratios and the server's peak RSS growth (MiB) during the pushes."""
+    throughputs (MB/s), the ratios and the server's peak RSS growth (MiB) during the pushes. `with_base64` also
+    times the unmodified huggingface_hub client's upload of the file (inline base64 in one commit, as push did)."""
     os.environ["HF_HUB_OFFLINE"] = "0"
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from huggingface_hub import HfApi
@@ -183,8 +184,14 @@ def bench_push(mb: int = 1000, repeat: int = 2) -> dict[str, float]:
                 with PeakRss(hub.proc.pid) as rss:
                     push_times.append(_timed(lambda i=i: push_model(work / "model", repo=f"bench/push-{i}", remote=hub.url)))
                 growth = max(growth, rss.growth)
+            b64_times = []
+            for i in range(repeat if with_base64 else 0):
+                api.create_repo(f"bench/b64-{i}")
+                b64_times.append(_timed(lambda i=i: api.upload_file(path_or_fileobj=str(weights), path_in_repo="model.safetensors",
+                                                                    repo_id=f"bench/b64-{i}")))  # fmt: skip
         mbs = {k: size / statistics.median(t) / 1e6 for k, t in (("sink", sink_times), ("put", put_times), ("push", push_times))}
-        rows = (("raw PUT (sink)", sink_times), ("raw PUT (upload)", put_times), ("push (streamed)", push_times))
+        rows = [("raw PUT (sink)", sink_times), ("raw PUT (upload)", put_times), ("push (streamed)", push_times)]
+        rows += [("base64 commit", b64_times)] if b64_times else []
         for label, times in rows:
             med = statistics.median(times)
             print(
@@ -202,7 +209,7 @@ def bench_push(mb: int = 1000, repeat: int = 2) -> dict[str, float]:
 
 
 BENCHES: dict[str, Callable[[argparse.Namespace], Any]] = {
-    "push": lambda a: bench_push(a.mb, a.repeat),
+    "push": lambda a: bench_push(a.mb, a.repeat, with_base64=a.with_base64),
 }
 
 
@@ -211,6 +218,7 @@ def main() -> None:
     ap.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these rows (repeatable)")
     ap.add_argument("--mb", type=int, default=1000, help="push: file size in MB (2000 for the 2 GB memory check)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each measurement (median reported)")
+    ap.add_argument("--with-base64", action="store_true", help="push: also time huggingface_hub's inline base64 commit")
     ap.add_argument("--serve-with-sink", nargs=2, metavar=("HOME", "PORT"), help=argparse.SUPPRESS)  # the child process
     args = ap.parse_args()
     if args.serve_with_sink:

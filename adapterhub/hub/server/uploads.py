@@ -188,7 +188,8 @@ async def _receive(namespace: str, name: str, oid: str | None, request: Request)
 
 class _HashingWriter:
     """Writes received bytes to a file while computing their sha256 and git blob id: the sha256 on one worker thread,
-    the git id and the write on another (hashlib and file writes release the GIL, so the two run side by side)."""
+    the git id and the write on another (hashlib and file writes release the GIL, so the two run side by side).
+    Pieces are handed over as received, in lists of about a megabyte: no copy into a bigger buffer."""
 
     def __init__(self, fh: BinaryIO, size: int) -> None:
         self.fh = fh
@@ -196,22 +197,24 @@ class _HashingWriter:
         self.git = hashlib.sha1(b"blob %d\0" % size)
         self.size = 0
 
-    def hash256(self, data: bytes) -> None:
-        self.sha256.update(data)
+    def hash256(self, pieces: list[bytes]) -> None:
+        for p in pieces:
+            self.sha256.update(p)
 
-    def write(self, data: bytes) -> None:
-        self.git.update(data)
-        self.fh.write(data)
-        self.size += len(data)
+    def write(self, pieces: list[bytes]) -> None:
+        for p in pieces:
+            self.git.update(p)
+            self.fh.write(p)
+            self.size += len(p)
 
-    def submit(self, loop: asyncio.AbstractEventLoop, data: bytes) -> asyncio.Future[Any]:
-        return asyncio.gather(loop.run_in_executor(None, self.hash256, data), loop.run_in_executor(None, self.write, data))
+    def submit(self, loop: asyncio.AbstractEventLoop, pieces: list[bytes]) -> asyncio.Future[Any]:
+        return asyncio.gather(loop.run_in_executor(None, self.hash256, pieces), loop.run_in_executor(None, self.write, pieces))
 
 
 async def receive_file(chunks: AsyncIterator[bytes], scratch: Path, size: int) -> tuple[Path, str, str, int]:
     """Stream a request body into a temp file under `scratch`: (path, sha256, git blob id, bytes received).
 
-    Hashing and writing run on a thread while the next megabyte arrives, so memory holds two batches at most; the
+    Hashing and writing run on threads while the next megabyte arrives, so memory holds two batches at most; the
     temp file is removed if the body breaks off."""
     scratch.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="put-", dir=scratch)
@@ -221,20 +224,21 @@ async def receive_file(chunks: AsyncIterator[bytes], scratch: Path, size: int) -
     try:
         with os.fdopen(fd, "wb") as fh:
             writer = _HashingWriter(fh, size)
-            batch = bytearray()
+            batch: list[bytes] = []
+            held = 0
             try:
                 async for chunk in chunks:
-                    batch += chunk
-                    if len(batch) >= _BATCH_BYTES:
+                    batch.append(chunk)
+                    held += len(chunk)
+                    if held >= _BATCH_BYTES:
                         if pending is not None:
                             await pending
-                        pending, batch = writer.submit(loop, bytes(batch)), bytearray()
+                        pending, batch, held = writer.submit(loop, batch), [], 0
             finally:
                 if pending is not None:
-                    await pending  # the thread is done with the file before it is closed (or removed)
-            if batch:
-                writer.hash256(bytes(batch))
-                writer.write(bytes(batch))
+                    await pending  # the threads are done with the file before it is closed (or removed)
+            writer.hash256(batch)
+            writer.write(batch)
         return path, writer.sha256.hexdigest(), writer.git.hexdigest(), writer.size
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
