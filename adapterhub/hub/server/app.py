@@ -210,9 +210,9 @@ class _RefuseNul:
 class BodyLimit:
     """ASGI middleware: counts each request's body bytes as they arrive and answers 413 once they pass the route's
     limit (the commit route and a streamed upload's PUT: `max_upload_bytes`, None for none; every other route:
-    MAX_JSON_BODY). A declared
-    Content-Length over the limit is refused before the app runs. After the 413 the app sees a disconnect and
-    whatever it still sends is dropped; uvicorn discards the rest of the body, so memory stays flat."""
+    MAX_JSON_BODY). A declared Content-Length over the limit is refused before the app runs. After the 413 the app
+    sees a disconnect and whatever it still sends is dropped; uvicorn discards the rest of the body, so memory stays
+    flat."""
 
     def __init__(self, app: Any, *, commit_limit: int | None) -> None:
         self.app = app
