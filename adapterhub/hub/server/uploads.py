@@ -15,6 +15,7 @@ nobody committed are removed after `STAGED_TTL_S`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import os
@@ -23,6 +24,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,7 +45,8 @@ MAX_BATCH_OBJECTS = 1000  # objects in one batch request: the commit's own file 
 UPLOAD_ROUTE = re.compile(r"/api/models/[^/]+/[^/]+/uploads(?:/[^/]+)?")  # for BodyLimit: bodies up to --max-upload-bytes
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_BATCH_BYTES = 1 << 20  # received bytes handed to the hashing thread at a time
+_BATCH_BYTES = 1 << 20  # received bytes handed to the hashing threads at a time
+_IN_FLIGHT = 4  # batches queued on the threads before receiving waits for them: memory stays a few MiB
 
 
 def _key(text: str) -> str:
@@ -187,40 +190,57 @@ async def _receive(namespace: str, name: str, oid: str | None, request: Request)
 
 
 class _HashingWriter:
-    """Writes received bytes to a file while computing their sha256 and git blob id: the sha256 on one worker thread,
-    the git id and the write on another (hashlib and file writes release the GIL, so the two run side by side).
-    Pieces are handed over as received, in lists of about a megabyte: no copy into a bigger buffer."""
+    """Writes received bytes to a file while computing their sha256 and git blob id, in three lanes: one thread
+    each for the sha256, the git id and the write (hashlib and file writes release the GIL, so they run side by
+    side). Each lane runs its batches in arrival order; pieces are handed over as received, never copied."""
 
     def __init__(self, fh: BinaryIO, size: int) -> None:
         self.fh = fh
         self.sha256 = hashlib.sha256()
         self.git = hashlib.sha1(b"blob %d\0" % size)
         self.size = 0
+        self.lanes = [ThreadPoolExecutor(1, thread_name_prefix="adapterhub-upload") for _ in range(3)]
+        self.in_flight: collections.deque[asyncio.Future[Any]] = collections.deque()
 
-    def hash256(self, pieces: list[bytes]) -> None:
+    def _hash256(self, pieces: list[bytes]) -> None:
         for p in pieces:
             self.sha256.update(p)
 
-    def write(self, pieces: list[bytes]) -> None:
+    def _hash_git(self, pieces: list[bytes]) -> None:
         for p in pieces:
             self.git.update(p)
+
+    def _write(self, pieces: list[bytes]) -> None:
+        for p in pieces:
             self.fh.write(p)
             self.size += len(p)
 
-    def submit(self, loop: asyncio.AbstractEventLoop, pieces: list[bytes]) -> asyncio.Future[Any]:
-        return asyncio.gather(loop.run_in_executor(None, self.hash256, pieces), loop.run_in_executor(None, self.write, pieces))
+    async def submit(self, pieces: list[bytes]) -> None:
+        """Queue a batch on every lane; waits only while `_IN_FLIGHT` batches are still being processed."""
+        loop = asyncio.get_running_loop()
+        work = (self._hash256, self._hash_git, self._write)
+        self.in_flight.append(asyncio.gather(*(loop.run_in_executor(lane, fn, pieces) for lane, fn in zip(self.lanes, work))))
+        while len(self.in_flight) > _IN_FLIGHT:
+            await self.in_flight.popleft()
+
+    async def drain(self) -> None:
+        """Wait until every queued batch is done (also after an error: the file is closed only then)."""
+        try:
+            while self.in_flight:
+                await self.in_flight.popleft()
+        finally:
+            for lane in self.lanes:
+                lane.shutdown(wait=True)
 
 
 async def receive_file(chunks: AsyncIterator[bytes], scratch: Path, size: int) -> tuple[Path, str, str, int]:
     """Stream a request body into a temp file under `scratch`: (path, sha256, git blob id, bytes received).
 
-    Hashing and writing run on threads while the next megabyte arrives, so memory holds two batches at most; the
+    Hashing and writing run on threads while the next megabytes arrive, so memory holds a few batches at most; the
     temp file is removed if the body breaks off."""
     scratch.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="put-", dir=scratch)
     path = Path(name)
-    loop = asyncio.get_running_loop()
-    pending: asyncio.Future[Any] | None = None
     try:
         with os.fdopen(fd, "wb") as fh:
             writer = _HashingWriter(fh, size)
@@ -231,14 +251,11 @@ async def receive_file(chunks: AsyncIterator[bytes], scratch: Path, size: int) -
                     batch.append(chunk)
                     held += len(chunk)
                     if held >= _BATCH_BYTES:
-                        if pending is not None:
-                            await pending
-                        pending, batch, held = writer.submit(loop, batch), [], 0
+                        await writer.submit(batch)
+                        batch, held = [], 0
+                await writer.submit(batch)
             finally:
-                if pending is not None:
-                    await pending  # the threads are done with the file before it is closed (or removed)
-            writer.hash256(batch)
-            writer.write(batch)
+                await writer.drain()  # the threads are done with the file before it is closed (or removed)
         return path, writer.sha256.hexdigest(), writer.git.hexdigest(), writer.size
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
