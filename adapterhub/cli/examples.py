@@ -35,7 +35,10 @@ EXAMPLES: dict[str, list[str]] = {
         "HF_ENDPOINT=http://127.0.0.1:8000 huggingface-cli download team/sentiment",
         "AWS_ENDPOINT_URL=http://ceph:7480 adapterhub serve --database-url postgresql+psycopg://hub@db/hub --blobs s3://models/hub",
     ],
-    "push": ["adapterhub push team/sentiment@2 --remote http://127.0.0.1:8000 --token secret"],
+    "push": [
+        "adapterhub push team/sentiment@2 --remote http://127.0.0.1:8000 --token secret",
+        "adapterhub push ./merged --repo team/merged-model --remote http://127.0.0.1:8000",
+    ],
     "pull": [
         "adapterhub pull team/sentiment --remote http://127.0.0.1:8000 --as mirror/sentiment",
         "adapterhub pull team/sentiment@prod --remote http://127.0.0.1:8000   # @2 is tag v2, @prod the alias tag",

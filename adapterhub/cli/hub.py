@@ -77,17 +77,43 @@ def _check_port(host: str, port: int) -> None:
 @click.command()
 @click.argument("ref")
 @click.option("--remote", default=None, metavar="URL", help="Hub URL (default: $HF_ENDPOINT, else https://huggingface.co).")
-@click.option("--repo", default=None, metavar="NS/NAME", help="Target repository (default: the adapter's own name).")
+@click.option("--repo", default=None, metavar="NS/NAME",
+              help="Target repository (default: the adapter's own name; required for a model folder).")  # fmt: skip
 @click.option("--private", is_flag=True, help="Create the repository as private.")
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Access token (default: $HF_TOKEN or the saved login).")
 @json_option
 def push(ref: str, remote: str | None, repo: str | None, private: bool, token: str | None, as_json: bool) -> None:
-    """Upload adapter REF (NAME[@V]) with its card and a model card to a hub (a progress bar on a terminal)."""
+    """Upload adapter REF (NAME[@V]) with its card and a model card to a hub, or a model FOLDER (a base, or what
+    `adapterhub merge --out` wrote) to --repo, so transformers loads it from there (a progress bar on a terminal)."""
     from ..hub.client import push as run
 
-    result = run(ref, remote=remote, repo=repo, private=private, token=token, progress=show_progress() and not as_json)
+    show = show_progress() and not as_json
+    if _is_model_folder(ref):
+        from ..hub.models import push_model
+
+        if repo is None:
+            raise click.UsageError("pushing a model folder needs --repo NS/NAME")
+        result = push_model(ref, repo=repo, remote=remote, private=private, token=token, progress=show)
+    else:
+        result = run(ref, remote=remote, repo=repo, private=private, token=token, progress=show)
     tags = f", tags {', '.join(result.tags)}" if result.tags else ""
     print_json(result) if as_json else click.echo(f"{result.ref} -> {result.url} (commit {result.commit}{tags})")
+
+
+def _is_model_folder(ref: str) -> bool:
+    """A folder that is not also the name of a registered adapter (a name wins: `push team/x` pushes the adapter)."""
+    from pathlib import Path
+
+    if not Path(ref).expanduser().is_dir():
+        return False
+    from ..errors import AdapterHubError
+    from ..sources import default_registry
+
+    try:
+        default_registry().get(ref)
+    except (AdapterHubError, ValueError):
+        return True
+    return False
 
 
 @click.command()

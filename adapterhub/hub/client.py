@@ -1,7 +1,8 @@
 """push / pull / remote_search: the same code talks to `adapterhub serve` and to huggingface.co.
 
-Push uploads with `huggingface_hub.HfApi` (create_repo + one create_commit): the PEFT files, `adapterhub.json`
-(the AdapterCard with every file's sha256 and size) and a README model card. Pull reads the revision's file list,
+Push uploads the PEFT files, `adapterhub.json` (the AdapterCard with every file's sha256 and size) and a README
+model card: to an adapterhub hub streamed, one raw `PUT` per file and a small commit (`streamed`), to any other
+hub with `huggingface_hub.HfApi` (create_repo + one create_commit). Pull reads the revision's file list,
 streams each file into the blob store while hashing it, refuses any mismatch before anything is registered, then
 records the version in one transaction. Files already verified in the blob store are not fetched again, so a pull
 that failed half-way resumes where it stopped; nothing partial is ever left at a final path.
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
@@ -38,10 +40,11 @@ from ..fsutil import check_relative_path, check_segment
 from ..progress import progress_bar
 from ..sources import registry_or_default
 from ..tensorfile import is_pickle_name
-from . import modelcard
+from . import modelcard, streamed
 from .adapters import CARD_FILE, README_FILE, describe_adapter, record_adapter, stage_files
 from .remote import remote_errors as _remote_errors
 from .remote import server_message
+from .streamed import LocalFile
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -105,10 +108,8 @@ def push(
 ) -> PushResult:
     """Upload one registered version (`NAME[@V]`) to a hub repo (default: the same `namespace/name`).
 
-    `progress` (None: when stderr is a terminal) shows a bar over the version's bytes that fills when the hub has
-    accepted the commit (the commit is one request; LFS hubs add huggingface_hub's own per-file bars)."""
-    from huggingface_hub import CommitOperationAdd
-
+    `progress` (None: when stderr is a terminal) shows a bar over the version's bytes: on an adapterhub hub it moves
+    as each file streams out (`streamed`); elsewhere it fills when the hub has accepted the commit."""
     reg = registry_or_default(registry)
     card = reg.get(ref)
     folder = reg.adapter_path(card.ref)
@@ -121,18 +122,61 @@ def push(
             raise PickleRefused(f.path)
     pushed = card.model_copy(update={"files": files})
     readme = modelcard.render(pushed, repo_id=repo_id)
-    ops = [CommitOperationAdd(path_in_repo=check_relative_path(f.path), path_or_fileobj=str(folder / f.path)) for f in files]
-    ops.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=pushed.model_dump_json(indent=2).encode()))
-    ops.append(CommitOperationAdd(path_in_repo=README_FILE, path_or_fileobj=readme.encode()))
+    local = [LocalFile(check_relative_path(f.path), folder / f.path, f.sha256, f.size) for f in files]
+    inline = {CARD_FILE: pushed.model_dump_json(indent=2).encode(), README_FILE: readme.encode()}
+    commit, _ = upload_commit(endpoint, repo_id, token, local, inline, f"adapterhub push {card.ref}", private=private,
+                              label=f"push {card.ref}", progress=progress)  # fmt: skip
+    with _remote_errors(endpoint, repo_id, write=True):
+        tags = _tag_pushed(_api(endpoint, token), repo_id, commit, card)
+    return PushResult(ref=card.ref, repo_id=repo_id, commit=commit, url=f"{endpoint}/{repo_id}", files=files, tags=tags)
+
+
+def upload_commit(
+    endpoint: str,
+    repo_id: str,
+    token: str | None,
+    files: list[LocalFile],
+    inline: dict[str, bytes],
+    message: str,
+    *,
+    private: bool = False,
+    label: str = "push",
+    progress: bool | None = None,
+    on_hashed: Callable[[LocalFile], Any] | None = None,
+) -> tuple[str, list[LocalFile]]:
+    """Create the repository if needed and commit `files` (from disk) and `inline` (small generated files) on top of
+    its head; the commit id and `files` with every sha256 known. An adapterhub hub gets the bytes streamed, one `PUT`
+    per file it does not hold yet (a file without a sha256 is hashed while it is sent, `on_hashed` told); any other
+    hub one `huggingface_hub` commit. A README in `inline` is checked by the hub's validate-yaml first."""
+    from huggingface_hub import CommitOperationAdd
+
     api = _api(endpoint, token)
     total = sum(f.size for f in files)
-    with _remote_errors(endpoint, repo_id, write=True), progress_bar(total, f"push {card.ref}", enabled=progress) as bar:
+    with _remote_errors(endpoint, repo_id, write=True), progress_bar(total, label, enabled=progress) as bar:
         _ensure_repo(api, repo_id, private)
-        _validate_yaml(api, endpoint, readme)
-        info = _commit_on_head(api, repo_id, ops, f"adapterhub push {card.ref}")
-        tags = _tag_pushed(api, repo_id, info.oid, card)
+        if README_FILE in inline:
+            _validate_yaml(api, endpoint, inline[README_FILE].decode())
+        sent = (
+            streamed.upload_files(endpoint, repo_id, token, files, bar.update, on_hashed)
+            if endpoint != DEFAULT_ENDPOINT
+            else None
+        )
+        if sent is not None:
+            info = api.model_info(repo_id, files_metadata=True)
+            if info.sha and streamed.unchanged(info.siblings or [], sent, inline):
+                return info.sha, sent  # as huggingface_hub does: pushing the same files again commits nothing
+            commit = _commit_on_head(
+                api, repo_id, lambda parent: streamed.post_commit(
+                    endpoint, repo_id, token, streamed.commit_body(sent, inline, message, parent))
+            )  # fmt: skip
+            return commit, sent
+        files = [f if f.sha256 is not None else replace(f, sha256=streamed.hash_file(f.local)) for f in files]
+        ops = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local)) for f in files]
+        ops += [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data) for path, data in inline.items()]
+        oid = _commit_on_head(api, repo_id, lambda parent: api.create_commit(repo_id, ops, commit_message=message,
+                                                                               parent_commit=parent).oid)  # fmt: skip
         bar.update(total)
-    return PushResult(ref=card.ref, repo_id=repo_id, commit=info.oid, url=f"{endpoint}/{repo_id}", files=files, tags=tags)
+        return oid, files
 
 
 def _tag_pushed(api: HfApi, repo_id: str, commit: str, card: AdapterCard) -> list[str]:
@@ -187,7 +231,7 @@ def _ensure_repo(api: HfApi, repo_id: str, private: bool) -> None:
         raise
 
 
-def _commit_on_head(api: HfApi, repo_id: str, ops: list[Any], message: str) -> Any:
+def _commit_on_head(api: HfApi, repo_id: str, commit: Callable[[str | None], str]) -> str:
     """Commit on top of the current head; when another push lands first (HTTP 409), read the new head and retry.
 
     A push replaces whole files, so committing it on the newer head gives the same files as committing it first.
@@ -199,7 +243,7 @@ def _commit_on_head(api: HfApi, repo_id: str, ops: list[Any], message: str) -> A
     for attempt in range(PUSH_ATTEMPTS):
         parent = api.model_info(repo_id).sha
         try:
-            return api.create_commit(repo_id, ops, commit_message=message, parent_commit=parent)
+            return commit(parent)
         except HfHubHTTPError as exc:
             if exc.response is None or exc.response.status_code != 409 or attempt == PUSH_ATTEMPTS - 1:
                 raise
@@ -523,4 +567,4 @@ def _check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-__all__ = ["PushResult", "endpoint_url", "pull", "push", "remote_search"]
+__all__ = ["PushResult", "endpoint_url", "pull", "push", "remote_search", "upload_commit"]

@@ -33,6 +33,7 @@ class Caller:
     user: str
     namespace: str  # the namespace the token works on; "*" for all
     write: bool
+    key: str = ""  # which credential this is (one token, one static secret, the open hub): uploads are staged per key
 
     def may(self, namespace: str, *, write: bool) -> bool:
         return self.namespace in ("*", namespace) and (self.write or not write)
@@ -48,7 +49,7 @@ class Caller:
         return self.namespace if self.namespace != "*" else self.user
 
 
-_OPEN = Caller(OPEN_HUB_USER, "*", True)
+_OPEN = Caller(OPEN_HUB_USER, "*", True, "open")
 _UNSET = object()
 
 
@@ -81,12 +82,13 @@ class Access:
     def _from_token(self, secret: str) -> Caller | None:
         for known, user in self.static.items():
             if hmac.compare_digest(secret.encode(), known.encode()):
-                return Caller(user, "*", True)
+                return Caller(user, "*", True, f"static:{user}")
         info = self.tokens.verify(secret)
         if info is None:
             return None
         user = info.namespace if info.namespace != "*" else (info.label or info.prefix)
-        return Caller(user, info.namespace, info.allows(info.namespace, TokenScope.WRITE, now=datetime.now(timezone.utc)))
+        write = info.allows(info.namespace, TokenScope.WRITE, now=datetime.now(timezone.utc))
+        return Caller(user, info.namespace, write, f"token:{info.id}")
 
     def require_write(self, request: Request, namespace: str) -> Caller:
         caller = self.caller(request)

@@ -78,12 +78,13 @@ def create_app(
 
     Anonymous callers may only read public repositories unless `open_hub` (announced on stderr here) lets them do
     everything. Temp files a killed server left (upload scratch, blob-store temp files) are removed before it serves."""
-    from . import api, commits, refs, registry_api, resolve
+    from . import api, commits, refs, registry_api, resolve, uploads
     from .openapi import describe_raw_bodies
 
     app = FastAPI(title="adapterhub", docs_url="/api/adapterhub/docs", openapi_url="/api/adapterhub/openapi.json", redoc_url=None)
     scratch = claim_scratch(registry.home / UPLOADS_DIR)
     remove_stale_temp([registry.blobs.tmp], before=STARTED_AT)
+    uploads.StagedUploads(registry.home / uploads.STAGED_DIR).prune()  # streamed uploads nobody committed in a day
     access = Access(registry.db, tokens, open_hub=open_hub)
     if open_hub:
         print(OPEN_HUB_NOTICE, file=sys.stderr, flush=True)
@@ -133,6 +134,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(refs.router)
     app.include_router(commits.router)
+    app.include_router(uploads.router)
     app.include_router(resolve.router)  # last: its /{ns}/{name}/resolve/... pattern is the most general
     from ..web import router as web_router  # the HTML pages: included after every API route, so those win
 
@@ -208,16 +210,22 @@ class _RefuseNul:
 
 class BodyLimit:
     """ASGI middleware: counts each request's body bytes as they arrive and answers 413 once they pass the route's
-    limit (the commit route: `max_upload_bytes`, None for none; every other route: MAX_JSON_BODY). A declared
-    Content-Length over the limit is refused before the app runs. After the 413 the app sees a disconnect and
-    whatever it still sends is dropped; uvicorn discards the rest of the body, so memory stays flat."""
+    limit (the commit route and a streamed upload's PUT: `max_upload_bytes`, None for none; every other route:
+    MAX_JSON_BODY). A declared Content-Length over the limit is refused before the app runs. After the 413 the app
+    sees a disconnect and whatever it still sends is dropped; uvicorn discards the rest of the body, so memory stays
+    flat."""
 
     def __init__(self, app: Any, *, commit_limit: int | None) -> None:
         self.app = app
         self.commit_limit = commit_limit
 
     def limit_for(self, scope: Any) -> int | None:
-        if scope["method"] == "POST" and _COMMIT_ROUTE.fullmatch(scope.get("path", "")):
+        from .uploads import UPLOAD_ROUTE
+
+        path = scope.get("path", "")
+        if scope["method"] == "POST" and _COMMIT_ROUTE.fullmatch(path):
+            return self.commit_limit
+        if scope["method"] == "PUT" and UPLOAD_ROUTE.fullmatch(path):  # one streamed file: up to the same limit
             return self.commit_limit
         return MAX_JSON_BODY
 

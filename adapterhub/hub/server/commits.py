@@ -10,9 +10,12 @@ and the registry version its adapter becomes. A refused commit leaves the blob s
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import secrets
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +32,17 @@ from ..modelcard import front_matter
 from ..oids import git_blob_sha1_file
 from ..repos import DEFAULT_BRANCH, HeadMoved, apply_changes
 from ..types import FileAddition
+from .access import Caller
 from .context import context, json_object
 from .ndjson import CommitPayload, read_commit_payload
+from .uploads import StagedFile, StagedUploads, staged_uploads
 
 router = APIRouter()
 
 
 MAX_COMMIT_FILES = 1000  # additions, copies and deletions in one commit; an adapter repo holds a handful
-_LFS_REFUSED = "file {path}: an lfsFile may only name the sha256 of a file this repository holds or this commit uploads"
+_LFS_REFUSED = ("file {path}: an lfsFile may only name the sha256 of a file this repository holds or this commit uploads"
+                " (or that you uploaded to it)")  # fmt: skip
 
 
 def _lfs_oid(item: dict[str, Any]) -> str:
@@ -109,7 +115,7 @@ async def preupload(namespace: str, name: str, revision: str, request: Request) 
 @router.post("/api/models/{namespace}/{name}/commit/{revision}")
 async def commit(namespace: str, name: str, revision: str, request: Request) -> JSONResponse:
     ctx = context(request)
-    ctx.access.require_write(request, namespace)
+    caller = ctx.access.require_write(request, namespace)
     if request.query_params.get("create_pr") in ("1", "true", "True"):
         raise UsageError("this hub has no pull requests", hint="commit to main")
     await run_in_threadpool(ctx.hub.repo, namespace, name)  # 404 before reading a large body
@@ -121,7 +127,7 @@ async def commit(namespace: str, name: str, revision: str, request: Request) -> 
         )
     payload: CommitPayload = await read_commit_payload(request.stream(), ctx.scratch, max_bytes=limit)
     try:
-        info = await run_in_threadpool(_apply, ctx, namespace, name, revision, payload)
+        info = await run_in_threadpool(_apply, ctx, namespace, name, revision, payload, caller, staged_uploads(request))
     finally:
         payload.cleanup()
     base = str(request.base_url).rstrip("/")
@@ -150,18 +156,32 @@ def _check_declared(payload: CommitPayload) -> None:
             )
 
 
-def _apply(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPayload) -> Any:
+def _apply(
+    ctx: Any, namespace: str, name: str, revision: str, payload: CommitPayload, caller: Caller, staging: StagedUploads
+) -> Any:
     """`_apply_with` and a scratch folder for the stored blobs it must read locally (a remote blob store), removed after."""
     fetched = ctx.scratch / f"fetched-{secrets.token_hex(8)}"
     try:
-        return _apply_with(ctx, namespace, name, revision, payload, fetched)
+        return _apply_with(ctx, namespace, name, revision, payload, caller, staging, fetched)
     finally:
         shutil.rmtree(fetched, ignore_errors=True)
 
 
-def _apply_with(ctx: Any, namespace: str, name: str, revision: str, payload: CommitPayload, fetched: Path) -> Any:
+def _apply_with(
+    ctx: Any,
+    namespace: str,
+    name: str,
+    revision: str,
+    payload: CommitPayload,
+    caller: Caller,
+    staging: StagedUploads,
+    fetched: Path,
+) -> Any:
     """Check everything against the current head, move the uploads into the blob store, record; if the head moved
-    in between (another writer), check again on the new head."""
+    in between (another writer), check again on the new head.
+
+    An `lfsFile` may name a blob of this repository, a file of this commit, or a file this caller staged for this
+    repository (`uploads.upload`); never another caller's staged file, nor another repository's blob."""
     header = payload.header
     parent = header.get("parentCommit")
     if parent is not None and not isinstance(parent, str):
@@ -183,16 +203,18 @@ def _apply_with(ctx: Any, namespace: str, name: str, revision: str, payload: Com
     blobs, repo_id = ctx.registry.blobs, f"{namespace}/{name}"
     uploaded = {f.sha256: f.tmp for f in payload.files}
 
+    oids = {_lfs_oid(item) for item in payload.lfs_files}
+    staged = staging.find(repo_id, caller, oids - uploaded.keys())
+    known = ctx.hub.referenced_blobs(namespace, name, oids - uploaded.keys() - staged.keys()) | uploaded.keys() | staged.keys()
+
     def path_of(sha256: str) -> Path:
-        tmp = uploaded.get(sha256)
+        tmp = uploaded.get(sha256) or (staged[sha256].path if sha256 in staged else None)
         return tmp if tmp is not None and tmp.exists() else local_file(blobs, sha256, fetched)
 
     def present(sha256: str) -> bool:
-        tmp = uploaded.get(sha256)
+        tmp = uploaded.get(sha256) or (staged[sha256].path if sha256 in staged else None)
         return (tmp is not None and tmp.exists()) or blobs.has(sha256)
 
-    oids = {_lfs_oid(item) for item in payload.lfs_files}
-    known = ctx.hub.referenced_blobs(namespace, name, oids - uploaded.keys()) | uploaded.keys()
     additions = [
         FileAddition(path=f.path, sha256=f.sha256, git_sha1=git_blob_sha1_file(f.tmp, f.size), size=f.size) for f in payload.files
     ]
@@ -201,7 +223,11 @@ def _apply_with(ctx: Any, namespace: str, name: str, revision: str, payload: Com
         if oid not in known or not present(oid):  # unknown and foreign answer alike
             raise UsageError(_LFS_REFUSED.format(path=item.get("path")), hint="upload it as a regular file")
         src = path_of(oid)
-        additions.append(FileAddition(path=item["path"], sha256=oid, git_sha1=git_blob_sha1_file(src), size=src.stat().st_size))
+        if oid in staged:  # hashed while it was received
+            git_sha1, size = staged[oid].git_sha1, staged[oid].size
+        else:
+            git_sha1, size = git_blob_sha1_file(src), src.stat().st_size
+        additions.append(FileAddition(path=item["path"], sha256=oid, git_sha1=git_sha1, size=size))
     stored = False
     for _ in range(10):
         head, tree = ctx.hub.head_tree(namespace, name, revision)
@@ -212,13 +238,43 @@ def _apply_with(ctx: Any, namespace: str, name: str, revision: str, payload: Com
         if not stored:  # accepted: from here on the bytes belong to the blob store
             for f in payload.files:
                 blobs.adopt(f.tmp, f.sha256)
+            for s in staged.values():
+                _adopt_staged(blobs, s, ctx.scratch)
             stored = True
         try:
-            return ctx.hub.commit(
+            info = ctx.hub.commit(
                 namespace, name, additions=additions, deletions=payload.deletions, branch=revision,
                 summary=str(header.get("summary") or "Upload"), description=str(header.get("description") or ""),
                 parent=parent or None, hook=prepared.hook if prepared is not None else None, checked_head=head,
             )  # fmt: skip
         except HeadMoved:
             continue
+        for s in staged.values():  # committed: the staged copies are no longer needed
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(s.path)
+        return info
     raise CommitConflict(repo_id, "a stable head", None)
+
+
+def _adopt_staged(blobs: Any, f: StagedFile, scratch: Path) -> None:
+    """Store a staged upload in the blob store, keeping the staged file until the commit is recorded (a commit that
+    still loses the race for the head, 409, is retried by the client without uploading again). The store adopts a
+    hard link (a copy across filesystems) with a fresh mtime, so gc's grace period counts from now."""
+    if blobs.has(f.sha256):
+        return
+    scratch.mkdir(parents=True, exist_ok=True)
+    link = scratch / f"adopt-{f.sha256}-{os.getpid()}-{threading.get_ident()}"
+    try:
+        try:
+            os.link(f.path, link)
+        except FileNotFoundError:  # a concurrent commit of the same caller stored it and removed the staged file
+            if blobs.has(f.sha256):
+                return
+            raise
+        except OSError:
+            shutil.copyfile(f.path, link)
+        os.utime(link)
+        blobs.adopt(link, f.sha256)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)

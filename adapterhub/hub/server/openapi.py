@@ -98,6 +98,42 @@ RAW_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/repos/move", "post"): _json(
         {"type": "object", "required": ["fromRepo", "toRepo"], "properties": {"fromRepo": _STR, "toRepo": _STR, "type": _STR}}
     ),
+    ("/{namespace}/{name}.git/info/lfs/objects/batch", "post"): {
+        "required": True,
+        "content": {
+            "application/vnd.git-lfs+json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["operation", "objects"],
+                    "properties": {
+                        "operation": {"type": "string", "enum": ["upload"]},
+                        "transfers": {"type": "array", "items": {"type": "string", "enum": ["basic"]}},
+                        "objects": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["oid", "size"],
+                                "properties": {
+                                    "oid": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                    "size": {"type": "integer"},
+                                },
+                            },
+                        },
+                    },
+                }
+            }
+        },
+    },  # fmt: skip
+    ("/api/models/{namespace}/{name}/uploads/{oid}", "put"): {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The file's raw bytes; {oid} is their sha256 and Content-Length their size.",
+    },
+    ("/api/models/{namespace}/{name}/uploads", "put"): {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "A file's raw bytes; the answer names their sha256.",
+    },
     ("/api/models/{namespace}/{name}/paths-info/{revision}", "post"): {
         "required": True,
         "content": {
