@@ -266,6 +266,23 @@ class HubRefRow(Base):
     commit_id: Mapped[str] = mapped_column(ForeignKey("hub_commits.id"))
 
 
+class HubStagedUploadRow(Base):
+    """A streamed upload received and hashed into the blob store but not yet committed: the blob a commit by this
+    caller to this repository may name. In the database (not on one replica's disk), so any replica can take the
+    commit; its `sha256` keeps the blob from gc until the row is pruned."""
+
+    __tablename__ = "hub_staged_uploads"
+    __table_args__ = (UniqueConstraint("repo_key", "caller_key", "sha256", name="uq_hub_staged_uploads_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_key: Mapped[str] = mapped_column(String(200))  # "namespace/name"
+    caller_key: Mapped[str] = mapped_column(String(64))  # a hash of the caller's token identity, never the token
+    sha256: Mapped[str] = mapped_column(String(64))
+    git_sha1: Mapped[str] = mapped_column(String(40))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
 def all_metadata() -> MetaData:
     """The metadata with every table adapterhub declares (the registry's and the hub's): what Alembic compares."""
     return Base.metadata

@@ -157,3 +157,27 @@ def test_killing_a_replica_mid_upload_leaves_the_other_serving(tmp_path: Path, m
         assert_store_consistent(reg, [name])
         reg.db.dispose()
         assert _only_scratch(b.home) == []
+
+
+def test_a_file_uploaded_to_one_replica_is_committed_through_the_other(tmp_path: Path) -> None:
+    """A streamed push's PUT and its commit may land on different replicas behind a proxy: the staged upload lives in
+    the bucket and the database, not on the replica that received it."""
+    import json
+
+    import httpx
+
+    data = b"weights streamed to one replica " + os.urandom(64)
+    oid = hashlib.sha256(data).hexdigest()
+    with replicas(tmp_path) as ([a, b], db_url, blobs):
+        HfApi(endpoint=a.url).create_repo("team/split")
+        with httpx.Client(timeout=60) as c:
+            assert c.put(f"{a.url}/api/models/team/split/uploads/{oid}", content=data).status_code == 200
+            lines = [{"key": "header", "value": {"summary": "split"}},
+                     {"key": "lfsFile", "value": {"path": "w.safetensors", "algo": "sha256", "oid": oid, "size": len(data)}}]  # fmt: skip
+            r = c.post(
+                f"{b.url}/api/models/team/split/commit/main", content=b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+            )
+        assert r.status_code == 200, r.text
+        got = hf_hub_download("team/split", "w.safetensors", endpoint=a.url, cache_dir=tmp_path / "hf")
+        assert Path(got).read_bytes() == data
+        assert _only_scratch(a.home) == [] and _only_scratch(b.home) == []

@@ -44,9 +44,18 @@ class Hub:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.server.url, headers=headers, timeout=60)
 
-    def staged(self) -> list[Path]:
-        root = self.server.home / "hub-staged"
-        return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    def staged(self) -> list[tuple[str, str, str]]:
+        """(repository, caller key, sha256) of every staged upload: rows in the shared database, not files."""
+        import sqlalchemy as sa
+
+        from adapterhub.store.orm import HubStagedUploadRow as Row
+
+        reg = hub_registry(self.server.home, self.db_url)
+        try:
+            with reg.db.session() as s:
+                return sorted((r.repo_key, r.caller_key, r.sha256) for r in s.scalars(sa.select(Row)))
+        finally:
+            reg.db.dispose()
 
     def blobs(self) -> set[str]:
         reg = hub_registry(self.server.home, self.db_url)
@@ -121,6 +130,7 @@ def test_a_staged_upload_can_be_committed_only_by_its_uploader_to_its_repository
     assert batch(hub, hub.alice, "alice/repo", data).json()["objects"][0]["actions"]["upload"]["href"].endswith(oid)
     assert put(hub, hub.alice, "alice/repo", data).status_code == 200
     before = hub.blobs()
+    assert oid in before and [row[2] for row in hub.staged() if row[0] == "alice/repo"] == [oid]  # stored, staged
     # The uploader's batch now says it is held (a resumed push skips it); anybody else is asked to upload it.
     assert "actions" not in batch(hub, hub.alice, "alice/repo", data).json()["objects"][0]
     for token in (hub.alice_second, hub.everything):
@@ -132,16 +142,16 @@ def test_a_staged_upload_can_be_committed_only_by_its_uploader_to_its_repository
                commit_lfs(hub, hub.alice, "alice/other", "w.safetensors", data)]  # fmt: skip
     for r in refused:
         assert (r.status_code, r.json()) == (unknown.status_code, unknown.json())  # same as a hash that exists nowhere
-    assert hub.blobs() == before  # nothing adopted into the store
+    assert hub.blobs() == before  # refused: nothing else stored
     api = HfApi(endpoint=hub.server.url, token=hub.alice)
     assert api.list_repo_files("alice/repo") == [".gitattributes"]
     assert api.list_repo_files("alice/other") == [".gitattributes"]
-    # Its uploader, in its repository, may; the bytes served are the ones sent, and the staged copy is gone.
+    # Its uploader, in its repository, may; the bytes served are the ones sent, and the staging record is gone.
     assert commit_lfs(hub, hub.alice, "alice/repo", "w.safetensors", data).status_code == 200
     got = hf_hub_download("alice/repo", "w.safetensors", endpoint=hub.server.url, token=hub.alice, cache_dir=tmp_path)
     assert Path(got).read_bytes() == data
-    assert hub.blobs() == before | {oid}
-    assert not any(p.name.startswith(oid) for p in hub.staged())
+    assert hub.blobs() == before
+    assert not any(row[2] == oid for row in hub.staged())  # committed: no longer staged
 
 
 def test_bytes_that_do_not_match_their_name_are_refused_and_nothing_is_staged(hub: Hub) -> None:

@@ -84,7 +84,7 @@ def create_app(
     app = FastAPI(title="adapterhub", docs_url="/api/adapterhub/docs", openapi_url="/api/adapterhub/openapi.json", redoc_url=None)
     scratch = claim_scratch(registry.home / UPLOADS_DIR)
     remove_stale_temp([registry.blobs.tmp], before=STARTED_AT)
-    uploads.StagedUploads(registry.home / uploads.STAGED_DIR).prune()  # streamed uploads nobody committed in a day
+    uploads.StagedUploads(registry.db, registry.blobs).prune()  # streamed uploads nobody committed in a day
     access = Access(registry.db, tokens, open_hub=open_hub)
     if open_hub:
         print(OPEN_HUB_NOTICE, file=sys.stderr, flush=True)

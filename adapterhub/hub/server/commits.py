@@ -10,12 +10,9 @@ and the registry version its adapter becomes. A refused commit leaves the blob s
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import secrets
 import shutil
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +32,7 @@ from ..types import FileAddition
 from .access import Caller
 from .context import context, json_object
 from .ndjson import CommitPayload, read_commit_payload
-from .uploads import StagedFile, StagedUploads, staged_uploads
+from .uploads import StagedUploads, staged_uploads
 
 router = APIRouter()
 
@@ -208,11 +205,11 @@ def _apply_with(
     known = ctx.hub.referenced_blobs(namespace, name, oids - uploaded.keys() - staged.keys()) | uploaded.keys() | staged.keys()
 
     def path_of(sha256: str) -> Path:
-        tmp = uploaded.get(sha256) or (staged[sha256].path if sha256 in staged else None)
+        tmp = uploaded.get(sha256)
         return tmp if tmp is not None and tmp.exists() else local_file(blobs, sha256, fetched)
 
     def present(sha256: str) -> bool:
-        tmp = uploaded.get(sha256) or (staged[sha256].path if sha256 in staged else None)
+        tmp = uploaded.get(sha256)
         return (tmp is not None and tmp.exists()) or blobs.has(sha256)
 
     additions = [
@@ -238,9 +235,7 @@ def _apply_with(
         if not stored:  # accepted: from here on the bytes belong to the blob store
             for f in payload.files:
                 blobs.adopt(f.tmp, f.sha256)
-            for s in staged.values():
-                _adopt_staged(blobs, s, ctx.scratch)
-            stored = True
+            stored = True  # (staged uploads are in the store since they were received)
         try:
             info = ctx.hub.commit(
                 namespace, name, additions=additions, deletions=payload.deletions, branch=revision,
@@ -249,32 +244,6 @@ def _apply_with(
             )  # fmt: skip
         except HeadMoved:
             continue
-        for s in staged.values():  # committed: the staged copies are no longer needed
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(s.path)
+        staging.done(repo_id, caller, staged)  # committed: the repository references those blobs now
         return info
     raise CommitConflict(repo_id, "a stable head", None)
-
-
-def _adopt_staged(blobs: Any, f: StagedFile, scratch: Path) -> None:
-    """Store a staged upload in the blob store, keeping the staged file until the commit is recorded (a commit that
-    still loses the race for the head, 409, is retried by the client without uploading again). The store adopts a
-    hard link (a copy across filesystems) with a fresh mtime, so gc's grace period counts from now."""
-    if blobs.has(f.sha256):
-        return
-    scratch.mkdir(parents=True, exist_ok=True)
-    link = scratch / f"adopt-{f.sha256}-{os.getpid()}-{threading.get_ident()}"
-    try:
-        try:
-            os.link(f.path, link)
-        except FileNotFoundError:  # a concurrent commit of the same caller stored it and removed the staged file
-            if blobs.has(f.sha256):
-                return
-            raise
-        except OSError:
-            shutil.copyfile(f.path, link)
-        os.utime(link)
-        blobs.adopt(link, f.sha256)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)

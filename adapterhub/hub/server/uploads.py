@@ -20,26 +20,29 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...errors import IntegrityError, PayloadTooLarge, UsageError
+from ...store.blobs import Blobs
+from ...store.db import Database
+from ...store.orm import HubStagedUploadRow as Row
+from ...store.orm import utcnow
 from .access import Caller
 from .context import context, json_object
 
 router = APIRouter()
 
-STAGED_DIR = "hub-staged"  # under the registry home: <repo key>/<caller key>/<sha256>.<git blob id>
 STAGED_TTL_S = 24 * 3600.0  # a staged upload nobody committed is removed after this long
 MAX_BATCH_OBJECTS = 1000  # objects in one batch request: the commit's own file limit
 UPLOAD_ROUTE = re.compile(r"/api/models/[^/]+/[^/]+/uploads(?:/[^/]+)?")  # for BodyLimit: bodies up to --max-upload-bytes
@@ -56,59 +59,63 @@ def _key(text: str) -> str:
 
 @dataclass(frozen=True)
 class StagedFile:
-    path: Path
     sha256: str
     git_sha1: str
     size: int
 
 
 class StagedUploads:
-    """Uploaded, verified, not yet committed files, kept per repository and per caller: the only files besides the
-    repository's own and the commit's inline ones that a commit may name by sha256."""
+    """Uploaded, verified, not yet committed blobs, recorded per repository and per caller in the database (the bytes
+    are already in the blob store): the only blobs besides the repository's own and the commit's inline files that a
+    commit may name by sha256. Shared by every replica on the same database and bucket."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def _folder(self, repo_id: str, caller: Caller) -> Path:
-        return self.root / _key(repo_id) / _key(caller.key)
+    def __init__(self, db: Database, blobs: Blobs) -> None:
+        self.db, self.blobs = db, blobs
 
     def find(self, repo_id: str, caller: Caller, sha256s: Iterable[str]) -> dict[str, StagedFile]:
-        """Which of `sha256s` this caller staged for this repository."""
-        folder = self._folder(repo_id, caller)
-        out: dict[str, StagedFile] = {}
-        for sha in set(sha256s):
-            if not _SHA256.fullmatch(sha):
-                continue
-            for p in folder.glob(f"{sha}.*"):
-                with contextlib.suppress(FileNotFoundError, ValueError):
-                    out[sha] = StagedFile(p, sha, p.name.split(".", 1)[1], p.stat().st_size)
-        return out
+        """Which of `sha256s` this caller staged for this repository (and the store still holds)."""
+        wanted = sorted({sha for sha in sha256s if _SHA256.fullmatch(sha)})
+        if not wanted:
+            return {}
+        with self.db.session() as s:
+            rows = s.execute(
+                sa.select(Row.sha256, Row.git_sha1, Row.size).where(
+                    Row.repo_key == repo_id, Row.caller_key == _key(caller.key), Row.sha256.in_(wanted)
+                )
+            ).all()
+        return {r.sha256: StagedFile(r.sha256, r.git_sha1, r.size) for r in rows if self.blobs.has(r.sha256)}
 
-    def stage(self, repo_id: str, caller: Caller, tmp: Path, sha256: str, git_sha1: str) -> None:
-        """Take a verified upload from scratch (one rename: a staged name always holds whole, checked bytes)."""
-        folder = self._folder(repo_id, caller)
-        folder.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, folder / f"{sha256}.{git_sha1}")
+    def stage(self, repo_id: str, caller: Caller, tmp: Path, sha256: str, git_sha1: str, size: int) -> None:
+        """Store a verified upload from scratch in the blob store, then record that this caller staged it here (a
+        second upload of the same bytes refreshes the record's age)."""
+        self.blobs.adopt(tmp, sha256)
+        key = {"repo_key": repo_id, "caller_key": _key(caller.key), "sha256": sha256}
+        with self.db.write() as s:
+            row = s.scalar(sa.select(Row).filter_by(**key))
+            if row is None:
+                s.add(Row(**key, git_sha1=git_sha1, size=size, created_at=utcnow()))
+            else:
+                row.created_at = utcnow()
+
+    def done(self, repo_id: str, caller: Caller, sha256s: Iterable[str]) -> None:
+        """A commit naming them was recorded: the repository references the blobs now."""
+        wanted = sorted(set(sha256s))
+        if wanted:
+            with self.db.write() as s:
+                s.execute(
+                    sa.delete(Row).where(Row.repo_key == repo_id, Row.caller_key == _key(caller.key), Row.sha256.in_(wanted))
+                )
 
     def prune(self, *, older_than_s: float = STAGED_TTL_S) -> None:
-        """Remove staged uploads nobody committed within `older_than_s`, and folders left empty."""
-        if not self.root.is_dir():
-            return
-        cutoff = time.time() - older_than_s
-        for repo in self.root.iterdir():
-            for caller in repo.iterdir() if repo.is_dir() else ():
-                for f in caller.iterdir() if caller.is_dir() else ():
-                    with contextlib.suppress(FileNotFoundError):
-                        if f.stat().st_mtime < cutoff:
-                            shutil.rmtree(f) if f.is_dir() else f.unlink()
-                with contextlib.suppress(OSError):
-                    caller.rmdir()
-            with contextlib.suppress(OSError):
-                repo.rmdir()
+        """Forget uploads nobody committed within `older_than_s`; their blobs become orphans for gc."""
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        with self.db.write() as s:
+            s.execute(sa.delete(Row).where(Row.created_at < cutoff))
 
 
 def staged_uploads(request: Request) -> StagedUploads:
-    return StagedUploads(context(request).registry.home / STAGED_DIR)
+    reg = context(request).registry
+    return StagedUploads(reg.db, reg.blobs)
 
 
 def _check_oid(oid: object) -> str:
@@ -182,7 +189,7 @@ async def _receive(namespace: str, name: str, oid: str | None, request: Request)
         if (sha256, got) != (oid or sha256, size):
             want = f"sha256 {oid}, {size} bytes" if oid else f"{size} bytes"
             raise IntegrityError(f"upload {(oid or sha256)[:12]}", want, f"sha256 {sha256}, {got} bytes received")
-        await run_in_threadpool(staged_uploads(request).stage, f"{namespace}/{name}", caller, tmp, sha256, git_sha1)
+        await run_in_threadpool(staged_uploads(request).stage, f"{namespace}/{name}", caller, tmp, sha256, git_sha1, got)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
