@@ -114,7 +114,8 @@ def _count_visible(
         hidden = hidden_repo_ids(s, visibility)
         visible = adapter_visible(visibility) if hidden is None else AdapterRow.repo_id.not_in(hidden) if hidden else None
     if count_limit is not None:  # bounded: a page needs "more than N", not the exact size of a huge match set
-        first = sa.select(AdapterRow.id).where(*conds, *([visible] if visible is not None else [])).limit(count_limit + 1)
+        # per-row probes: the first `count_limit` matches are found without building the whole IN list of a filter
+        first = sa.select(AdapterRow.id).where(*probing, *([visible] if visible is not None else [])).limit(count_limit + 1)
         return s.scalar(sa.select(sa.func.count()).select_from(first.subquery())) or 0, visible
     if visibility is None or visibility.everything:
         return count(conds), None
@@ -169,10 +170,12 @@ def run_search(
     drive_from_adapters = bool(q.task)
     filters = _probes(q, drive_from_adapters)
     total, visible = _count_visible(s, conds + filters, conds + _probes(q, True), visibility, count_limit)
-    conds += filters + ([visible] if visible is not None else [])
+    seen = [visible] if visible is not None else []
     if q.sort and not drive_from_adapters:
-        ids = _best_scored_first(s, conds, q)
+        # walking the score index best first, each adapter is probed (EXISTS), never a whole tag/score IN list built
+        ids = _best_scored_first(s, conds + _probes(q, True) + seen, q)
     elif q.sort:
+        conds += filters + seen
         ds, metric = _split_key(q.sort)
         sc = aliased(EvalScoreRow)
         stmt = sa.select(AdapterRow.id).where(*conds)
@@ -189,6 +192,7 @@ def run_search(
         order = sa.case((sc.higher_is_better == sa.false(), sc.value), else_=-sc.value)
         ids = list(s.scalars(stmt.order_by(sc.value.is_(None), order, AdapterRow.id.desc()).offset(q.offset).limit(q.limit)))
     else:
+        conds += filters + seen
         stmt = sa.select(AdapterRow.id).where(*conds).order_by(AdapterRow.created_at.desc(), AdapterRow.id.desc())
         ids = list(s.scalars(stmt.offset(q.offset).limit(q.limit)))
     cards = convert.cards_by_id(s, ids)
