@@ -130,3 +130,37 @@ def test_route_refusals(tiny_llama_dir: Path, tmp_path: Path) -> None:
         with route(model, ["a", None]):
             pass
     unfuse(model)
+
+
+def test_plain_lora_rows_take_the_batched_path_and_equal_the_loop(
+    family: tuple[Path, dict[str, Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of several plain LoRA adapters of one rank are computed with two batched matmuls per layer (each row with
+    its own A and B); the result equals the per-adapter loop it replaces, and that path is really taken."""
+    from adapterhub.lora import layers
+
+    base_dir, folders = family
+    plain = [n for n in folders if n in ("plain", "conv", "emb")][:2]
+    if len(plain) < 2:
+        plain = [n for n in folders if n == "plain"] * 2
+    model = factories.load_model(base_dir)
+    for name in dict.fromkeys(plain):
+        attach(model, folders[name], name, activate=False)
+    names: list[str | None] = [plain[0], None, plain[1], plain[0], None, plain[1]]
+    inputs = factories.sample_inputs(model, batch=len(names))
+    taken: list[bool] = []
+    real = layers.LoraLinear._batched_lora
+
+    def spy(self: layers.LoraLinear, plan: Any, x: torch.Tensor) -> torch.Tensor | None:
+        got = real(self, plan, x)
+        taken.append(got is not None)
+        return got
+
+    monkeypatch.setattr(layers.LoraLinear, "_batched_lora", spy)
+    fast = _routed(model, inputs, names)
+    monkeypatch.setattr(layers.LoraLinear, "_batched_lora", lambda self, plan, x: None)
+    loop = _routed(model, inputs, names)
+    assert_close(fast, loop)
+    assert_close(fast, _per_row(model, inputs, names))
+    if len(set(plain)) == 2:
+        assert any(taken), "no layer took the batched path"
