@@ -38,11 +38,14 @@ from ._common import json_option, print_json, quiet_option, show_progress
               help="Close a connection whose request body stalls (no bytes) for this long.")  # fmt: skip
 @click.option("--keep-alive", default=5.0, show_default=True, type=click.FloatRange(0.1), metavar="SECONDS",
               help="Close a connection idle for this long between requests.")  # fmt: skip
+@click.option("--no-redirect", "no_redirect", is_flag=True, envvar="ADAPTERHUB_NO_REDIRECT",
+              help="With --blobs on S3: serve big files through the hub instead of redirecting to a presigned URL "
+                   "(for clients that cannot reach the bucket's endpoint).")  # fmt: skip
 @click.option("--max-connections", default=1000, show_default=True, type=click.IntRange(1),
               help="Answer 503 to requests while this many connections or requests are open.")  # fmt: skip
 def serve(database_url: str | None, storage: Path | None, blobs: str | None, host: str, port: int, tokens: tuple[str, ...], open_hub: bool,
           page_size: int, max_upload_bytes: int, head_timeout: float, body_timeout: float, keep_alive: float,
-          max_connections: int) -> None:  # fmt: skip
+          no_redirect: bool, max_connections: int) -> None:  # fmt: skip
     """Serve the registry over the Hugging Face Hub HTTP API (HF_ENDPOINT=http://HOST:PORT) and its own JSON API.
 
     Without --open, callers without a token may only read public repositories."""
@@ -55,7 +58,7 @@ def serve(database_url: str | None, storage: Path | None, blobs: str | None, hos
         head_timeout=head_timeout, body_timeout=body_timeout, keep_alive=keep_alive, max_connections=max_connections
     )
     run(home=storage, database_url=database_url, blobs=blobs, host=host, port=port, tokens=users, page_size=page_size, max_upload_bytes=max_upload_bytes,
-        limits=limits, open_hub=open_hub, on_ready=lambda url: click.echo(f"adapterhub hub on {url} (Ctrl-C stops)", err=True))  # fmt: skip
+        limits=limits, open_hub=open_hub, redirects=not no_redirect, on_ready=lambda url: click.echo(f"adapterhub hub on {url} (Ctrl-C stops)", err=True))  # fmt: skip
 
 
 def _check_port(host: str, port: int) -> None:

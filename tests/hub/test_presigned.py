@@ -105,3 +105,22 @@ def test_private_file_gets_no_presigned_url_without_a_token(tmp_path: Path) -> N
         assert httpx.get(url, follow_redirects=False).status_code == 404
         authed = httpx.head(url, follow_redirects=False, headers={"Authorization": "Bearer s3cret"})
         assert authed.status_code == 302 and "X-Amz-Signature=" in authed.headers["location"]
+
+
+def test_no_redirect_serves_big_files_through_the_hub(tmp_path: Path) -> None:
+    """`serve --no-redirect` (clients that cannot reach the bucket): a big file on S3 comes from the hub itself, 200
+    with the exact bytes and ranges, no presigned URL handed out."""
+    from tests.s3 import fresh_prefix
+
+    big = _payload(REDIRECT_MIN_BYTES * 2 + 3, b"proxied")
+    with fresh_prefix("noredirect") as blobs, start_hub(tmp_path / "home", args=["--open", "--no-redirect"], blobs=blobs) as hub:
+        api = HfApi(endpoint=hub.url)
+        api.create_repo("big/proxied")
+        api.upload_file(path_or_fileobj=big, path_in_repo="weights.safetensors", repo_id="big/proxied")
+        url = f"{hub.url}/big/proxied/resolve/main/weights.safetensors"
+        r = httpx.get(url, follow_redirects=False)
+        assert r.status_code == 200 and r.content == big and "location" not in r.headers
+        r = httpx.get(url, follow_redirects=False, headers={"Range": "bytes=5-9"})
+        assert r.status_code == 206 and r.content == big[5:10]
+        got = hf_hub_download("big/proxied", "weights.safetensors", cache_dir=tmp_path / "cache", endpoint=hub.url)
+        assert Path(got).read_bytes() == big

@@ -73,6 +73,7 @@ def create_app(
     page_size: int = DEFAULT_PAGE_SIZE,
     max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES,
     open_hub: bool = False,
+    redirects: bool = True,
 ) -> FastAPI:
     """The hub over `registry`'s database and blob store; `tokens` (secret -> user) are static write tokens.
 
@@ -89,7 +90,7 @@ def create_app(
     if open_hub:
         print(OPEN_HUB_NOTICE, file=sys.stderr, flush=True)
     app.state.hub = HubContext(registry, HubStore(registry.db, registry.blobs), access, scratch, page_size, max_upload_bytes,
-                               server_paths_pattern(registry, scratch))  # fmt: skip
+                               server_paths_pattern(registry, scratch), redirects)  # fmt: skip
     app.add_middleware(_RefuseNul)
     app.add_middleware(BodyLimit, commit_limit=max_upload_bytes)
 
@@ -297,6 +298,7 @@ def serve(
     max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES,
     limits: ConnectionLimits | None = None,
     open_hub: bool = False,
+    redirects: bool = True,
 ) -> None:
     """Run the hub with uvicorn until interrupted, over the registry at `home`, `database_url` and `blobs` (a blob
     store URL; see Registry)."""
@@ -308,7 +310,7 @@ def serve(
 
     lim = limits or ConnectionLimits()
     app = create_app(default_registry(home, database_url, blobs=blobs), tokens=tokens, page_size=page_size,
-                     max_upload_bytes=max_upload_bytes, open_hub=open_hub)  # fmt: skip
+                     max_upload_bytes=max_upload_bytes, open_hub=open_hub, redirects=redirects)  # fmt: skip
     if on_ready is not None:
         on_ready(f"http://{host}:{port}")
     gc.freeze()  # startup objects live forever: full collections skip them (search p95 42 -> 18 ms at 100k)

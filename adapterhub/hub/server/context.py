@@ -59,6 +59,7 @@ class HubContext:
     page_size: int = DEFAULT_PAGE_SIZE
     max_upload_bytes: int | None = DEFAULT_MAX_UPLOAD_BYTES  # largest commit body accepted (HTTP 413 above it); None: no limit
     private_paths: re.Pattern[str] | None = None  # the server's own folders, scrubbed from every error message
+    redirects: bool = True  # big files answer with a presigned URL when the blob store can sign one (serve --no-redirect)
 
     def check_readable(self, request: Request, repo: HubRepo) -> None:
         self.access.check_readable(request, repo)

@@ -91,7 +91,7 @@ def resolve_file(namespace: str, name: str, revision: str, path: str, request: R
     repo, commit = ctx.resolve(request, namespace, name, revision)
     f = ctx.hub.file(repo.repo_id, commit.id, path)
     headers = _headers(f, commit.id)
-    if f.lfs and f.size > REDIRECT_MIN_BYTES:
+    if f.lfs and f.size > REDIRECT_MIN_BYTES and ctx.redirects:
         url = ctx.hub.blobs.presigned_url(f.sha256, PRESIGNED_EXPIRES_S)
         if url is not None:
             return Response(status_code=302, headers={**headers, "Location": url, "Content-Length": "0"})
