@@ -152,21 +152,8 @@ class BlobStore:
 
     def put_stream(self, stream: Readable, *, expected_sha256: str | None = None, what: str = "upload") -> tuple[str, int]:
         """Copy a stream into the store while hashing it; an `expected_sha256` mismatch stores nothing."""
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        h = hashlib.sha256()
-        size = 0
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.tmp)
+        tmp, digest, size = spool(stream, self.tmp, expected_sha256=expected_sha256, what=what, durable=True)
         try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            digest = h.hexdigest()
-            if expected_sha256 is not None and digest != expected_sha256:
-                raise IntegrityError(what, f"sha256 {expected_sha256}", f"sha256 {digest}")
             final = self.path(digest)
             if final.is_file():
                 os.unlink(tmp)  # already stored: deduplicated
@@ -256,6 +243,37 @@ class BlobStore:
                     if now - t.stat().st_mtime >= older_than_s:
                         shutil.rmtree(t) if t.is_dir() else t.unlink()
         return removed
+
+
+def spool(
+    stream: Readable, folder: Path, *, expected_sha256: str | None = None, what: str = "upload", durable: bool = False
+) -> tuple[Path, str, int]:
+    """Copy `stream` into a new temp file under `folder` while hashing it: (its path, sha256, size), the file the
+    caller's to move or remove. A sha256 mismatch or any error leaves nothing behind; a full disk is StorageFull.
+    `durable` fsyncs the bytes (a file about to become a blob by rename)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    size = 0
+    fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        digest = h.hexdigest()
+        if expected_sha256 is not None and digest != expected_sha256:
+            raise IntegrityError(what, f"sha256 {expected_sha256}", f"sha256 {digest}")
+        return Path(name), digest, size
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        if is_disk_full(exc):
+            raise StorageFull() from None
+        raise
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -16,15 +16,13 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import IntegrityError, StorageFull, StoreError, UsageError
-from ..fsutil import TMP_PREFIX
-from .blobs import CHUNK, BlobInfo, Readable, check_sha256, is_disk_full
+from .blobs import CHUNK, BlobInfo, Readable, check_sha256, is_disk_full, spool
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -228,21 +226,10 @@ class S3BlobStore:
 
     def put_stream(self, stream: Readable, *, expected_sha256: str | None = None, what: str = "upload") -> tuple[str, int]:
         """Hash a stream into local scratch, then upload it under its sha256 (unless stored); a mismatch stores nothing."""
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        h = hashlib.sha256()
-        size = 0
-        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.tmp)
+        tmp, digest, size = spool(stream, self.tmp, expected_sha256=expected_sha256, what=what)
         try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            digest = h.hexdigest()
-            if expected_sha256 is not None and digest != expected_sha256:
-                raise IntegrityError(what, f"sha256 {expected_sha256}", f"sha256 {digest}")
             if not self.has(digest):
-                self._upload(Path(name), digest)
+                self._upload(tmp, digest)
             return digest, size
         except OSError as exc:
             if is_disk_full(exc):
@@ -250,7 +237,7 @@ class S3BlobStore:
             raise
         finally:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
+                os.unlink(tmp)
 
     def put_file(self, src: Path | str, *, expected_sha256: str | None = None) -> tuple[str, int]:
         h = hashlib.sha256()
