@@ -5,6 +5,7 @@ streamed upload all wrap their requests in `remote_errors`; the CLI prints the l
 from __future__ import annotations
 
 import contextlib
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ def server_message(response: Any) -> str:
         with contextlib.suppress(Exception):
             msg = (response.text or "").strip()
         msg = "" if msg.startswith("<") else msg  # an HTML page says nothing useful in one line
+    msg = "".join(c for c in msg if unicodedata.category(c)[0] != "C" or c in "\n\t")  # no terminal escapes from a hub
     msg = " ".join((msg.splitlines() or [""])[0].split())[:300]
     msg = msg[len("permission denied: ") :] if msg.startswith("permission denied: ") else msg  # said once, by PermissionDenied
     return msg or str(getattr(response, "reason_phrase", "") or "no message")

@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...errors import IntegrityError, PayloadTooLarge, UsageError
+from ...errors import DatabaseBusy, IntegrityError, PayloadTooLarge, UsageError
 from ...store.blobs import Blobs
 from ...store.db import Database
 from ...store.orm import HubStagedUploadRow as Row
@@ -44,6 +45,9 @@ from .context import context, json_object
 router = APIRouter()
 
 STAGED_TTL_S = 24 * 3600.0  # a staged upload nobody committed is removed after this long
+PRUNE_EVERY_S = 600.0  # how often a serving process forgets expired staged uploads (besides at start)
+MAX_STAGED_PER_CALLER = 2000  # uploads one token may hold staged and uncommitted (two full batches)
+_last_prune = float("-inf")
 MAX_BATCH_OBJECTS = 1000  # objects in one batch request: the commit's own file limit
 UPLOAD_ROUTE = re.compile(r"/api/models/[^/]+/[^/]+/uploads(?:/[^/]+)?")  # for BodyLimit: bodies up to --max-upload-bytes
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
@@ -77,10 +81,11 @@ class StagedUploads:
         wanted = sorted({sha for sha in sha256s if _SHA256.fullmatch(sha)})
         if not wanted:
             return {}
+        fresh = utcnow() - timedelta(seconds=STAGED_TTL_S)  # an expired upload is gone even before a prune removes it
         with self.db.session() as s:
             rows = s.execute(
                 sa.select(Row.sha256, Row.git_sha1, Row.size).where(
-                    Row.repo_key == repo_id, Row.caller_key == _key(caller.key), Row.sha256.in_(wanted)
+                    Row.repo_key == repo_id, Row.caller_key == _key(caller.key), Row.sha256.in_(wanted), Row.created_at >= fresh
                 )
             ).all()
         return {r.sha256: StagedFile(r.sha256, r.git_sha1, r.size) for r in rows if self.blobs.has(r.sha256)}
@@ -88,14 +93,28 @@ class StagedUploads:
     def stage(self, repo_id: str, caller: Caller, tmp: Path, sha256: str, git_sha1: str, size: int) -> None:
         """Store a verified upload from scratch in the blob store, then record that this caller staged it here (a
         second upload of the same bytes refreshes the record's age)."""
-        self.blobs.adopt(tmp, sha256)
+        self.prune_now_and_then()
         key = {"repo_key": repo_id, "caller_key": _key(caller.key), "sha256": sha256}
-        with self.db.write() as s:
-            row = s.scalar(sa.select(Row).filter_by(**key))
-            if row is None:
-                s.add(Row(**key, git_sha1=git_sha1, size=size, created_at=utcnow()))
-            else:
-                row.created_at = utcnow()
+        with self.db.session() as s:
+            held = s.scalar(sa.select(sa.func.count()).select_from(Row).where(Row.caller_key == key["caller_key"])) or 0
+        if held >= MAX_STAGED_PER_CALLER:
+            raise PayloadTooLarge(
+                f"this token has {held} uploads staged and not committed (the limit is {MAX_STAGED_PER_CALLER})",
+                hint="commit the files you uploaded, or wait a day for uncommitted uploads to expire",
+            )
+        self.blobs.adopt(tmp, sha256)
+        for _ in range(3):  # two PUTs of the same bytes at once (a retry, two replicas): the second refreshes the first
+            try:
+                with self.db.write() as s:
+                    row = s.scalar(sa.select(Row).filter_by(**key))
+                    if row is None:
+                        s.add(Row(**key, git_sha1=git_sha1, size=size, created_at=utcnow()))
+                    else:
+                        row.created_at = utcnow()
+                return
+            except sa.exc.IntegrityError:
+                continue
+        raise DatabaseBusy()
 
     def done(self, repo_id: str, caller: Caller, sha256s: Iterable[str]) -> None:
         """A commit naming them was recorded: the repository references the blobs now."""
@@ -105,6 +124,14 @@ class StagedUploads:
                 s.execute(
                     sa.delete(Row).where(Row.repo_key == repo_id, Row.caller_key == _key(caller.key), Row.sha256.in_(wanted))
                 )
+
+    def prune_now_and_then(self) -> None:
+        """`prune` at most every PRUNE_EVERY_S per process: expired uploads go while the server runs, not only at start."""
+        global _last_prune
+        now = time.monotonic()
+        if now - _last_prune >= PRUNE_EVERY_S:
+            _last_prune = now
+            self.prune()
 
     def prune(self, *, older_than_s: float = STAGED_TTL_S) -> None:
         """Forget uploads nobody committed within `older_than_s`; their blobs become orphans for gc."""
