@@ -110,10 +110,12 @@ def resolve_file(namespace: str, name: str, revision: str, path: str, request: R
     try:  # opened before the status line goes out, so a lost blob is a clear 500, not a cut connection
         local = blobs.local_path(f.sha256)
         if local is None:  # a remote store: small files whole and verified, others streamed (verified when whole)
+            if status == 206:  # a range: one ranged GET of just those bytes, never the whole object
+                return StreamingResponse(_read(blobs.open_range(f.sha256, start, length), 0, length), status_code=status,
+                                         headers=headers)  # fmt: skip
             if f.size <= DIRECT_MAX_BYTES:
-                data = blobs.read_bytes(f.sha256)
-                return Response(data[start : start + length], status_code=status, headers=headers)
-            return StreamingResponse(_skip(blobs.open(f.sha256), start, length), status_code=status, headers=headers)
+                return Response(blobs.read_bytes(f.sha256), status_code=status, headers=headers)
+            return StreamingResponse(_read(blobs.open(f.sha256), 0, length), status_code=status, headers=headers)
         fh = open(local, "rb")
     except FileNotFoundError:
         raise StoreError(f"the bytes of {repo.repo_id}/{path} are missing from the hub's blob store",
@@ -122,11 +124,3 @@ def resolve_file(namespace: str, name: str, revision: str, path: str, request: R
         raise StoreError(f"the bytes of {repo.repo_id}/{path} are damaged in the hub's blob store (sha256 mismatch)",
                          hint="run `adapterhub fsck` on the hub and push the file again") from None  # fmt: skip
     return StreamingResponse(_read(fh, start, length), status_code=status, headers=headers)
-
-
-def _skip(fh: BinaryIO, start: int, length: int) -> Iterator[bytes]:
-    """`_read` for a stream that cannot seek: the bytes before `start` are read and dropped."""
-    with fh:
-        while start > 0:
-            start -= len(fh.read(min(CHUNK, start))) or start
-        yield from _read(fh, 0, length)
