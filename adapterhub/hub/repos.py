@@ -293,22 +293,23 @@ class HubStore:
             rows = s.scalars(sa.select(HubCommitFileRow).where(HubCommitFileRow.commit_id == head))
             return head, {r.path: self._to_file(r) for r in rows}
 
-    def referenced_blobs(self, namespace: str, name: str, sha256s: Iterable[str]) -> set[str]:
-        """Which of `sha256s` some commit of this repository (any revision) holds: the only blobs a commit may copy by
-        hash (an `lfsFile`), so a writer cannot adopt, or probe for, the bytes of another repository."""
+    def referenced_blobs(self, namespace: str, name: str, sha256s: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """Which of `sha256s` some commit of this repository (any revision) holds, with the git blob id and size it
+        recorded: the only blobs a commit may copy by hash (an `lfsFile`), so a writer cannot adopt, or probe for, the
+        bytes of another repository; and a copy needs no read of the bytes."""
         wanted = sorted(set(sha256s))
         if not wanted:
-            return set()
+            return {}
         with self.db.session() as s:
             repo = self._repo_row(s, namespace, name)
             if repo is None:
                 raise RepoNotFound(f"{namespace}/{name}")
             q = (
-                sa.select(HubCommitFileRow.sha256).distinct()
+                sa.select(HubCommitFileRow.sha256, HubCommitFileRow.git_sha1, HubCommitFileRow.size).distinct()
                 .join(HubCommitRow, HubCommitRow.id == HubCommitFileRow.commit_id)
                 .where(HubCommitRow.repo_id == repo.id, HubCommitFileRow.sha256.in_(wanted))
             )  # fmt: skip
-            return set(s.scalars(q))
+            return {sha: (git_sha1, size) for sha, git_sha1, size in s.execute(q)}
 
     def history(self, namespace: str, name: str, revision: str = DEFAULT_BRANCH, *, limit: int = 1000) -> list[HubCommit]:
         """Commits reachable from `revision`, newest first (follows parent links)."""

@@ -202,7 +202,8 @@ def _apply_with(
 
     oids = {_lfs_oid(item) for item in payload.lfs_files}
     staged = staging.find(repo_id, caller, oids - uploaded.keys())
-    known = ctx.hub.referenced_blobs(namespace, name, oids - uploaded.keys() - staged.keys()) | uploaded.keys() | staged.keys()
+    held = ctx.hub.referenced_blobs(namespace, name, oids - uploaded.keys() - staged.keys())
+    known = held.keys() | uploaded.keys() | staged.keys()
 
     def path_of(sha256: str) -> Path:
         tmp = uploaded.get(sha256)
@@ -219,10 +220,12 @@ def _apply_with(
         oid = _lfs_oid(item)
         if oid not in known or not present(oid):  # unknown and foreign answer alike
             raise UsageError(_LFS_REFUSED.format(path=item.get("path")), hint="upload it as a regular file")
-        src = path_of(oid)
         if oid in staged:  # hashed while it was received
             git_sha1, size = staged[oid].git_sha1, staged[oid].size
+        elif oid in held:  # recorded by an earlier commit: no read of the bytes (on S3, no download)
+            git_sha1, size = held[oid]
         else:
+            src = path_of(oid)
             git_sha1, size = git_blob_sha1_file(src), src.stat().st_size
         additions.append(FileAddition(path=item["path"], sha256=oid, git_sha1=git_sha1, size=size))
     stored = False

@@ -90,7 +90,8 @@ class _Base64Sink:
         return self._sha.hexdigest(), self.size
 
     def abort(self) -> None:
-        self._fh.close()
+        with contextlib.suppress(OSError):  # on a full disk closing flushes and fails again: the file goes anyway
+            self._fh.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
