@@ -92,7 +92,18 @@ def tag_commit(s: Session, repo: HubRepoRow, tag: str) -> str | None:
         )
     if version is None:
         return None
-    return _commits_by_version(s, repo).get(version)
+    return _commit_of_version(s, repo, version)
+
+
+def _commit_of_version(s: Session, repo: HubRepoRow, version: int) -> str | None:
+    """The newest commit of this hub repository that recorded `ns/name@version` (one row read, not every commit)."""
+    commit: str | None = s.scalar(
+        sa.select(HubCommitRow.id)
+        .where(HubCommitRow.repo_id == repo.id, HubCommitRow.adapter_ref == f"{repo.namespace}/{repo.name}@{version}")
+        .order_by(HubCommitRow.created_at.desc(), HubCommitRow.id.desc())
+        .limit(1)
+    )
+    return commit
 
 
 def _version_of_commit(s: Session, repo: HubRepoRow, reg: RepoRow | None, commit: str) -> AdapterRow | None:
