@@ -146,6 +146,8 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 COMMIT = r"/api/models/team/qv/commit/main"
+# a streamed push (adapterhub's own client) asks the LFS batch API first, then PUTs each file, then commits
+WRITES = [("POST", r"/team/qv\.git/info/lfs/objects/batch"), ("PUT", r"/api/models/team/qv/uploads/.*"), ("POST", COMMIT)]
 INJECTED = [
     (404, "hub repository 'team/qv' not found", ["not found", "check"]),
     (409, "commit to team/qv expected parent abc but the branch head is def", ["expected parent abc", "HTTP 409", "push again"]),
@@ -167,7 +169,7 @@ def test_push_of_a_second_version_fails_in_one_line(setup: Setup) -> None:
     assert_one_line(cli(setup.src, *push2, url, token=setup.write), f"over this hub's limit of {UPLOAD_LIMIT} bytes",
                     "HTTP 413", "--max-upload-bytes")  # fmt: skip
     for status, message, needles in INJECTED:
-        setup.proxy.inject = {("POST", COMMIT): (status, message)}
+        setup.proxy.inject = {route: (status, message) for route in WRITES}
         assert_one_line(cli(setup.src, *push2, setup.proxy.url, token=setup.write), *needles)
     setup.proxy.inject = {}
     refused = f"http://127.0.0.1:{free_port()}"
