@@ -104,34 +104,25 @@ class _Body(io.RawIOBase):
         super().close()
 
 
-class _VerifyingReader(io.RawIOBase):
+class _VerifyingReader(_Body):
     """An object's body that hashes what it hands out and raises IntegrityError at its end if the bytes are not the
     ones named by the key (a damaged or overwritten object)."""
 
     def __init__(self, body: Any, sha256: str, what: str) -> None:
-        self._body, self._sha, self._what = body, sha256, what
+        super().__init__(body)
+        self._sha, self._what = sha256, what
         self._h = hashlib.sha256()
         self._size = 0
 
-    def readable(self) -> bool:
-        return True
-
     def readinto(self, b: Any) -> int:
-        data = self._body.read(len(b))
-        if not data:
+        n = super().readinto(b)
+        if not n:
             if self._h.hexdigest() != self._sha:
                 raise IntegrityError(self._what, f"sha256 {self._sha}", f"sha256 {self._h.hexdigest()}, {self._size} bytes")
             return 0
-        self._h.update(data)
-        self._size += len(data)
-        n = len(data)
-        b[:n] = data
+        self._h.update(b[:n])
+        self._size += n
         return n
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._body.close()
-        super().close()
 
 
 class S3BlobStore:
