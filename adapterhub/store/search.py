@@ -128,7 +128,7 @@ def _count_visible(
         visible = adapter_visible(visibility)
         return count([*conds, visible]), visible
     total = count(conds) - (count([*probing, AdapterRow.id.in_(rows)]) if rows else 0)
-    return total, AdapterRow.repo_id.not_in(hidden) if hidden else None
+    return total, visible
 
 
 def run_search(
@@ -168,12 +168,12 @@ def run_search(
     # With a selective column filter (task) the planner should walk those adapters and probe each tag/score
     # (EXISTS into a covering index); without one, walking the tag/score index first (IN) touches far fewer rows.
     drive_from_adapters = bool(q.task)
-    filters = _probes(q, drive_from_adapters)
-    total, visible = _count_visible(s, conds + filters, conds + _probes(q, True), visibility, count_limit)
+    filters, probes = _probes(q, drive_from_adapters), _probes(q, True)
+    total, visible = _count_visible(s, conds + filters, conds + probes, visibility, count_limit)
     seen = [visible] if visible is not None else []
     if q.sort and not drive_from_adapters:
         # walking the score index best first, each adapter is probed (EXISTS), never a whole tag/score IN list built
-        ids = _best_scored_first(s, conds + _probes(q, True) + seen, q)
+        ids = _best_scored_first(s, conds + probes + seen, q)
     elif q.sort:
         conds += filters + seen
         ds, metric = _split_key(q.sort)
